@@ -1,0 +1,1 @@
+"""The versioned gRPC API (generated code lives in v1/)."""

@@ -1,0 +1,295 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RunStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RUN_STATUS_UNSPECIFIED: _ClassVar[RunStatus]
+    QUEUED: _ClassVar[RunStatus]
+    NOT_STARTED: _ClassVar[RunStatus]
+    STARTING: _ClassVar[RunStatus]
+    STARTED: _ClassVar[RunStatus]
+    SUCCESS: _ClassVar[RunStatus]
+    FAILURE: _ClassVar[RunStatus]
+    CANCELING: _ClassVar[RunStatus]
+    CANCELED: _ClassVar[RunStatus]
+RUN_STATUS_UNSPECIFIED: RunStatus
+QUEUED: RunStatus
+NOT_STARTED: RunStatus
+STARTING: RunStatus
+STARTED: RunStatus
+SUCCESS: RunStatus
+FAILURE: RunStatus
+CANCELING: RunStatus
+CANCELED: RunStatus
+
+class Run(_message.Message):
+    __slots__ = ("run_id", "job_name", "status", "tags", "priority", "created_at", "started_at", "ended_at", "run_config_json", "error", "worker_pid", "code_location")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_NAME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    RUN_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    WORKER_PID_FIELD_NUMBER: _ClassVar[int]
+    CODE_LOCATION_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    job_name: str
+    status: RunStatus
+    tags: _containers.ScalarMap[str, str]
+    priority: int
+    created_at: str
+    started_at: str
+    ended_at: str
+    run_config_json: str
+    error: str
+    worker_pid: int
+    code_location: str
+    def __init__(self, run_id: _Optional[str] = ..., job_name: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., created_at: _Optional[str] = ..., started_at: _Optional[str] = ..., ended_at: _Optional[str] = ..., run_config_json: _Optional[str] = ..., error: _Optional[str] = ..., worker_pid: _Optional[int] = ..., code_location: _Optional[str] = ...) -> None: ...
+
+class RunEvent(_message.Message):
+    __slots__ = ("at", "kind", "status", "message")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    at: str
+    kind: str
+    status: RunStatus
+    message: str
+    def __init__(self, at: _Optional[str] = ..., kind: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class SubmitRunRequest(_message.Message):
+    __slots__ = ("job_name", "tags", "run_config_json", "priority", "idempotency_key")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    JOB_NAME_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    RUN_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    job_name: str
+    tags: _containers.ScalarMap[str, str]
+    run_config_json: str
+    priority: int
+    idempotency_key: str
+    def __init__(self, job_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., run_config_json: _Optional[str] = ..., priority: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class GetRunRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class GetRunResponse(_message.Message):
+    __slots__ = ("run", "events")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    run: Run
+    events: _containers.RepeatedCompositeFieldContainer[RunEvent]
+    def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ..., events: _Optional[_Iterable[_Union[RunEvent, _Mapping]]] = ...) -> None: ...
+
+class ListRunsRequest(_message.Message):
+    __slots__ = ("statuses", "job_name", "tags", "limit", "page_token")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    JOB_NAME_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    statuses: _containers.RepeatedScalarFieldContainer[RunStatus]
+    job_name: str
+    tags: _containers.ScalarMap[str, str]
+    limit: int
+    page_token: str
+    def __init__(self, statuses: _Optional[_Iterable[_Union[RunStatus, str]]] = ..., job_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListRunsResponse(_message.Message):
+    __slots__ = ("runs", "next_page_token")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[Run]
+    next_page_token: str
+    def __init__(self, runs: _Optional[_Iterable[_Union[Run, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class TerminateRunRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class TerminateRunResponse(_message.Message):
+    __slots__ = ("run", "changed")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    run: Run
+    changed: bool
+    def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class ReadRunLogsRequest(_message.Message):
+    __slots__ = ("run_id", "after_seq", "limit")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    after_seq: int
+    limit: int
+    def __init__(self, run_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class LogLine(_message.Message):
+    __slots__ = ("seq", "at", "stream", "level", "message")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    at: str
+    stream: str
+    level: str
+    message: str
+    def __init__(self, seq: _Optional[int] = ..., at: _Optional[str] = ..., stream: _Optional[str] = ..., level: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ReadRunLogsResponse(_message.Message):
+    __slots__ = ("lines", "last_seq", "run_status")
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    RUN_STATUS_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[LogLine]
+    last_seq: int
+    run_status: RunStatus
+    def __init__(self, lines: _Optional[_Iterable[_Union[LogLine, _Mapping]]] = ..., last_seq: _Optional[int] = ..., run_status: _Optional[_Union[RunStatus, str]] = ...) -> None: ...
+
+class GetInstanceInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class InstanceInfo(_message.Message):
+    __slots__ = ("version", "home", "storage", "run_coordinator", "run_launcher", "config_json", "supervisor_pid", "addresses", "code_locations")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    HOME_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_FIELD_NUMBER: _ClassVar[int]
+    RUN_COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    RUN_LAUNCHER_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    SUPERVISOR_PID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    CODE_LOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    home: str
+    storage: str
+    run_coordinator: str
+    run_launcher: str
+    config_json: str
+    supervisor_pid: int
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    code_locations: _containers.RepeatedCompositeFieldContainer[CodeLocation]
+    def __init__(self, version: _Optional[str] = ..., home: _Optional[str] = ..., storage: _Optional[str] = ..., run_coordinator: _Optional[str] = ..., run_launcher: _Optional[str] = ..., config_json: _Optional[str] = ..., supervisor_pid: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ..., code_locations: _Optional[_Iterable[_Union[CodeLocation, _Mapping]]] = ...) -> None: ...
+
+class CodeLocation(_message.Message):
+    __slots__ = ("name", "jobs", "schedules", "sensors", "load_error")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    SENSORS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    jobs: _containers.RepeatedScalarFieldContainer[str]
+    schedules: _containers.RepeatedScalarFieldContainer[str]
+    sensors: _containers.RepeatedScalarFieldContainer[str]
+    load_error: str
+    def __init__(self, name: _Optional[str] = ..., jobs: _Optional[_Iterable[str]] = ..., schedules: _Optional[_Iterable[str]] = ..., sensors: _Optional[_Iterable[str]] = ..., load_error: _Optional[str] = ...) -> None: ...
+
+class DaemonStatus(_message.Message):
+    __slots__ = ("name", "healthy", "state", "detail", "pid", "incarnation", "uptime_seconds", "last_heartbeat_at", "iteration", "phase", "restarts", "restarts_by_reason", "last_exit", "last_errors", "degraded", "info_json")
+    class RestartsByReasonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_AT_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_BY_REASON_FIELD_NUMBER: _ClassVar[int]
+    LAST_EXIT_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    INFO_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    healthy: bool
+    state: str
+    detail: str
+    pid: int
+    incarnation: int
+    uptime_seconds: float
+    last_heartbeat_at: str
+    iteration: int
+    phase: str
+    restarts: int
+    restarts_by_reason: _containers.ScalarMap[str, int]
+    last_exit: str
+    last_errors: _containers.RepeatedScalarFieldContainer[str]
+    degraded: bool
+    info_json: str
+    def __init__(self, name: _Optional[str] = ..., healthy: _Optional[bool] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., pid: _Optional[int] = ..., incarnation: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., last_heartbeat_at: _Optional[str] = ..., iteration: _Optional[int] = ..., phase: _Optional[str] = ..., restarts: _Optional[int] = ..., restarts_by_reason: _Optional[_Mapping[str, int]] = ..., last_exit: _Optional[str] = ..., last_errors: _Optional[_Iterable[str]] = ..., degraded: _Optional[bool] = ..., info_json: _Optional[str] = ...) -> None: ...
+
+class GetDaemonStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetDaemonStatusResponse(_message.Message):
+    __slots__ = ("daemons", "draining")
+    DAEMONS_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    daemons: _containers.RepeatedCompositeFieldContainer[DaemonStatus]
+    draining: bool
+    def __init__(self, daemons: _Optional[_Iterable[_Union[DaemonStatus, _Mapping]]] = ..., draining: _Optional[bool] = ...) -> None: ...
+
+class RestartDaemonRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RestartDaemonResponse(_message.Message):
+    __slots__ = ("daemon",)
+    DAEMON_FIELD_NUMBER: _ClassVar[int]
+    daemon: DaemonStatus
+    def __init__(self, daemon: _Optional[_Union[DaemonStatus, _Mapping]] = ...) -> None: ...

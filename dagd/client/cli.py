@@ -1,0 +1,455 @@
+"""``dagctl``: the command line of dagd.
+
+Every command but ``dev``, ``daemon run`` and ``instance migrate`` talks to the running supervisor
+over gRPC; it finds it through ``$DAGD_HOME/supervisor.json`` unless ``--address`` is given.
+Listing commands take ``--json`` (one document on stdout; logs go to stderr).
+
+Exit codes (docs/cli.md): 0 ok, 1 failed, 2 bad input, 3 a daemon is unhealthy,
+4 no supervisor reachable, 5 not found.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from dagd.client.client import Client, SupervisorUnreachable
+from dagd.errors import ConfigError, DagdError, DefinitionError, InvalidArgument, NotFound, SchemaOutOfDate
+
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNHEALTHY, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 1, 2, 3, 4, 5
+F = TypeVar("F", bound=Callable[..., Any])
+
+out = Console(highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    click.echo(f"dagctl: error: {' '.join(str(message).split())}", err=True)
+    sys.exit(code)
+
+
+def exit_code_for(exc: DagdError) -> int:
+    if isinstance(exc, SupervisorUnreachable):
+        return EXIT_UNREACHABLE
+    if isinstance(exc, (InvalidArgument, ConfigError, DefinitionError)):
+        return EXIT_BAD_INPUT
+    if isinstance(exc, NotFound):
+        return EXIT_NOT_FOUND
+    return EXIT_FAILED
+
+
+class Ctx:
+    def __init__(self, home: str | None, address: str | None, token: str | None) -> None:
+        from dagd.instance.instance import resolve_home
+
+        self.home = resolve_home(home)
+        self.address = address
+        self.token = token
+
+    def client(self) -> Client:
+        return Client.for_home(self.home, address=self.address, token=self.token)
+
+
+def handle_errors(fn: F) -> F:
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DagdError as exc:
+            fail(str(exc), exit_code_for(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=False))
+
+
+def parse_tags(values: Sequence[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(f"--tag {item!r}: expected KEY=VALUE")
+        tags[key] = value
+    return tags
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", envvar="DAGD_HOME", help="Instance directory (default $DAGD_HOME, else ~/.dagd).")
+@click.option("--address", envvar="DAGD_ADDRESS", help="Supervisor address (unix:PATH or HOST:PORT).")
+@click.option("--token", envvar="DAGD_TOKEN", help="Bearer token for a TCP address.")
+@click.version_option(package_name="dagd")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, address: str | None, token: str | None) -> None:
+    """dagd: daemon supervisor and run orchestrator."""
+    ctx.obj = Ctx(home, address, token)
+
+
+# -- code location options -------------------------------------------------------------------------
+
+
+def code_options(fn: F) -> F:
+    fn = click.option("-m", "--module", "module", help="Python module with a Definitions object.")(fn)
+    fn = click.option(
+        "-f", "--python-file", "python_file", type=click.Path(), help="Python file with a Definitions object."
+    )(fn)
+    fn = click.option("-w", "--workspace", "workspace", type=click.Path(), help="workspace.yaml to load.")(fn)
+    return fn
+
+
+def resolve_targets(workspace: str | None, python_file: str | None, module: str | None) -> list[Any]:
+    from dagd.workspace import target_from_file, target_from_module, targets_from_workspace_file
+
+    given = [x for x in (workspace, python_file, module) if x]
+    if len(given) > 1:
+        raise InvalidArgument("give only one of -w, -f and -m")
+    if workspace:
+        return targets_from_workspace_file(workspace)
+    if python_file:
+        return [target_from_file(python_file)]
+    if module:
+        return [target_from_module(module)]
+    if pathlib.Path("workspace.yaml").is_file():
+        return targets_from_workspace_file("workspace.yaml")
+    raise InvalidArgument(
+        "no code to load: pass -w workspace.yaml, -f defs.py or -m module (or run where workspace.yaml is)"
+    )
+
+
+def _serve(
+    ctx: Ctx, workspace: str | None, python_file: str | None, module: str | None, *, web_port: int | None
+) -> None:
+    from dagd.instance.instance import Instance
+    from dagd.supervisor.app import configure_logging, run_supervisor
+
+    configure_logging()
+    targets = resolve_targets(workspace, python_file, module)
+    instance = Instance.load(ctx.home)
+    code = run_supervisor(instance, targets)
+    sys.exit(code)
+
+
+@cli.command()
+@code_options
+@click.option("--web-port", type=int, default=None, help="Web UI port (the web UI lands in a later release).")
+@click.pass_obj
+@handle_errors
+def dev(
+    ctx: Ctx, workspace: str | None, python_file: str | None, module: str | None, web_port: int | None
+) -> None:
+    """Supervisor, daemons and (later) the web UI in the foreground; Ctrl-C stops everything."""
+    _serve(ctx, workspace, python_file, module, web_port=web_port)
+
+
+@cli.group()
+def daemon() -> None:
+    """The supervisor and its daemons."""
+
+
+@daemon.command("run")
+@code_options
+@click.pass_obj
+@handle_errors
+def daemon_run(ctx: Ctx, workspace: str | None, python_file: str | None, module: str | None) -> None:
+    """Run the supervisor and its daemons in the foreground."""
+    _serve(ctx, workspace, python_file, module, web_port=None)
+
+
+# -- runs ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--tag", "tags", multiple=True, help="KEY=VALUE, repeatable.")
+@click.option("--priority", type=int, default=None, help="Overrides the dagd/priority tag.")
+@click.option("--config", "config_json", default=None, help="Run config as a JSON object.")
+@click.option("--idempotency-key", default="", help="Retries with the same key return the same run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@click.pass_obj
+@handle_errors
+def submit(
+    ctx: Ctx,
+    job: str,
+    tags: tuple[str, ...],
+    priority: int | None,
+    config_json: str | None,
+    idempotency_key: str,
+    as_json: bool,
+) -> None:
+    """Submit a run of JOB; prints the run id."""
+    parsed_tags = parse_tags(tags)
+    if config_json is not None:
+        try:
+            config = json.loads(config_json)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"--config is not valid JSON: {exc.msg} at column {exc.colno}") from None
+        if not isinstance(config, dict):
+            raise InvalidArgument("--config must be a JSON object")
+    with ctx.client() as client:
+        run = client.submit(
+            job,
+            tags=parsed_tags,
+            run_config_json=config_json,
+            priority=priority,
+            idempotency_key=idempotency_key,
+        )
+    if as_json:
+        emit_json(run)
+    else:
+        click.echo(run["run_id"])
+
+
+@cli.group()
+def runs() -> None:
+    """Inspect and control runs."""
+
+
+STATUS_STYLE = {
+    "SUCCESS": "green",
+    "FAILURE": "red",
+    "CANCELED": "yellow",
+    "STARTED": "cyan",
+    "QUEUED": "magenta",
+}
+
+
+@runs.command("list")
+@click.option("--status", "statuses", multiple=True, help="Filter by status, repeatable.")
+@click.option("--job", "job_name", default="", help="Filter by job name.")
+@click.option("--tag", "tags", multiple=True, help="Filter by KEY=VALUE, repeatable.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def runs_list(
+    ctx: Ctx, statuses: tuple[str, ...], job_name: str, tags: tuple[str, ...], limit: int, as_json: bool
+) -> None:
+    """Runs, newest first."""
+    with ctx.client() as client:
+        items, _ = client.list_runs(statuses=statuses, job_name=job_name, tags=parse_tags(tags), limit=limit)
+    if as_json:
+        emit_json(items)
+        return
+    table = Table("RUN ID", "JOB", "STATUS", "PRIORITY", "CREATED", "ENDED")
+    for run in items:
+        style = STATUS_STYLE.get(run["status"], "")
+        table.add_row(
+            run["run_id"], run["job_name"], f"[{style}]{run['status']}[/]" if style else run["status"],
+            str(run["priority"]), run["created_at"] or "", run["ended_at"] or "",
+        )  # fmt: skip
+    out.print(table)
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def runs_show(ctx: Ctx, run_id: str, as_json: bool) -> None:
+    """A run, with its timeline of events."""
+    with ctx.client() as client:
+        run, events = client.get_run(run_id)
+    if as_json:
+        emit_json({**run, "events": events})
+        return
+    for key in (
+        "run_id",
+        "job_name",
+        "status",
+        "priority",
+        "created_at",
+        "started_at",
+        "ended_at",
+        "worker_pid",
+    ):
+        out.print(f"[bold]{key:<11}[/] {run[key] if run[key] is not None else '-'}")
+    out.print(f"[bold]{'tags':<11}[/] {' '.join(f'{k}={v}' for k, v in run['tags'].items()) or '-'}")
+    if run["error"]:
+        out.print(f"[bold]{'error':<11}[/] [red]{run['error']}[/]", markup=True)
+    out.print("[bold]timeline[/]")
+    for event in events:
+        out.print(f"  {event['at']}  {event['status'] or event['kind']:<10} {event['message']}")
+
+
+@runs.command("logs")
+@click.argument("run_id")
+@click.option("--follow", "-F", is_flag=True, help="Keep printing until the run finishes.")
+@click.pass_obj
+@handle_errors
+def runs_logs(ctx: Ctx, run_id: str, follow: bool) -> None:
+    """The run's log lines (context.log, stdout and stderr)."""
+    finished = {"SUCCESS", "FAILURE", "CANCELED"}
+    after = 0
+    with ctx.client() as client:
+        while True:
+            lines, after, status = client.read_logs(run_id, after_seq=after)
+            for line in lines:
+                click.echo(f"{line['at']} {line['stream']:<6} {line['level']:<7} {line['message']}")
+            if not follow or (status in finished and not lines):
+                return
+            if not lines:
+                time.sleep(0.3)
+
+
+@runs.command("terminate")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def runs_terminate(ctx: Ctx, run_id: str, as_json: bool) -> None:
+    """Cancel a run: a queued run at once, a running one via SIGTERM to its process group."""
+    with ctx.client() as client:
+        run, changed = client.terminate(run_id)
+    if as_json:
+        emit_json({**run, "changed": changed})
+    elif changed:
+        click.echo(f"{run_id}: {run['status']}")
+    else:
+        click.echo(f"{run_id}: already {run['status']}, nothing to do")
+
+
+# -- daemons ------------------------------------------------------------------------------------
+
+
+@cli.group()
+def daemons() -> None:
+    """Daemon health and control."""
+
+
+@daemons.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def daemons_status(ctx: Ctx, as_json: bool) -> None:
+    """Each daemon's health; exit 3 if any is unhealthy, 4 if no supervisor answers."""
+    with ctx.client() as client:
+        client.timeout = 5.0
+        status = client.daemon_status()
+    items = status["daemons"]
+    if as_json:
+        emit_json(status)
+    else:
+        table = Table("DAEMON", "HEALTHY", "STATE", "PID", "RESTARTS", "LAST HEARTBEAT", "DETAIL")
+        for d in items:
+            table.add_row(
+                d["name"], "[green]yes[/]" if d["healthy"] else "[red]no[/]", d["state"], str(d["pid"] or "-"),
+                str(d["restarts"]), d["last_heartbeat_at"] or "-", d["detail"],
+            )  # fmt: skip
+        out.print(table)
+    if not all(d["healthy"] for d in items):
+        sys.exit(EXIT_UNHEALTHY)
+
+
+@daemons.command("restart")
+@click.argument("name")
+@click.pass_obj
+@handle_errors
+def daemons_restart(ctx: Ctx, name: str) -> None:
+    """Restart one daemon (does not count against its restart budget)."""
+    with ctx.client() as client:
+        d = client.restart_daemon(name)
+    click.echo(f"{name}: {d['detail']}")
+
+
+@daemons.command("logs")
+@click.argument("name")
+@click.option("--follow", "-F", is_flag=True)
+@click.option("--lines", "-n", type=int, default=50)
+@click.pass_obj
+@handle_errors
+def daemons_logs(ctx: Ctx, name: str, follow: bool, lines: int) -> None:
+    """A daemon's log file (read from $DAGD_HOME/logs on this host)."""
+    from dagd.daemons import DAEMON_NAMES
+
+    if name not in DAEMON_NAMES:
+        raise NotFound(f"no daemon named {name!r} (daemons: {', '.join(DAEMON_NAMES)})")
+    path = ctx.home / "logs" / f"{name}.log"
+    if not path.exists():
+        raise NotFound(f"no log yet for {name} at {path}")
+    with open(path, errors="replace") as handle:
+        for line in handle.readlines()[-lines:]:
+            click.echo(line, nl=False)
+        while follow:
+            line = handle.readline()
+            if line:
+                click.echo(line, nl=False)
+            else:
+                time.sleep(0.2)
+
+
+# -- instance -----------------------------------------------------------------------------------
+
+
+@cli.group()
+def instance() -> None:
+    """The instance: configuration and storage."""
+
+
+@instance.command("info")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def instance_info(ctx: Ctx, as_json: bool) -> None:
+    """What the running supervisor is configured with."""
+    with ctx.client() as client:
+        info = client.instance_info()
+    if as_json:
+        emit_json(info)
+        return
+    for key in ("version", "home", "storage", "run_coordinator", "run_launcher", "supervisor_pid"):
+        out.print(f"[bold]{key:<16}[/] {info[key]}")
+    out.print(f"[bold]{'addresses':<16}[/] {', '.join(info['addresses'])}")
+    for loc in info["code_locations"]:
+        status = f"[red]load error: {loc['load_error']}[/]" if loc["load_error"] else "ok"
+        out.print(
+            f"[bold]{'code location':<16}[/] {loc['name']}: jobs {', '.join(loc['jobs']) or '-'} ({status})"
+        )
+
+
+@instance.command("migrate")
+@click.pass_obj
+@handle_errors
+def instance_migrate(ctx: Ctx) -> None:
+    """Upgrade the instance database to this dagd's schema."""
+    from dagd.instance.instance import Instance
+    from dagd.storage.engine import make_engine
+    from dagd.storage.migrate import upgrade
+
+    inst = Instance.load(ctx.home)
+    engine = make_engine(inst.storage_url)
+    try:
+        before, after = upgrade(engine)
+    finally:
+        engine.dispose()
+    click.echo(f"database at {after}" + ("" if before == after else f" (was {before or 'empty'})"))
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="dagctl", standalone_mode=False)
+    except click.exceptions.Abort:
+        fail("aborted", EXIT_FAILED)
+    except click.UsageError as exc:
+        fail(exc.format_message(), EXIT_BAD_INPUT)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except SchemaOutOfDate as exc:
+        fail(str(exc), EXIT_FAILED)
+    except DagdError as exc:
+        fail(str(exc), exit_code_for(exc))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""A typed client of ``dagd.api.v1``: domain-shaped dicts in and out, dagd errors instead of RpcError.
+
+This is the one client-side place where gRPC status codes become dagd errors. The address comes
+from ``--address``, else from the ``supervisor.json`` the supervisor publishes in ``$DAGD_HOME``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import psutil
+
+from dagd.api.v1 import dagd_pb2 as pb
+from dagd.api.v1 import dagd_pb2_grpc as pb_grpc
+from dagd.errors import (
+    Conflict,
+    DagdError,
+    InvalidArgument,
+    InvalidTransition,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
+
+CODE_TO_ERROR: dict[grpc.StatusCode, type[DagdError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: InvalidTransition,
+    grpc.StatusCode.ABORTED: Conflict,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: InvalidArgument,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidArgument,
+}
+
+
+class SupervisorUnreachable(Unavailable):
+    """No supervisor answers at the instance's address."""
+
+
+@dataclass(frozen=True)
+class Published:
+    pid: int
+    started_at: float
+    addresses: list[str]
+
+    @property
+    def alive(self) -> bool:
+        try:
+            return abs(psutil.Process(self.pid).create_time() - self.started_at) < 0.05
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+
+
+def read_published(home: pathlib.Path) -> Published | None:
+    try:
+        data = json.loads((home / "supervisor.json").read_text())
+        return Published(
+            pid=int(data["pid"]), started_at=float(data["started_at"]), addresses=list(data["addresses"])
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def resolve_address(home: pathlib.Path, address: str | None) -> str:
+    if address:
+        return address
+    published = read_published(home)
+    if published is None or not published.alive:
+        raise SupervisorUnreachable(
+            f"no supervisor is running for DAGD_HOME={home} (start one with `dagctl dev` or `dagctl daemon run`)"
+        )
+    return published.addresses[0]
+
+
+def _status_name(value: int) -> str:
+    return pb.RunStatus.Name(value) if value in pb.RunStatus.values() else str(value)
+
+
+def run_from_pb(run: pb.Run) -> dict[str, Any]:
+    """A run in the JSON shape of SPEC §6 (plus a few more fields)."""
+    return {
+        "run_id": run.run_id,
+        "job_name": run.job_name,
+        "status": _status_name(run.status),
+        "tags": dict(sorted(run.tags.items())),
+        "priority": run.priority,
+        "created_at": run.created_at or None,
+        "started_at": run.started_at or None,
+        "ended_at": run.ended_at or None,
+        "run_config": json.loads(run.run_config_json) if run.run_config_json else {},
+        "error": run.error or None,
+        "worker_pid": run.worker_pid or None,
+    }
+
+
+class Client:
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        tls_ca_file: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._metadata: list[tuple[str, str]] = [("authorization", f"Bearer {token}")] if token else []
+        if tls_ca_file:
+            creds = grpc.ssl_channel_credentials(pathlib.Path(tls_ca_file).read_bytes())
+            self._channel = grpc.secure_channel(address, creds)
+        else:
+            self._channel = grpc.insecure_channel(address)
+        self.runs = pb_grpc.RunServiceStub(self._channel)
+        self.instance = pb_grpc.InstanceServiceStub(self._channel)
+        self.daemons = pb_grpc.DaemonServiceStub(self._channel)
+
+    @classmethod
+    def for_home(cls, home: pathlib.Path, *, address: str | None = None, token: str | None = None) -> Client:
+        return cls(resolve_address(home, address), token=token)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: Any, request: Any, metadata: Sequence[tuple[str, str]] = ()) -> Any:
+        try:
+            return method(request, timeout=self.timeout, metadata=[*self._metadata, *metadata])
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+            details = exc.details() if hasattr(exc, "details") else str(exc)
+            if code == grpc.StatusCode.UNAVAILABLE and ("connect" in (details or "").lower() or not details):
+                raise SupervisorUnreachable(
+                    f"cannot reach the supervisor at {self.address}: {details}"
+                ) from None
+            error = CODE_TO_ERROR.get(code, DagdError)
+            raise error(details or code.name) from None
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        job_name: str,
+        *,
+        tags: Mapping[str, str] | None = None,
+        run_config: Mapping[str, Any] | None = None,
+        run_config_json: str | None = None,
+        priority: int | None = None,
+        idempotency_key: str = "",
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> dict[str, Any]:
+        request = pb.SubmitRunRequest(
+            job_name=job_name,
+            tags=dict(tags or {}),
+            run_config_json=run_config_json if run_config_json is not None else json.dumps(run_config or {}),
+            idempotency_key=idempotency_key,
+        )
+        if priority is not None:
+            request.priority = priority
+        return run_from_pb(self._call(self.runs.SubmitRun, request, metadata))
+
+    def get_run(self, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        response = self._call(self.runs.GetRun, pb.GetRunRequest(run_id=run_id))
+        events = [
+            {
+                "at": e.at,
+                "kind": e.kind,
+                "status": _status_name(e.status) if e.status else None,
+                "message": e.message,
+            }
+            for e in response.events
+        ]
+        return run_from_pb(response.run), events
+
+    def list_runs(
+        self,
+        *,
+        statuses: Sequence[str] = (),
+        job_name: str = "",
+        tags: Mapping[str, str] | None = None,
+        limit: int = 100,
+        page_token: str = "",
+    ) -> tuple[list[dict[str, Any]], str]:
+        try:
+            status_values = [pb.RunStatus.Value(s.upper()) for s in statuses]
+        except ValueError as exc:
+            raise InvalidArgument(f"unknown run status: {exc}") from None
+        response = self._call(
+            self.runs.ListRuns,
+            pb.ListRunsRequest(
+                statuses=status_values,
+                job_name=job_name,
+                tags=dict(tags or {}),
+                limit=limit,
+                page_token=page_token,
+            ),
+        )
+        return [run_from_pb(r) for r in response.runs], response.next_page_token
+
+    def terminate(self, run_id: str) -> tuple[dict[str, Any], bool]:
+        response = self._call(self.runs.TerminateRun, pb.TerminateRunRequest(run_id=run_id))
+        return run_from_pb(response.run), response.changed
+
+    def read_logs(
+        self, run_id: str, *, after_seq: int = 0, limit: int = 1000
+    ) -> tuple[list[dict[str, Any]], int, str]:
+        response = self._call(
+            self.runs.ReadRunLogs, pb.ReadRunLogsRequest(run_id=run_id, after_seq=after_seq, limit=limit)
+        )
+        lines = [
+            {"seq": ln.seq, "at": ln.at, "stream": ln.stream, "level": ln.level, "message": ln.message}
+            for ln in response.lines
+        ]
+        return lines, response.last_seq, _status_name(response.run_status)
+
+    # -- daemons -------------------------------------------------------------------------------
+
+    def daemon_status(self) -> dict[str, Any]:
+        response = self._call(self.daemons.GetDaemonStatus, pb.GetDaemonStatusRequest())
+        return {"daemons": [daemon_from_pb(d) for d in response.daemons], "draining": response.draining}
+
+    def restart_daemon(self, name: str) -> dict[str, Any]:
+        response = self._call(self.daemons.RestartDaemon, pb.RestartDaemonRequest(name=name))
+        return daemon_from_pb(response.daemon)
+
+    # -- instance ------------------------------------------------------------------------------
+
+    def instance_info(self) -> dict[str, Any]:
+        info = self._call(self.instance.GetInstanceInfo, pb.GetInstanceInfoRequest())
+        return {
+            "version": info.version,
+            "home": info.home,
+            "storage": info.storage,
+            "run_coordinator": info.run_coordinator,
+            "run_launcher": info.run_launcher,
+            "supervisor_pid": info.supervisor_pid,
+            "addresses": list(info.addresses),
+            "config": json.loads(info.config_json) if info.config_json else {},
+            "code_locations": [
+                {
+                    "name": loc.name,
+                    "jobs": list(loc.jobs),
+                    "schedules": list(loc.schedules),
+                    "sensors": list(loc.sensors),
+                    "load_error": loc.load_error or None,
+                }
+                for loc in info.code_locations
+            ],
+        }
+
+
+def daemon_from_pb(d: pb.DaemonStatus) -> dict[str, Any]:
+    """A daemon in the JSON shape of SPEC §6 (plus state, detail and restart reasons)."""
+    return {
+        "name": d.name,
+        "healthy": d.healthy,
+        "pid": d.pid or None,
+        "last_heartbeat_at": d.last_heartbeat_at or None,
+        "restarts": d.restarts,
+        "last_error": (d.last_errors[0] if d.last_errors else None) or (d.last_exit or None),
+        "state": d.state,
+        "detail": d.detail,
+        "incarnation": d.incarnation,
+        "uptime_seconds": round(d.uptime_seconds, 3),
+        "iteration": d.iteration,
+        "phase": d.phase,
+        "restarts_by_reason": dict(d.restarts_by_reason),
+        "last_exit": d.last_exit or None,
+        "last_errors": list(d.last_errors),
+        "degraded": d.degraded,
+        "info": json.loads(d.info_json) if d.info_json else {},
+    }

@@ -1,0 +1,216 @@
+"""The shared daemon loop: iterations of work, a heartbeat that proves progress, errors recorded.
+
+A daemon is a class with ``run_iteration()``; :class:`DaemonRunner` drives it:
+
+- after each iteration it upserts the heartbeat row (throttled to the configured interval) and
+  sends a progress line to the supervisor over the status pipe (the process's stdout);
+- an exception in an iteration goes into the heartbeat's error list (newest first) and the loop
+  goes on after a short backoff: a daemon records errors instead of dying;
+- an unreachable database is *degraded*, not hung: the runner tells the supervisor over the pipe
+  (which needs no database) and keeps retrying with backoff;
+- the supervisor holds the write end of our stdin: EOF there means the supervisor is gone, and the
+  daemon exits at once (no orphans, even after a SIGKILL of the supervisor). Bytes on stdin wake
+  the loop early (``w``), which is how submissions reach the run queue without polling.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+import uuid
+from typing import IO, TYPE_CHECKING, Any
+
+from dagd.errors import StorageUnavailable
+from dagd.storage.daemons import MAX_ERRORS, Heartbeat
+from dagd.timefmt import rfc3339, utcnow
+
+if TYPE_CHECKING:
+    from dagd.instance.instance import Instance
+
+log = logging.getLogger("dagd.daemon")
+
+ERROR_BACKOFF_SECONDS = 1.0
+DEGRADED_BACKOFF_MAX_SECONDS = 5.0
+
+
+class Daemon:
+    """Base for one daemon's work. Subclasses set ``name`` and implement ``run_iteration``."""
+
+    name = "daemon"
+
+    def __init__(self, instance: Instance) -> None:
+        self.instance = instance
+        self.phase = "idle"
+        self.info: dict[str, Any] = {}
+
+    @property
+    def interval_seconds(self) -> float:
+        return 1.0
+
+    def run_iteration(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class StatusPipe:
+    """Newline-delimited JSON to the supervisor. Never blocks the loop for long, never raises."""
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, **message: Any) -> None:
+        if self._stream is None:
+            return
+        with self._lock:
+            try:
+                self._stream.write(json.dumps(message) + "\n")
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._stream = None
+
+
+class DaemonRunner:
+    def __init__(self, daemon: Daemon, *, incarnation: int, pipe: StatusPipe) -> None:
+        self.daemon = daemon
+        self.incarnation = incarnation
+        self.pipe = pipe
+        self.daemon_id = uuid.uuid4().hex
+        self.iteration = 0
+        self.errors: list[dict[str, Any]] = []
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self._last_beat = 0.0
+        self._degraded: str | None = None
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.daemon.instance.config.daemons.heartbeat_interval_seconds
+
+    def record_error(self, message: str) -> None:
+        self.errors.insert(0, {"at": rfc3339(utcnow()), "message": message})
+        del self.errors[MAX_ERRORS:]
+
+    def beat(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_beat < self.heartbeat_interval:
+            return
+        self.daemon.instance.storage.daemons.beat(
+            Heartbeat(
+                daemon_name=self.daemon.name,
+                daemon_id=self.daemon_id,
+                pid=os.getpid(),
+                incarnation=self.incarnation,
+                iteration=self.iteration,
+                phase=self.daemon.phase,
+                heartbeat_at=utcnow(),
+                errors=self.errors,
+                info=self.daemon.info,
+            )
+        )
+        self._last_beat = now
+
+    def _set_degraded(self, reason: str | None) -> None:
+        if reason != self._degraded:
+            self._degraded = reason
+            if reason:
+                log.warning("%s degraded: %s", self.daemon.name, reason)
+            else:
+                log.info("%s recovered", self.daemon.name)
+        self.pipe.send(degraded=reason, iteration=self.iteration)
+
+    def run(self) -> None:
+        degraded_backoff = 0.5
+        while not self.stopping.is_set():
+            wait = self.daemon.interval_seconds
+            try:
+                self.daemon.phase = "working"
+                self.daemon.run_iteration()
+                self.iteration += 1
+                self.daemon.phase = "idle"
+                self.beat(force=self._degraded is not None)
+                if self._degraded is not None:
+                    self._set_degraded(None)
+                self.pipe.send(progress=self.iteration)
+                degraded_backoff = 0.5
+            except StorageUnavailable as exc:
+                self._set_degraded(str(exc))
+                wait = degraded_backoff
+                degraded_backoff = min(degraded_backoff * 2, DEGRADED_BACKOFF_MAX_SECONDS)
+            except Exception as exc:  # record and go on: one bad iteration must not kill the daemon
+                log.error("%s iteration failed:\n%s", self.daemon.name, traceback.format_exc())
+                self.record_error(f"{type(exc).__name__}: {exc}")
+                self.daemon.phase = "error backoff"
+                try:
+                    self.beat(force=True)
+                except Exception:
+                    pass
+                self.pipe.send(progress=self.iteration, error=str(exc)[:500])
+                wait = ERROR_BACKOFF_SECONDS
+            self.wake.wait(wait)
+            self.wake.clear()
+        self.daemon.close()
+
+
+def watch_parent(stdin: IO[bytes], runner: DaemonRunner) -> None:
+    """Exit when the supervisor goes away (EOF on stdin); wake the loop on ``w``."""
+    while True:
+        try:
+            data = os.read(stdin.fileno(), 512)
+        except OSError:
+            data = b""
+        if not data:
+            log.warning("supervisor gone (stdin closed): exiting")
+            os._exit(0)
+        if b"w" in data:
+            runner.wake.set()
+
+
+def main(name: str, home: str, incarnation: int) -> None:
+    from dagd.daemons.registry import make_daemon
+    from dagd.instance.instance import Instance
+
+    instance = Instance.load(home, create=False)
+    logs = instance.logs_dir
+    logs.mkdir(parents=True, exist_ok=True)
+    from logging.handlers import RotatingFileHandler
+
+    handler = RotatingFileHandler(logs / f"{name}.log", maxBytes=10 * 1024 * 1024, backupCount=3)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    try:
+        import setproctitle  # type: ignore[import-not-found]
+
+        setproctitle.setproctitle(f"dagd: {name}")
+    except ImportError:
+        pass
+    # The status pipe is our stdout; anything else printing must not corrupt it.
+    pipe = StatusPipe(os.fdopen(os.dup(1), "w", buffering=1))
+    os.dup2(2, 1)
+    runner = DaemonRunner(make_daemon(name, instance), incarnation=incarnation, pipe=pipe)
+    threading.Thread(
+        target=watch_parent, args=(sys.stdin.buffer, runner), name="parent-watch", daemon=True
+    ).start()
+
+    def on_term(_signum: int, _frame: Any) -> None:
+        runner.stopping.set()
+        runner.wake.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the supervisor, which stops us in order
+    log.info("%s starting (pid %d, incarnation %d)", name, os.getpid(), incarnation)
+    pipe.send(started=os.getpid())
+    try:
+        runner.run()
+    except StorageUnavailable as exc:
+        pipe.send(degraded=str(exc))
+        raise
+    log.info("%s stopped", name)

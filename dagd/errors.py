@@ -1,0 +1,62 @@
+"""The one error tree of dagd.
+
+    DagdError
+    ├── ConfigError          bad dagd.yaml / workspace file       -> INVALID_ARGUMENT / exit 2
+    ├── DefinitionError      user code failed to load             -> FAILED_PRECONDITION
+    ├── InvalidArgument      bad request field (tag, priority...) -> INVALID_ARGUMENT
+    ├── NotFound             unknown run, job, daemon             -> NOT_FOUND
+    ├── InvalidTransition    illegal run status change            -> FAILED_PRECONDITION
+    ├── Conflict             lost a compare-and-set / lease       -> ABORTED
+    ├── StorageUnavailable   database unreachable                 -> UNAVAILABLE
+    ├── SchemaOutOfDate      database older than this code        -> FAILED_PRECONDITION
+    └── Unavailable          supervisor draining / unreachable    -> UNAVAILABLE
+
+Server side, :mod:`dagd.supervisor.servicer` maps these to gRPC status codes; client side,
+:mod:`dagd.client.client` maps status codes back. Nowhere else.
+"""
+
+from __future__ import annotations
+
+
+class DagdError(Exception):
+    """Base of every error dagd raises on purpose. The message is one line for the user."""
+
+
+class ConfigError(DagdError):
+    pass
+
+
+class DefinitionError(DagdError):
+    pass
+
+
+class InvalidArgument(DagdError):
+    pass
+
+
+class NotFound(DagdError):
+    pass
+
+
+class InvalidTransition(DagdError):
+    pass
+
+
+class Conflict(DagdError):
+    pass
+
+
+class StorageUnavailable(DagdError):
+    pass
+
+
+class SchemaOutOfDate(DagdError):
+    pass
+
+
+class Unavailable(DagdError):
+    pass
+
+
+class Unauthenticated(DagdError):
+    pass

@@ -1,0 +1,1 @@
+"""The instance: its directory (``$DAGD_HOME``) and its configuration file (``dagd.yaml``)."""

@@ -1,0 +1,135 @@
+"""The instance: a home directory, its validated config, its storage, and the pluggable classes.
+
+``Instance.load(home)`` is the one way every process (supervisor, daemons, run workers, dagctl)
+turns ``$DAGD_HOME`` into something usable. Storage is opened lazily and per process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import pathlib
+import tempfile
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from dagd.errors import ConfigError
+from dagd.instance.config import InstanceConfig, load_instance_config, validate_section
+
+if TYPE_CHECKING:
+    from dagd.run_coordinator import RunCoordinator
+    from dagd.run_launcher import RunLauncher
+    from dagd.storage import Storage
+
+DEFAULT_HOME = "~/.dagd"
+# sun_path is 108 bytes including the NUL; stay well below it.
+MAX_SOCKET_PATH = 100
+
+
+def resolve_home(home: str | os.PathLike[str] | None = None) -> pathlib.Path:
+    """--home beats $DAGD_HOME beats ~/.dagd."""
+    raw = home or os.environ.get("DAGD_HOME") or DEFAULT_HOME
+    return pathlib.Path(raw).expanduser().resolve()
+
+
+def load_class(module: str, class_name: str, *, key: str, file: pathlib.Path) -> type:
+    try:
+        mod = importlib.import_module(module)
+    except Exception as exc:
+        raise ConfigError(f"{file}: {key}.module: cannot import {module!r}: {exc}") from None
+    cls = getattr(mod, class_name, None)
+    if not isinstance(cls, type):
+        raise ConfigError(f"{file}: {key}.class: {module} has no class {class_name!r}")
+    return cls
+
+
+class Instance:
+    def __init__(self, home: pathlib.Path, config: InstanceConfig) -> None:
+        self.home = home
+        self.config = config
+
+    @classmethod
+    def load(cls, home: str | os.PathLike[str] | None = None, *, create: bool = True) -> Instance:
+        path = resolve_home(home)
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        elif not path.is_dir():
+            raise ConfigError(f"{path}: instance directory does not exist")
+        return cls(path, load_instance_config(path / "dagd.yaml"))
+
+    @property
+    def config_file(self) -> pathlib.Path:
+        return self.home / "dagd.yaml"
+
+    # -- storage ---------------------------------------------------------------------------
+
+    @property
+    def storage_url(self) -> str:
+        storage = self.config.storage
+        if storage.postgres is not None:
+            return storage.postgres.url
+        from dagd.storage.engine import sqlite_url
+
+        base = pathlib.Path(storage.sqlite.base_dir if storage.sqlite else "storage")
+        return sqlite_url(base if base.is_absolute() else self.home / base)
+
+    @cached_property
+    def storage(self) -> Storage:
+        from dagd.storage import open_storage
+
+        return open_storage(self.storage_url)
+
+    # -- pluggable classes -----------------------------------------------------------------
+
+    def _plugin(self, key: str, section: Any, *args: Any) -> Any:
+        cls = load_class(section.module, section.class_name, key=key, file=self.config_file)
+        model = getattr(cls, "config_model", None)
+        config: Any = section.config
+        if model is not None:
+            config = validate_section(
+                model, section.config, file=str(self.config_file), prefix=f"{key}.config"
+            )
+        return cls(self, config, *args)
+
+    def make_coordinator(self) -> RunCoordinator:
+        return self._plugin("run_coordinator", self.config.run_coordinator)
+
+    def make_launcher(self) -> RunLauncher:
+        return self._plugin("run_launcher", self.config.run_launcher)
+
+    @cached_property
+    def coordinator(self) -> RunCoordinator:
+        return self.make_coordinator()
+
+    @cached_property
+    def launcher(self) -> RunLauncher:
+        return self.make_launcher()
+
+    # -- files the supervisor publishes ----------------------------------------------------
+
+    @property
+    def supervisor_file(self) -> pathlib.Path:
+        """JSON with the running supervisor's pid, start time and addresses."""
+        return self.home / "supervisor.json"
+
+    @property
+    def socket_path(self) -> pathlib.Path:
+        """The default Unix socket, inside an owner-only directory.
+
+        Under the home when the path fits in sun_path; otherwise in a short per-user directory
+        named after a hash of the home, so a long $DAGD_HOME still works.
+        """
+        configured = self.config.grpc.socket
+        if configured:
+            path = pathlib.Path(configured)
+            return path if path.is_absolute() else self.home / path
+        candidate = self.home / "run" / "dagd.sock"
+        if len(str(candidate)) <= MAX_SOCKET_PATH:
+            return candidate
+        digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:16]
+        return pathlib.Path(tempfile.gettempdir()) / f"dagd-{os.getuid()}" / f"{digest}.sock"
+
+    @property
+    def logs_dir(self) -> pathlib.Path:
+        return self.home / "logs"

@@ -1,0 +1,1 @@
+"""Runs: the run record, its status lifecycle, and the run worker that executes a job."""

@@ -1,0 +1,141 @@
+"""The run record and its status lifecycle.
+
+Every status change goes through :func:`check_transition`, so the set of legal moves lives in one
+table. Storage applies a change as a compare-and-set (``UPDATE ... WHERE status = <from>``), which
+is what makes a claim atomic across processes and hosts.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from dagd.errors import InvalidTransition
+
+
+class RunStatus(str, enum.Enum):
+    QUEUED = "QUEUED"
+    NOT_STARTED = "NOT_STARTED"
+    STARTING = "STARTING"
+    STARTED = "STARTED"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    CANCELING = "CANCELING"
+    CANCELED = "CANCELED"
+
+    @property
+    def is_finished(self) -> bool:
+        return self in FINISHED_STATUSES
+
+    @property
+    def is_in_progress(self) -> bool:
+        return self in IN_PROGRESS_STATUSES
+
+
+FINISHED_STATUSES = frozenset({RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.CANCELED})
+# What counts against concurrency limits (Dagster's definition, kept on purpose).
+IN_PROGRESS_STATUSES = frozenset({RunStatus.STARTING, RunStatus.STARTED, RunStatus.CANCELING})
+
+_S = RunStatus
+# from -> allowed targets. Anything not listed is a bug in the caller and fails loudly.
+TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    # QUEUED -> NOT_STARTED: dequeued by the run queue; QUEUED -> CANCELED: canceled before launch.
+    _S.QUEUED: frozenset({_S.NOT_STARTED, _S.STARTING, _S.CANCELED, _S.FAILURE}),
+    # NOT_STARTED -> STARTING: handed to the launcher.
+    _S.NOT_STARTED: frozenset({_S.STARTING, _S.FAILURE, _S.CANCELED, _S.QUEUED}),
+    # STARTING -> STARTED: the worker reported in.
+    _S.STARTING: frozenset({_S.STARTED, _S.FAILURE, _S.CANCELING, _S.CANCELED, _S.SUCCESS}),
+    _S.STARTED: frozenset({_S.SUCCESS, _S.FAILURE, _S.CANCELING}),
+    # CANCELING -> SUCCESS/FAILURE: the job finished before the signal took effect.
+    _S.CANCELING: frozenset({_S.CANCELED, _S.FAILURE, _S.SUCCESS}),
+    _S.SUCCESS: frozenset(),
+    _S.FAILURE: frozenset(),
+    _S.CANCELED: frozenset(),
+}
+
+
+def check_transition(current: RunStatus, target: RunStatus) -> None:
+    """Raise :class:`InvalidTransition` unless ``current -> target`` is a legal move."""
+    if target not in TRANSITIONS[current]:
+        raise InvalidTransition(f"run cannot go from {current.value} to {target.value}")
+
+
+PRIORITY_TAG = "dagd/priority"
+MAX_RUNTIME_TAG = "dagd/max_runtime"
+BACKFILL_TAG = "dagd/backfill"
+
+
+def parse_priority(tags: dict[str, str]) -> int:
+    """The run's priority from its tags; raises ValueError naming the bad value."""
+    raw = tags.get(PRIORITY_TAG)
+    if raw is None:
+        return 0
+    try:
+        return int(str(raw).strip())
+    except ValueError:
+        raise ValueError(f"tag {PRIORITY_TAG} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    job_name: str
+    status: RunStatus
+    tags: dict[str, str]
+    run_config: dict
+    priority: int
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    updated_at: datetime | None = None
+    seq: int = 0
+    worker_pid: int | None = None
+    worker_started_at: float | None = None
+    error: str | None = None
+    code_location: str | None = None
+
+    def to_json(self) -> dict:
+        from dagd.timefmt import rfc3339
+
+        return {
+            "run_id": self.run_id,
+            "job_name": self.job_name,
+            "status": self.status.value,
+            "tags": dict(self.tags),
+            "priority": self.priority,
+            "run_config": self.run_config,
+            "created_at": rfc3339(self.created_at),
+            "started_at": rfc3339(self.started_at),
+            "ended_at": rfc3339(self.ended_at),
+            "error": self.error,
+            "worker_pid": self.worker_pid,
+        }
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    run_id: str
+    at: datetime
+    kind: str  # "status" or "info"
+    status: RunStatus | None
+    message: str
+
+
+@dataclass(frozen=True)
+class LogLine:
+    seq: int
+    run_id: str
+    at: datetime
+    stream: str  # "log", "stdout", "stderr"
+    level: str
+    message: str
+
+
+@dataclass
+class RunFilter:
+    statuses: list[RunStatus] = field(default_factory=list)
+    job_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    limit: int = 100
+    before_seq: int | None = None  # pagination cursor: runs older than this sequence number

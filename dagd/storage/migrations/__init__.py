@@ -1,0 +1,1 @@
+"""Alembic migrations of the instance database; ``dagd.storage.migrate`` drives them."""

@@ -1,0 +1,312 @@
+"""Runs, their tags, status events and logs.
+
+Every status change is a compare-and-set: ``UPDATE runs SET status = :to WHERE run_id = :id AND
+status IN (:from...)``. Only the writer whose UPDATE matched a row made the change, so a run is
+never claimed twice, even by two processes on two hosts. Each change writes its event in the same
+transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from dagd.errors import InvalidTransition, NotFound
+from dagd.runs.model import (
+    FINISHED_STATUSES,
+    TRANSITIONS,
+    LogLine,
+    Run,
+    RunEvent,
+    RunFilter,
+    RunStatus,
+)
+from dagd.storage.schema import run_events, run_logs, run_tags, runs
+from dagd.timefmt import as_utc, utcnow
+
+if TYPE_CHECKING:
+    from dagd.storage.store import Storage
+
+
+@dataclass(frozen=True)
+class NewRun:
+    job_name: str
+    tags: dict[str, str]
+    run_config: dict
+    priority: int
+    status: RunStatus
+    code_location: str | None = None
+    idempotency_key: str | None = None
+    run_id: str | None = None
+
+
+def _row_to_run(row: Any) -> Run:
+    return Run(
+        run_id=row.run_id,
+        job_name=row.job_name,
+        status=RunStatus(row.status),
+        tags=json.loads(row.tags),
+        run_config=json.loads(row.run_config),
+        priority=row.priority,
+        created_at=as_utc(row.created_at),  # type: ignore[arg-type]
+        started_at=as_utc(row.started_at),
+        ended_at=as_utc(row.ended_at),
+        updated_at=as_utc(row.updated_at),
+        seq=row.seq,
+        worker_pid=row.worker_pid,
+        worker_started_at=row.worker_started_at,
+        error=row.error,
+        code_location=row.code_location,
+    )
+
+
+class RunStore:
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    # -- creation ---------------------------------------------------------------------------
+
+    def create(self, new: NewRun) -> Run:
+        """Store a new run with its tags and first event; idempotent on ``idempotency_key``."""
+        run_id = new.run_id or str(uuid.uuid4())
+        now = utcnow()
+        if new.idempotency_key:
+            existing = self.get_by_idempotency_key(new.idempotency_key)
+            if existing is not None:
+                return existing
+        try:
+            with self._storage.write() as conn:
+                conn.execute(
+                    runs.insert().values(
+                        run_id=run_id,
+                        job_name=new.job_name,
+                        status=new.status.value,
+                        priority=new.priority,
+                        tags=json.dumps(new.tags, sort_keys=True),
+                        run_config=json.dumps(new.run_config, sort_keys=True),
+                        code_location=new.code_location,
+                        idempotency_key=new.idempotency_key or None,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                if new.tags:
+                    conn.execute(
+                        run_tags.insert(),
+                        [{"run_id": run_id, "key": k, "value": v} for k, v in new.tags.items()],
+                    )
+                conn.execute(
+                    run_events.insert().values(
+                        run_id=run_id, at=now, kind="status", status=new.status.value, message="submitted"
+                    )
+                )
+        except sa.exc.IntegrityError:
+            if new.idempotency_key:
+                existing = self.get_by_idempotency_key(new.idempotency_key)
+                if existing is not None:
+                    return existing
+            raise
+        return self.require(run_id)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, run_id: str) -> Run | None:
+        with self._storage.read() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).first()
+        return None if row is None else _row_to_run(row)
+
+    def require(self, run_id: str) -> Run:
+        run = self.get(run_id)
+        if run is None:
+            raise NotFound(f"no run with id {run_id!r}")
+        return run
+
+    def get_by_idempotency_key(self, key: str) -> Run | None:
+        with self._storage.read() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.idempotency_key == key)).first()
+        return None if row is None else _row_to_run(row)
+
+    def list(self, flt: RunFilter) -> list[Run]:
+        query = sa.select(runs).order_by(runs.c.seq.desc()).limit(flt.limit)
+        if flt.statuses:
+            query = query.where(runs.c.status.in_([s.value for s in flt.statuses]))
+        if flt.job_name:
+            query = query.where(runs.c.job_name == flt.job_name)
+        for key, value in flt.tags.items():
+            tagged = sa.select(run_tags.c.run_id).where(run_tags.c.key == key, run_tags.c.value == value)
+            query = query.where(runs.c.run_id.in_(tagged))
+        if flt.before_seq is not None:
+            query = query.where(runs.c.seq < flt.before_seq)
+        with self._storage.read() as conn:
+            return [_row_to_run(row) for row in conn.execute(query)]
+
+    def with_status(self, statuses: Iterable[RunStatus], *, oldest_first: bool = True) -> list[Run]:
+        order = runs.c.seq.asc() if oldest_first else runs.c.seq.desc()
+        query = sa.select(runs).where(runs.c.status.in_([s.value for s in statuses])).order_by(order)
+        with self._storage.read() as conn:
+            return [_row_to_run(row) for row in conn.execute(query)]
+
+    def events(self, run_id: str) -> list[RunEvent]:
+        query = sa.select(run_events).where(run_events.c.run_id == run_id).order_by(run_events.c.id)
+        with self._storage.read() as conn:
+            return [
+                RunEvent(
+                    run_id=row.run_id,
+                    at=as_utc(row.at),  # type: ignore[arg-type]
+                    kind=row.kind,
+                    status=RunStatus(row.status) if row.status else None,
+                    message=row.message,
+                )
+                for row in conn.execute(query)
+            ]
+
+    # -- status changes ----------------------------------------------------------------------
+
+    def transition(
+        self,
+        run_id: str,
+        to: RunStatus,
+        *,
+        expected: Sequence[RunStatus] | None = None,
+        message: str = "",
+        error: str | None = None,
+        worker_pid: int | None = None,
+        worker_started_at: float | None = None,
+        claim_epoch: int | None = None,
+    ) -> Run | None:
+        """Compare-and-set the run's status; returns the updated run, or None if another writer won.
+
+        ``expected`` defaults to every status from which ``to`` is legal. Raises NotFound for an
+        unknown run and InvalidTransition when an explicit ``expected`` status cannot reach ``to``.
+        """
+        sources = list(expected) if expected is not None else [s for s, t in TRANSITIONS.items() if to in t]
+        for source in sources:
+            if to not in TRANSITIONS[source]:
+                raise InvalidTransition(f"run cannot go from {source.value} to {to.value}")
+        now = utcnow()
+        values: dict[str, Any] = {"status": to.value, "updated_at": now}
+        if to == RunStatus.STARTED:
+            values["started_at"] = now
+        if to in FINISHED_STATUSES:
+            values["ended_at"] = now
+        if error is not None:
+            values["error"] = error
+        if worker_pid is not None:
+            values["worker_pid"] = worker_pid
+            values["worker_started_at"] = worker_started_at
+        if claim_epoch is not None:
+            values["claim_epoch"] = claim_epoch
+        with self._storage.write() as conn:
+            result = conn.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id, runs.c.status.in_([s.value for s in sources]))
+                .values(**values)
+            )
+            if result.rowcount != 1:
+                exists = conn.execute(sa.select(runs.c.status).where(runs.c.run_id == run_id)).first()
+                if exists is None:
+                    raise NotFound(f"no run with id {run_id!r}")
+                return None
+            conn.execute(
+                run_events.insert().values(
+                    run_id=run_id, at=now, kind="status", status=to.value, message=message or error or ""
+                )
+            )
+        return self.get(run_id)
+
+    def bulk_transition(
+        self, run_ids: Sequence[str], expected: RunStatus, to: RunStatus, message: str
+    ) -> list[str]:
+        """Move many runs in one transaction; returns the ids that actually changed."""
+        if to not in TRANSITIONS[expected]:
+            raise InvalidTransition(f"run cannot go from {expected.value} to {to.value}")
+        now = utcnow()
+        changed: list[str] = []
+        values: dict[str, Any] = {"status": to.value, "updated_at": now}
+        if to in FINISHED_STATUSES:
+            values["ended_at"] = now
+        with self._storage.write() as conn:
+            for start in range(0, len(run_ids), 500):
+                chunk = list(run_ids[start : start + 500])
+                matched = (
+                    conn.execute(
+                        sa.select(runs.c.run_id).where(
+                            runs.c.run_id.in_(chunk), runs.c.status == expected.value
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+                if not matched:
+                    continue
+                conn.execute(
+                    runs.update()
+                    .where(runs.c.run_id.in_(matched), runs.c.status == expected.value)
+                    .values(**values)
+                )
+                conn.execute(
+                    run_events.insert(),
+                    [
+                        {"run_id": r, "at": now, "kind": "status", "status": to.value, "message": message}
+                        for r in matched
+                    ],
+                )
+                changed.extend(matched)
+        return changed
+
+    def add_event(self, run_id: str, message: str, *, kind: str = "info") -> None:
+        with self._storage.write() as conn:
+            conn.execute(run_events.insert().values(run_id=run_id, at=utcnow(), kind=kind, message=message))
+
+    def record_worker(self, run_id: str, pid: int, started_at: float) -> None:
+        with self._storage.write() as conn:
+            conn.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id)
+                .values(worker_pid=pid, worker_started_at=started_at, worker_heartbeat_at=utcnow())
+            )
+
+    def worker_heartbeat(self, run_id: str) -> None:
+        with self._storage.write() as conn:
+            conn.execute(runs.update().where(runs.c.run_id == run_id).values(worker_heartbeat_at=utcnow()))
+
+    # -- logs -------------------------------------------------------------------------------
+
+    def append_logs(self, run_id: str, lines: Sequence[tuple[datetime, str, str, str]]) -> None:
+        """Append (at, stream, level, message) lines in one transaction."""
+        if not lines:
+            return
+        with self._storage.write() as conn:
+            conn.execute(
+                run_logs.insert(),
+                [
+                    {"run_id": run_id, "at": at, "stream": stream, "level": level, "message": message}
+                    for at, stream, level, message in lines
+                ],
+            )
+
+    def read_logs(self, run_id: str, *, after_seq: int = 0, limit: int = 1000) -> list[LogLine]:
+        query = (
+            sa.select(run_logs)
+            .where(run_logs.c.run_id == run_id, run_logs.c.id > after_seq)
+            .order_by(run_logs.c.id)
+            .limit(limit)
+        )
+        with self._storage.read() as conn:
+            return [
+                LogLine(
+                    seq=row.id,
+                    run_id=row.run_id,
+                    at=as_utc(row.at),  # type: ignore[arg-type]
+                    stream=row.stream,
+                    level=row.level,
+                    message=row.message,
+                )
+                for row in conn.execute(query)
+            ]

@@ -1,0 +1,102 @@
+"""Table definitions (SQLAlchemy Core). Alembic migrations in ``migrations/`` create them.
+
+Timestamps are stored as timezone-aware UTC. JSON payloads are stored as text so SQLite and
+PostgreSQL behave the same.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    # seq is the submission order: FIFO within a priority, and the pagination cursor.
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("job_name", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("tags", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("run_config", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("code_location", sa.Text, nullable=True),
+    sa.Column("idempotency_key", sa.String(255), nullable=True, unique=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("worker_pid", sa.Integer, nullable=True),
+    # psutil create_time of the worker: a pid alone can be reused.
+    sa.Column("worker_started_at", sa.Float, nullable=True),
+    sa.Column("worker_heartbeat_at", sa.DateTime(timezone=True), nullable=True),
+    # Epoch of the lease holder that claimed the run (fencing).
+    sa.Column("claim_epoch", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index("ix_runs_status_seq", "status", "seq"),
+    sa.Index("ix_runs_job_name", "job_name"),
+)
+
+run_tags = sa.Table(
+    "run_tags",
+    metadata,
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("key", sa.String(255), nullable=False),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.PrimaryKeyConstraint("run_id", "key"),
+    sa.Index("ix_run_tags_key_value", "key", "value"),
+)
+
+run_events = sa.Table(
+    "run_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False, index=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=True),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+)
+
+run_logs = sa.Table(
+    "run_logs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("stream", sa.String(16), nullable=False),
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Index("ix_run_logs_run_id_id", "run_id", "id"),
+)
+
+daemon_heartbeats = sa.Table(
+    "daemon_heartbeats",
+    metadata,
+    sa.Column("daemon_name", sa.String(64), primary_key=True),
+    sa.Column("daemon_id", sa.String(64), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("incarnation", sa.Integer, nullable=False),
+    sa.Column("iteration", sa.Integer, nullable=False),
+    sa.Column("phase", sa.String(64), nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("errors", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("info", sa.Text, nullable=False, server_default="{}"),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(255), nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)

@@ -1,0 +1,87 @@
+"""The storage facade: one engine, short transactions, and the per-concept query classes.
+
+``Storage.write()`` is a short write transaction (BEGIN IMMEDIATE on SQLite); ``Storage.read()`` a
+read-only one. Database connection failures surface as :class:`dagd.errors.StorageUnavailable`, so
+callers can tell an outage from a bug.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from dagd.errors import StorageUnavailable
+
+
+class Storage:
+    def __init__(self, engine: sa.Engine) -> None:
+        from dagd.storage.daemons import DaemonStore
+        from dagd.storage.runs import RunStore
+
+        self.engine = engine
+        self.runs = RunStore(self)
+        self.daemons = DaemonStore(self)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def describe(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa.exc.OperationalError as exc:
+            raise StorageUnavailable(f"storage unavailable: {_first_line(exc)}") from exc
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        from dagd.storage.engine import READ_ONLY
+
+        try:
+            with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+                with conn.begin():
+                    yield conn
+        except sa.exc.OperationalError as exc:
+            raise StorageUnavailable(f"storage unavailable: {_first_line(exc)}") from exc
+
+    def ping(self) -> None:
+        with self.read() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def get_setting(self, key: str) -> Any:
+        from dagd.storage.schema import settings
+
+        with self.read() as conn:
+            raw = conn.execute(sa.select(settings.c.value).where(settings.c.key == key)).scalar()
+        return None if raw is None else json.loads(raw)
+
+    def set_setting(self, key: str, value: Any) -> None:
+        from dagd.storage.schema import settings
+
+        with self.write() as conn:
+            upsert(conn, settings, {"key": key, "value": json.dumps(value)}, ["key"])
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def upsert(conn: sa.Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
+    """An atomic insert-or-update in one statement (never insert-then-update)."""
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(table).values(**values)
+    update = {k: v for k, v in values.items() if k not in keys}
+    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=update))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,1 @@
+"""The supervisor: process table, restart policy and the gRPC server."""

@@ -1,0 +1,185 @@
+"""The supervisor process (``dagctl daemon run`` / ``dagctl dev``): start, serve, shut down.
+
+Start order: load and validate the instance and workspace, open storage (creating the schema on
+a fresh database), refuse if another supervisor is alive for this home, serve gRPC, publish the
+address in ``$DAGD_HOME/supervisor.json``, start the daemons, report SERVING.
+
+Shutdown (SIGINT/SIGTERM): NOT_SERVING and refuse submissions (UNAVAILABLE), stop the daemons in
+order (SIGTERM, wait, SIGKILL), stop gRPC, remove the published file, exit 0. A second signal
+kills the daemons at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+from dagd.errors import DagdError
+from dagd.instance.instance import Instance
+from dagd.supervisor.control import ControlPlane
+from dagd.supervisor.process_table import ProcessTable
+from dagd.supervisor.server import Servers, start_servers
+from dagd.workspace import CodeLocationTarget, Workspace
+
+log = logging.getLogger("dagd.supervisor")
+
+STATE_FILE = "daemons.json"
+
+
+class AlreadyRunning(DagdError):
+    pass
+
+
+def check_not_running(instance: Instance) -> None:
+    from dagd.client.client import read_published
+
+    published = read_published(instance.home)
+    if published is not None and published.alive and published.pid != os.getpid():
+        raise AlreadyRunning(
+            f"another supervisor (pid {published.pid}) is already running for DAGD_HOME={instance.home}"
+        )
+
+
+def kill_leftover_daemons(instance: Instance) -> int:
+    """Kill daemons an earlier supervisor left behind (matched by pid and start time)."""
+    path = instance.home / "run" / STATE_FILE
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return 0
+    killed = 0
+    for pid, started_at in recorded.values():
+        try:
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - started_at) < 0.05:
+                os.killpg(pid, signal.SIGKILL)
+                killed += 1
+        except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+            continue
+    path.unlink(missing_ok=True)
+    return killed
+
+
+def _write_atomic(path: Any, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+class Supervisor:
+    def __init__(self, instance: Instance, targets: list[CodeLocationTarget]) -> None:
+        self.instance = instance
+        self.workspace = Workspace(targets)
+        for name, location in self.workspace.locations.items():
+            if location.error:
+                log.error("code location %s failed to load: %s", name, location.error)
+        self.control = ControlPlane(instance, self.workspace)
+        names = instance.config.daemons.enabled_daemons
+        self.table = ProcessTable(instance, names)
+        self.control.daemons = self.table
+        self.servers: Servers | None = None
+        self._stop = threading.Event()
+        self._signals = 0
+
+    def start(self) -> None:
+        check_not_running(self.instance)
+        killed = kill_leftover_daemons(self.instance)
+        if killed:
+            log.warning("killed %d daemon(s) left behind by an earlier supervisor", killed)
+        _ = self.instance.storage  # open now: a broken database fails the start, not the first call
+        _ = self.instance.coordinator, self.instance.launcher
+        self.servers = start_servers(self.instance, self.control)
+        me = psutil.Process()
+        _write_atomic(
+            self.instance.supervisor_file,
+            {"pid": me.pid, "started_at": me.create_time(), "addresses": self.servers.addresses},
+        )
+        self.table.start()
+        threading.Thread(target=self._record_pids, name="record-pids", daemon=True).start()
+        self.servers.set_serving(True)
+        log.info("supervisor serving on %s", ", ".join(self.servers.addresses))
+
+    def _record_pids(self) -> None:
+        path = self.instance.home / "run" / STATE_FILE
+        last: dict[str, Any] = {}
+        while not self._stop.wait(0.5):
+            pids = self.table.pids()
+            if pids != last:
+                _write_atomic(path, pids)
+                last = pids
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, _frame: Any) -> None:
+            self._signals += 1
+            if self._signals > 1:
+                log.warning("second signal: stopping at once")
+                self.table.kill_all()
+                self._cleanup_files()
+                os._exit(1)
+            self._stop.set()
+
+        signal.signal(signal.SIGINT, handle)
+        signal.signal(signal.SIGTERM, handle)
+
+    def wait(self, until: Callable[[], bool] | None = None) -> None:
+        while not self._stop.wait(0.2):
+            if until is not None and until():
+                break
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self.control.draining = True
+        if self.servers:
+            self.servers.set_serving(False)
+        grace = self.instance.config.daemons.stop_grace_seconds
+        self.table.stop_all(timeout=grace + 2)
+        if self.servers:
+            self.servers.stop(grace=2)
+        self._cleanup_files()
+        log.info("supervisor stopped")
+
+    def _cleanup_files(self) -> None:
+        from dagd.client.client import read_published
+
+        published = read_published(self.instance.home)
+        if published is not None and published.pid == os.getpid():
+            self.instance.supervisor_file.unlink(missing_ok=True)
+        (self.instance.home / "run" / STATE_FILE).unlink(missing_ok=True)
+        self.instance.socket_path.unlink(missing_ok=True)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+
+
+def run_supervisor(
+    instance: Instance, targets: list[CodeLocationTarget], on_started: Callable[[], None] | None = None
+) -> int:
+    supervisor = Supervisor(instance, targets)
+    supervisor.install_signal_handlers()
+    try:
+        supervisor.start()
+        if on_started:
+            on_started()
+        supervisor.wait()
+    finally:
+        supervisor.shutdown()
+    return 0
+
+
+__all__ = ["AlreadyRunning", "Supervisor", "run_supervisor"]

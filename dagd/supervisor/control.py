@@ -1,0 +1,213 @@
+"""The control plane's operations in domain terms: submit, inspect, terminate, read logs.
+
+The gRPC servicer is a thin translation of this class; tests and the web UI's server side can
+reason about behaviour here without protobuf. Every request field is validated here, so bad input
+becomes an :class:`InvalidArgument` naming the field before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dagd.errors import InvalidArgument, NotFound, StorageUnavailable, Unavailable
+from dagd.instance.instance import Instance
+from dagd.run_coordinator import Submission
+from dagd.run_launcher import group_members, signal_group
+from dagd.runs.model import PRIORITY_TAG, LogLine, Run, RunEvent, RunFilter, RunStatus, parse_priority
+from dagd.storage.daemons import Heartbeat
+from dagd.supervisor.process_table import DaemonView, ProcessTable
+from dagd.workspace import Workspace
+
+MAX_TAGS = 100
+MAX_TAG_KEY = 255
+MAX_TAG_VALUE = 4096
+MAX_NAME = 255
+MAX_RUN_CONFIG_BYTES = 1 << 20
+MAX_LIST_LIMIT = 1000
+TERMINATE_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    job_name: str
+    tags: Mapping[str, str]
+    run_config_json: str = ""
+    priority: int | None = None
+    idempotency_key: str = ""
+
+
+def validate_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    if len(tags) > MAX_TAGS:
+        raise InvalidArgument(f"too many tags: {len(tags)} (at most {MAX_TAGS})")
+    for key, value in tags.items():
+        if not key or not key.strip():
+            raise InvalidArgument("tag key must not be empty")
+        if len(key) > MAX_TAG_KEY:
+            raise InvalidArgument(f"tag key {key[:40]!r}... is longer than {MAX_TAG_KEY} characters")
+        if len(value) > MAX_TAG_VALUE:
+            raise InvalidArgument(f"tag {key!r}: value is longer than {MAX_TAG_VALUE} characters")
+    return dict(tags)
+
+
+def parse_run_config(raw: str) -> dict[str, Any]:
+    if not raw:
+        return {}
+    if len(raw) > MAX_RUN_CONFIG_BYTES:
+        raise InvalidArgument(f"run config is larger than {MAX_RUN_CONFIG_BYTES} bytes")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(
+            f"run config is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    if not isinstance(value, dict):
+        raise InvalidArgument("run config must be a JSON object")
+    return value
+
+
+class ControlPlane:
+    def __init__(self, instance: Instance, workspace: Workspace) -> None:
+        self.instance = instance
+        self.workspace = workspace
+        self.draining = False
+        self.daemons: ProcessTable | None = None  # set by the supervisor; None in tests without daemons
+
+    @property
+    def runs(self):  # noqa: ANN201 - RunStore, imported lazily with storage
+        return self.instance.storage.runs
+
+    def _check_open(self) -> None:
+        if self.draining:
+            raise Unavailable("the supervisor is shutting down and accepts no new submissions")
+
+    # -- submit --------------------------------------------------------------------------------
+
+    def submit(self, request: SubmitRequest, metadata: Mapping[str, str]) -> Run:
+        self._check_open()
+        if not request.job_name:
+            raise InvalidArgument("job name is required")
+        if len(request.job_name) > MAX_NAME:
+            raise InvalidArgument(f"job name is longer than {MAX_NAME} characters")
+        if len(request.idempotency_key) > MAX_NAME:
+            raise InvalidArgument(f"idempotency key is longer than {MAX_NAME} characters")
+        request_tags = validate_tags(request.tags)
+        run_config = parse_run_config(request.run_config_json)
+        found = self.workspace.find_job(request.job_name)
+        if found is None:
+            known = ", ".join(self.workspace.job_names()) or "none"
+            raise NotFound(f"no job named {request.job_name!r} (known jobs: {known})")
+        target, job = found
+        # Code tags < submission tags < explicit --priority.
+        tags = {**job.tags, **request_tags}
+        if request.priority is not None:
+            tags[PRIORITY_TAG] = str(request.priority)
+        try:
+            priority = parse_priority(tags)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+        submission = Submission(
+            job_name=job.name,
+            tags=tags,
+            run_config=run_config,
+            priority=priority,
+            code_location=target.to_json(),
+            idempotency_key=request.idempotency_key or None,
+        )
+        run = self.instance.coordinator.submit_run(submission, metadata)
+        if run.status == RunStatus.QUEUED and self.daemons is not None:
+            self.daemons.wake("run_queue")
+        return run
+
+    # -- daemons -------------------------------------------------------------------------------
+
+    def daemon_status(self) -> list[tuple[DaemonView, Heartbeat | None]]:
+        if self.daemons is None:
+            return []
+        try:
+            beats = self.instance.storage.daemons.all()
+        except StorageUnavailable:
+            beats = {}  # status must answer during a database outage; the pipe still knows
+        return [(view, beats.get(view.name)) for view in self.daemons.snapshot()]
+
+    def restart_daemon(self, name: str) -> tuple[DaemonView, Heartbeat | None]:
+        if self.daemons is None or name not in self.daemons.procs:
+            known = ", ".join(self.daemons.procs) if self.daemons else "none"
+            raise NotFound(f"no daemon named {name!r} (running daemons: {known})")
+        self.daemons.restart(name)
+        return next(item for item in self.daemon_status() if item[0].name == name)
+
+    # -- read ----------------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> tuple[Run, list[RunEvent]]:
+        run = self.runs.require(run_id)
+        return run, self.runs.events(run_id)
+
+    def list_runs(self, flt: RunFilter) -> list[Run]:
+        if flt.limit <= 0:
+            flt.limit = 100
+        flt.limit = min(flt.limit, MAX_LIST_LIMIT)
+        validate_tags(flt.tags)
+        return self.runs.list(flt)
+
+    def read_logs(self, run_id: str, after_seq: int, limit: int) -> tuple[list[LogLine], RunStatus]:
+        run = self.runs.require(run_id)
+        limit = 1000 if limit <= 0 else min(limit, 10_000)
+        return self.runs.read_logs(run_id, after_seq=max(after_seq, 0), limit=limit), run.status
+
+    # -- terminate -----------------------------------------------------------------------------
+
+    def terminate(self, run_id: str) -> tuple[Run, bool]:
+        """Cancel a run: queued ones at once, running ones through CANCELING and SIGTERM."""
+        for _ in range(5):  # a concurrent status change can beat us; re-read and retry
+            run = self.runs.require(run_id)
+            if run.status.is_finished:
+                return run, False
+            if run.status in (RunStatus.QUEUED, RunStatus.NOT_STARTED):
+                done = self.runs.transition(
+                    run_id, RunStatus.CANCELED, expected=(run.status,), message="terminated"
+                )
+                if done is not None:
+                    return done, True
+                continue
+            if run.status == RunStatus.CANCELING:
+                self._signal_worker(run)
+                return run, False
+            canceling = self.runs.transition(
+                run_id,
+                RunStatus.CANCELING,
+                expected=(RunStatus.STARTING, RunStatus.STARTED),
+                message="terminate requested",
+            )
+            if canceling is not None:
+                self._signal_worker(canceling)
+                return canceling, True
+        return self.runs.require(run_id), False
+
+    def _signal_worker(self, run: Run) -> None:
+        threading.Thread(
+            target=self._finish_cancel, args=(run.run_id,), name=f"cancel-{run.run_id}", daemon=True
+        ).start()
+
+    def _finish_cancel(self, run_id: str, grace: float = TERMINATE_GRACE_SECONDS) -> None:
+        """SIGTERM the worker's group, SIGKILL what is left after the grace, then mark CANCELED."""
+        deadline = time.monotonic() + grace
+        run = self.runs.require(run_id)
+        while run.worker_pid is None and run.status == RunStatus.CANCELING and time.monotonic() < deadline:
+            time.sleep(0.05)  # the launcher has not recorded the worker yet
+            run = self.runs.require(run_id)
+        if run.worker_pid is not None and self.instance.launcher.is_alive(run):
+            signal_group(run.worker_pid, 15)
+            while group_members(run.worker_pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if group_members(run.worker_pid):
+                signal_group(run.worker_pid, 9)
+        elif run.worker_pid is not None:
+            signal_group(run.worker_pid, 9)  # the worker is gone; take any children with it
+        self.runs.transition(
+            run_id, RunStatus.CANCELED, expected=(RunStatus.CANCELING,), message="worker stopped"
+        )

@@ -1,0 +1,293 @@
+"""The process table: the I/O shell around the pure state machine in :mod:`states`.
+
+One record per daemon. A control thread ticks every record, asks ``decide`` what to do and does
+it (spawn by exec, SIGTERM, SIGKILL of the whole process group), and reaps exits. One reader
+thread per child turns the child's status pipe (its stdout, JSON lines) into ``progress`` and
+``set_degraded`` events, which is how liveness is known without the database. The write end of
+each child's stdin stays here: if this process dies, every daemon sees EOF and exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import IO
+
+import psutil
+
+from dagd.instance.instance import Instance
+from dagd.supervisor.states import (
+    ALIVE,
+    DaemonProcess,
+    ExitReason,
+    MarkHung,
+    ProcessState,
+    RestartPolicy,
+    SendKill,
+    SendTerm,
+    Spawn,
+    decide,
+    health_detail,
+    is_healthy,
+)
+
+log = logging.getLogger("dagd.supervisor")
+
+TICK_SECONDS = 0.1
+
+
+def policy_from(instance: Instance) -> RestartPolicy:
+    daemons = instance.config.daemons
+    restart = daemons.restart
+    return RestartPolicy(
+        initial_backoff_seconds=restart.initial_backoff_seconds,
+        max_backoff_seconds=restart.max_backoff_seconds,
+        budget=restart.budget,
+        budget_window_seconds=restart.budget_window_seconds,
+        cooldown_seconds=restart.cooldown_seconds,
+        heartbeat_timeout_seconds=daemons.heartbeat_timeout_seconds,
+        stop_grace_seconds=daemons.stop_grace_seconds,
+    )
+
+
+@dataclass(frozen=True)
+class DaemonView:
+    """A snapshot of one daemon for status output."""
+
+    name: str
+    state: str
+    healthy: bool
+    detail: str
+    pid: int | None
+    incarnation: int
+    uptime_seconds: float
+    restarts: int
+    restarts_by_reason: dict[str, int]
+    last_exit: str | None
+    degraded: bool
+
+
+class ProcessTable:
+    def __init__(
+        self,
+        instance: Instance,
+        names: Sequence[str],
+        *,
+        policy: RestartPolicy | None = None,
+        command: Callable[[str, int], list[str]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.instance = instance
+        self.policy = policy or policy_from(instance)
+        self.clock = clock
+        self.procs = {name: DaemonProcess(name) for name in names}
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._command = command or self._default_command
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.shutting_down = False
+
+    def _default_command(self, name: str, incarnation: int) -> list[str]:
+        return [
+            sys.executable, "-m", "dagd.daemons", name,
+            "--home", str(self.instance.home), "--incarnation", str(incarnation),
+        ]  # fmt: skip
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        now = self.clock()
+        with self._lock:
+            for proc in self.procs.values():
+                proc.request_start(now)
+        self._thread = threading.Thread(target=self._run, name="process-table", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:  # the supervisor must outlive its own bugs; log loudly and go on
+                log.exception("process table step failed")
+            self._stop.wait(TICK_SECONDS)
+
+    def step(self) -> None:
+        with self._lock:
+            for name, proc in self.procs.items():
+                self._reap(name, proc)
+                now = self.clock()
+                proc.tick(now, self.policy)
+                self._act(proc, decide(proc, self.policy, now), now)
+
+    def _reap(self, name: str, proc: DaemonProcess) -> None:
+        child = self._children.get(name)
+        if child is None or child.poll() is None:
+            return
+        del self._children[name]
+        code = child.returncode
+        exit_code, sig = (None, -code) if code < 0 else (code, None)
+        # Anything the daemon left in its group goes with it.
+        _kill_group(child.pid, signal.SIGKILL)
+        if proc.state in ALIVE:
+            proc.exited(exit_code, sig, self.clock(), self.policy)
+            exit_detail = proc.last_exit.detail if proc.last_exit else ""
+            log.warning(
+                "daemon %s (pid %d) exited: %s; now %s", name, child.pid, exit_detail, proc.state.value
+            )
+
+    def _act(self, proc: DaemonProcess, action: object, now: float) -> None:
+        if isinstance(action, Spawn):
+            if self.shutting_down:
+                return
+            try:
+                child = self._spawn(action.name, action.incarnation)
+            except OSError as exc:
+                proc.spawn_failed(str(exc), now, self.policy)
+                return
+            proc.spawned(child.pid, now)
+            log.info("daemon %s started (pid %d, incarnation %d)", proc.name, child.pid, proc.incarnation)
+        elif isinstance(action, MarkHung):
+            log.warning(
+                "daemon %s (pid %d) hung: no progress for %.1fs", proc.name, action.pid, action.heartbeat_age
+            )
+            proc.request_stop(ExitReason.STALE_HEARTBEAT, now, self.policy)
+        elif isinstance(action, SendTerm):
+            # A stopped (SIGSTOP) process cannot act on SIGTERM until continued.
+            _kill_group(action.pid, signal.SIGTERM)
+            _kill_group(action.pid, signal.SIGCONT)
+            proc.term_sent(now)
+        elif isinstance(action, SendKill):
+            _kill_group(action.pid, signal.SIGKILL)
+            proc.kill_sent(now)
+
+    def _spawn(self, name: str, incarnation: int) -> subprocess.Popen[bytes]:
+        logs = self.instance.logs_dir
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / f"{name}.stderr.log", "ab") as stderr:
+            child = subprocess.Popen(
+                self._command(name, incarnation),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
+                close_fds=True,
+            )
+        self._children[name] = child
+        assert child.stdout is not None
+        threading.Thread(
+            target=self._read_pipe, args=(name, child.pid, child.stdout), name=f"pipe-{name}", daemon=True
+        ).start()
+        return child
+
+    def _read_pipe(self, name: str, pid: int, stream: IO[bytes]) -> None:
+        for raw in stream:
+            try:
+                message = json.loads(raw)
+            except ValueError:
+                continue
+            with self._lock:
+                proc = self.procs[name]
+                if proc.pid != pid:
+                    return  # a message from an incarnation already replaced
+                now = self.clock()
+                if "degraded" in message:
+                    proc.progress(now, message["degraded"])
+                else:
+                    proc.progress(now, proc.degraded_reason if proc.degraded else None)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def wake(self, name: str) -> None:
+        """Nudge a daemon's loop (e.g. the run queue after a submission). Never blocks for long."""
+        child = self._children.get(name)
+        if child is None or child.stdin is None:
+            return
+        try:
+            os.write(child.stdin.fileno(), b"w")
+        except (OSError, ValueError):
+            pass
+
+    def restart(self, name: str) -> None:
+        with self._lock:
+            self.procs[name].request_restart(self.clock(), self.policy)
+            self.step()
+
+    def stop_all(self, timeout: float) -> None:
+        """Stop every daemon (SIGTERM, SIGKILL after the grace) and wait for them to be reaped."""
+        self.shutting_down = True
+        with self._lock:
+            now = self.clock()
+            for proc in self.procs.values():
+                proc.request_stop(ExitReason.SHUTDOWN, now, self.policy)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.step()
+            with self._lock:
+                if all(p.state not in ALIVE for p in self.procs.values()) and not self._children:
+                    break
+            time.sleep(0.05)
+        self.kill_all()
+        self._stop.set()
+
+    def kill_all(self) -> None:
+        with self._lock:
+            for child in list(self._children.values()):
+                _kill_group(child.pid, signal.SIGKILL)
+            for name, child in list(self._children.items()):
+                try:
+                    child.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    pass
+                self._children.pop(name, None)
+
+    def pids(self) -> dict[str, tuple[int, float]]:
+        out = {}
+        with self._lock:
+            for name, child in self._children.items():
+                try:
+                    out[name] = (child.pid, psutil.Process(child.pid).create_time())
+                except psutil.NoSuchProcess:
+                    continue
+        return out
+
+    # -- status --------------------------------------------------------------------------------
+
+    def snapshot(self) -> list[DaemonView]:
+        now = self.clock()
+        with self._lock:
+            return [
+                DaemonView(
+                    name=p.name,
+                    state=p.state.value,
+                    healthy=is_healthy(p, self.policy, now),
+                    detail=health_detail(p, self.policy, now),
+                    pid=p.pid,
+                    incarnation=p.incarnation,
+                    uptime_seconds=(now - p.started_at) if p.started_at is not None else 0.0,
+                    restarts=p.total_restarts,
+                    restarts_by_reason=dict(p.restarts_by_reason),
+                    last_exit=p.last_exit.detail if p.last_exit else None,
+                    degraded=p.degraded,
+                )
+                for p in self.procs.values()
+            ]
+
+    def is_running(self, name: str) -> bool:
+        with self._lock:
+            return self.procs[name].state is ProcessState.RUNNING
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

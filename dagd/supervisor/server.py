@@ -1,0 +1,157 @@
+"""The gRPC servers: a Unix socket for local clients, optionally TCP with a bearer token and TLS.
+
+The Unix socket lives in an owner-only directory, which is the access control for local use.
+The TCP listener is a separate ``grpc.Server`` with an auth interceptor, so the two cannot be
+confused: every call that arrives over TCP must carry ``authorization: Bearer <token>``, compared
+in constant time. Health checks are exempt so load balancers can probe without the secret.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import pathlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from dagd.api.v1 import dagd_pb2 as pb
+from dagd.api.v1 import dagd_pb2_grpc as pb_grpc
+from dagd.errors import ConfigError
+from dagd.instance.instance import Instance
+from dagd.supervisor.control import ControlPlane
+from dagd.supervisor.servicer import DaemonServicer, InstanceServicer, RunServicer
+
+SERVICE_NAMES = (
+    pb.DESCRIPTOR.services_by_name["RunService"].full_name,
+    pb.DESCRIPTOR.services_by_name["InstanceService"].full_name,
+    pb.DESCRIPTOR.services_by_name["DaemonService"].full_name,
+)
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
+def read_token(instance: Instance) -> str | None:
+    grpc_config = instance.config.grpc
+    if grpc_config.token:
+        return grpc_config.token
+    if grpc_config.token_file:
+        path = pathlib.Path(grpc_config.token_file)
+        path = path if path.is_absolute() else instance.home / path
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"{instance.config_file}: grpc.token_file: cannot read {path}: {exc.strerror}"
+            ) from None
+        if not token:
+            raise ConfigError(f"{instance.config_file}: grpc.token_file: {path} is empty")
+        return token
+    return None
+
+
+class TokenAuthInterceptor(grpc.ServerInterceptor):
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+        def deny(request: Any, context: grpc.ServicerContext) -> None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: grpc.HandlerCallDetails
+    ) -> Any:
+        if details.method.startswith(HEALTH_PREFIX):
+            return continuation(details)
+        presented = next((v for k, v in details.invocation_metadata if k == "authorization"), "")
+        if isinstance(presented, str) and hmac.compare_digest(presented.encode(), self._expected):
+            return continuation(details)
+        return self._deny
+
+
+@dataclass
+class Servers:
+    servers: list[grpc.Server] = field(default_factory=list)
+    addresses: list[str] = field(default_factory=list)
+    health: health.HealthServicer = field(default_factory=lambda: health.HealthServicer())
+
+    def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, status)
+
+    def stop(self, grace: float) -> None:
+        events = [server.stop(grace) for server in self.servers]
+        for event in events:
+            event.wait(grace + 1)
+
+
+def _new_server(instance: Instance, interceptors: list[grpc.ServerInterceptor]) -> grpc.Server:
+    limit = instance.config.grpc.max_message_bytes
+    return grpc.server(
+        ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"),
+        interceptors=interceptors,
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+        maximum_concurrent_rpcs=256,
+    )
+
+
+def prepare_socket_dir(path: pathlib.Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    if path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def start_servers(instance: Instance, control: ControlPlane) -> Servers:
+    out = Servers()
+    out.set_serving(False)
+    socket = instance.socket_path
+    prepare_socket_dir(socket)
+    tcp = instance.config.grpc.tcp
+    token = read_token(instance) if tcp else None
+    addresses = [f"unix:{socket}"]
+    if tcp:
+        addresses.append(f"{tcp.host}:{tcp.port}")
+    plan: list[tuple[grpc.Server, str | None]] = [(_new_server(instance, []), None)]
+    if tcp:
+        assert token is not None
+        plan.append((_new_server(instance, [TokenAuthInterceptor(token)]), "tcp"))
+    for server, kind in plan:
+        pb_grpc.add_RunServiceServicer_to_server(RunServicer(control), server)
+        pb_grpc.add_DaemonServiceServicer_to_server(DaemonServicer(control), server)
+        pb_grpc.add_InstanceServiceServicer_to_server(
+            InstanceServicer(control, addresses, os.getpid()), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(out.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        if kind is None:
+            server.add_insecure_port(f"unix:{socket}")
+        else:
+            assert tcp is not None
+            bind = f"{tcp.host}:{tcp.port}"
+            tls = instance.config.grpc.tls
+            if tls:
+                creds = grpc.ssl_server_credentials(
+                    [(pathlib.Path(tls.key_file).read_bytes(), pathlib.Path(tls.cert_file).read_bytes())]
+                )
+                port = server.add_secure_port(bind, creds)
+            else:
+                port = server.add_insecure_port(bind)
+            if port == 0:
+                raise ConfigError(f"{instance.config_file}: grpc.tcp: cannot listen on {bind}")
+            addresses[1] = f"{tcp.host}:{port}"
+        server.start()
+        out.servers.append(server)
+    os.chmod(socket, 0o600)
+    out.addresses = addresses
+    return out

@@ -1,0 +1,261 @@
+"""gRPC servicers of ``dagd.api.v1``: protobuf in, domain calls, protobuf out.
+
+This is the one server-side place where dagd errors become gRPC status codes. Unexpected
+exceptions are logged with their traceback here and answered INTERNAL with one line, so no
+traceback ever crosses the wire.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from dagd import __version__
+from dagd.api.v1 import dagd_pb2 as pb
+from dagd.api.v1 import dagd_pb2_grpc as pb_grpc
+from dagd.errors import (
+    Conflict,
+    DagdError,
+    DefinitionError,
+    InvalidArgument,
+    InvalidTransition,
+    NotFound,
+    SchemaOutOfDate,
+    StorageUnavailable,
+    Unauthenticated,
+    Unavailable,
+)
+from dagd.runs.model import Run, RunEvent, RunFilter, RunStatus
+from dagd.storage.daemons import Heartbeat
+from dagd.supervisor.control import ControlPlane, SubmitRequest
+from dagd.supervisor.process_table import DaemonView
+from dagd.timefmt import rfc3339
+
+log = logging.getLogger(__name__)
+
+STATUS_CODES: dict[type[DagdError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    InvalidTransition: grpc.StatusCode.FAILED_PRECONDITION,
+    DefinitionError: grpc.StatusCode.FAILED_PRECONDITION,
+    SchemaOutOfDate: grpc.StatusCode.FAILED_PRECONDITION,
+    Conflict: grpc.StatusCode.ABORTED,
+    StorageUnavailable: grpc.StatusCode.UNAVAILABLE,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:1000]
+
+
+def translate_errors(method: F) -> F:
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except DagdError as exc:
+            code = next((c for t, c in STATUS_CODES.items() if isinstance(exc, t)), grpc.StatusCode.INTERNAL)
+            context.abort(code, _one_line(str(exc)))
+        except Exception as exc:  # a bug: log it fully here, answer one line there
+            log.exception("unexpected error in %s", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _ts(value: Any) -> str:
+    return rfc3339(value) or ""
+
+
+def run_to_pb(run: Run) -> pb.Run:
+    return pb.Run(
+        run_id=run.run_id,
+        job_name=run.job_name,
+        status=pb.RunStatus.Value(run.status.value),
+        tags=run.tags,
+        priority=run.priority,
+        created_at=_ts(run.created_at),
+        started_at=_ts(run.started_at),
+        ended_at=_ts(run.ended_at),
+        run_config_json=json.dumps(run.run_config),
+        error=run.error or "",
+        worker_pid=run.worker_pid or 0,
+        code_location=run.code_location or "",
+    )
+
+
+def event_to_pb(event: RunEvent) -> pb.RunEvent:
+    return pb.RunEvent(
+        at=_ts(event.at),
+        kind=event.kind,
+        status=pb.RunStatus.Value(event.status.value) if event.status else pb.RUN_STATUS_UNSPECIFIED,
+        message=event.message,
+    )
+
+
+def status_from_pb(value: int) -> RunStatus:
+    if value == pb.RUN_STATUS_UNSPECIFIED or value not in pb.RunStatus.values():
+        raise InvalidArgument(f"unknown run status {value}")
+    return RunStatus(pb.RunStatus.Name(value))
+
+
+def request_metadata(context: grpc.ServicerContext) -> dict[str, str]:
+    """Call metadata for coordinator hooks, minus credentials and binary headers."""
+    out: dict[str, str] = {}
+    for item in context.invocation_metadata() or ():
+        key, value = item.key.lower(), item.value
+        if key == "authorization" or key.endswith("-bin") or not isinstance(value, str):
+            continue
+        out[key] = value
+    return out
+
+
+class RunServicer(pb_grpc.RunServiceServicer):
+    def __init__(self, control: ControlPlane) -> None:
+        self.control = control
+
+    @translate_errors
+    def SubmitRun(self, request: pb.SubmitRunRequest, context: grpc.ServicerContext) -> pb.Run:
+        run = self.control.submit(
+            SubmitRequest(
+                job_name=request.job_name,
+                tags=dict(request.tags),
+                run_config_json=request.run_config_json,
+                priority=request.priority if request.HasField("priority") else None,
+                idempotency_key=request.idempotency_key,
+            ),
+            request_metadata(context),
+        )
+        return run_to_pb(run)
+
+    @translate_errors
+    def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pb.GetRunResponse:
+        run, events = self.control.get_run(request.run_id)
+        return pb.GetRunResponse(run=run_to_pb(run), events=[event_to_pb(e) for e in events])
+
+    @translate_errors
+    def ListRuns(self, request: pb.ListRunsRequest, context: grpc.ServicerContext) -> pb.ListRunsResponse:
+        before = None
+        if request.page_token:
+            try:
+                before = int(request.page_token)
+            except ValueError:
+                raise InvalidArgument(f"invalid page token {request.page_token[:40]!r}") from None
+        flt = RunFilter(
+            statuses=[status_from_pb(s) for s in request.statuses],
+            job_name=request.job_name or None,
+            tags=dict(request.tags),
+            limit=request.limit,
+            before_seq=before,
+        )
+        runs = self.control.list_runs(flt)
+        token = str(runs[-1].seq) if runs and len(runs) == flt.limit else ""
+        return pb.ListRunsResponse(runs=[run_to_pb(r) for r in runs], next_page_token=token)
+
+    @translate_errors
+    def TerminateRun(
+        self, request: pb.TerminateRunRequest, context: grpc.ServicerContext
+    ) -> pb.TerminateRunResponse:
+        run, changed = self.control.terminate(request.run_id)
+        return pb.TerminateRunResponse(run=run_to_pb(run), changed=changed)
+
+    @translate_errors
+    def ReadRunLogs(
+        self, request: pb.ReadRunLogsRequest, context: grpc.ServicerContext
+    ) -> pb.ReadRunLogsResponse:
+        lines, status = self.control.read_logs(request.run_id, request.after_seq, request.limit)
+        return pb.ReadRunLogsResponse(
+            lines=[
+                pb.LogLine(seq=ln.seq, at=_ts(ln.at), stream=ln.stream, level=ln.level, message=ln.message)
+                for ln in lines
+            ],
+            last_seq=lines[-1].seq if lines else request.after_seq,
+            run_status=pb.RunStatus.Value(status.value),
+        )
+
+
+def daemon_to_pb(view: DaemonView, beat: Heartbeat | None) -> pb.DaemonStatus:
+    return pb.DaemonStatus(
+        name=view.name,
+        healthy=view.healthy,
+        state=view.state,
+        detail=view.detail,
+        pid=view.pid or 0,
+        incarnation=view.incarnation,
+        uptime_seconds=view.uptime_seconds,
+        last_heartbeat_at=_ts(beat.heartbeat_at) if beat else "",
+        iteration=beat.iteration if beat else 0,
+        phase=beat.phase if beat else "",
+        restarts=view.restarts,
+        restarts_by_reason=view.restarts_by_reason,
+        last_exit=view.last_exit or "",
+        last_errors=[f"{e.get('at')}: {e.get('message')}" for e in beat.errors] if beat else [],
+        degraded=view.degraded,
+        info_json=json.dumps(beat.info) if beat else "{}",
+    )
+
+
+class DaemonServicer(pb_grpc.DaemonServiceServicer):
+    def __init__(self, control: ControlPlane) -> None:
+        self.control = control
+
+    @translate_errors
+    def GetDaemonStatus(
+        self, request: pb.GetDaemonStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetDaemonStatusResponse:
+        return pb.GetDaemonStatusResponse(
+            daemons=[daemon_to_pb(view, beat) for view, beat in self.control.daemon_status()],
+            draining=self.control.draining,
+        )
+
+    @translate_errors
+    def RestartDaemon(
+        self, request: pb.RestartDaemonRequest, context: grpc.ServicerContext
+    ) -> pb.RestartDaemonResponse:
+        view, beat = self.control.restart_daemon(request.name)
+        return pb.RestartDaemonResponse(daemon=daemon_to_pb(view, beat))
+
+
+class InstanceServicer(pb_grpc.InstanceServiceServicer):
+    def __init__(self, control: ControlPlane, addresses: list[str], pid: int) -> None:
+        self.control = control
+        self.addresses = addresses
+        self.pid = pid
+
+    @translate_errors
+    def GetInstanceInfo(
+        self, request: pb.GetInstanceInfoRequest, context: grpc.ServicerContext
+    ) -> pb.InstanceInfo:
+        instance = self.control.instance
+        locations = []
+        for name, loc in sorted(self.control.workspace.locations.items()):
+            defs = loc.definitions
+            locations.append(
+                pb.CodeLocation(
+                    name=name,
+                    jobs=[j.name for j in defs.jobs] if defs else [],
+                    schedules=[s.name for s in defs.schedules] if defs else [],
+                    sensors=[s.name for s in defs.sensors] if defs else [],
+                    load_error=loc.error or "",
+                )
+            )
+        return pb.InstanceInfo(
+            version=__version__,
+            home=str(instance.home),
+            storage=instance.storage.describe(),
+            run_coordinator=type(instance.coordinator).__name__,
+            run_launcher=type(instance.launcher).__name__,
+            config_json=json.dumps(instance.config.dump_public(), default=str),
+            supervisor_pid=self.pid,
+            addresses=self.addresses,
+            code_locations=locations,
+        )

@@ -1,0 +1,235 @@
+"""Finding and loading user code: ``workspace.yaml``, ``-f defs.py`` or ``-m package.module``.
+
+A *code location* is one entry of the workspace. Its target (file or module, plus working
+directory) is plain data that can be stored with a run, so a run worker loads exactly the code
+location its run came from. Load failures become :class:`DefinitionError` with one clear line;
+a workspace keeps every location that loaded and reports the ones that did not.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import pathlib
+import sys
+import traceback
+from dataclasses import asdict, dataclass
+from types import ModuleType
+from typing import Any
+
+import yaml
+
+from dagd.definitions import Definitions, JobDefinition
+from dagd.errors import ConfigError, DefinitionError
+
+
+@dataclass(frozen=True)
+class CodeLocationTarget:
+    name: str
+    python_file: str | None = None
+    python_module: str | None = None
+    working_directory: str | None = None
+    attribute: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str) -> CodeLocationTarget:
+        return cls(**json.loads(raw))
+
+    def describe(self) -> str:
+        return self.python_file or self.python_module or self.name
+
+
+def target_from_file(path: str | pathlib.Path, *, name: str | None = None) -> CodeLocationTarget:
+    file = pathlib.Path(path).resolve()
+    if not file.is_file():
+        raise ConfigError(f"{path}: no such Python file")
+    return CodeLocationTarget(
+        name=name or file.stem, python_file=str(file), working_directory=str(file.parent)
+    )
+
+
+def target_from_module(module: str, *, working_directory: str | None = None) -> CodeLocationTarget:
+    return CodeLocationTarget(
+        name=module,
+        python_module=module,
+        working_directory=str(pathlib.Path(working_directory or ".").resolve()),
+    )
+
+
+def targets_from_workspace_file(path: str | pathlib.Path) -> list[CodeLocationTarget]:
+    """Parse Dagster's workspace shape: ``load_from: [{python_file: ...}, {python_module: ...}]``."""
+    file = pathlib.Path(path)
+    try:
+        data = yaml.safe_load(file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: workspace file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("load_from"), list) or not data["load_from"]:
+        raise ConfigError(f"{path}: load_from: expected a non-empty list of code locations")
+    unknown = set(data) - {"load_from"}
+    if unknown:
+        raise ConfigError(f"{path}: {sorted(unknown)[0]}: unknown key")
+    base = file.resolve().parent
+    targets: list[CodeLocationTarget] = []
+    for index, entry in enumerate(data["load_from"]):
+        where = f"{path}: load_from.{index}"
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise ConfigError(f"{where}: expected one of python_file or python_module")
+        kind, spec = next(iter(entry.items()))
+        if isinstance(spec, str):
+            spec = {"relative_path" if kind == "python_file" else "module_name": spec}
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}.{kind}: expected a path or a mapping")
+        workdir = spec.get("working_directory")
+        workdir_path = (base / workdir).resolve() if workdir else base
+        if kind == "python_file":
+            rel = spec.get("relative_path")
+            if not isinstance(rel, str):
+                raise ConfigError(f"{where}.python_file.relative_path: field required")
+            pyfile = (base / rel).resolve()
+            if not pyfile.is_file():
+                raise ConfigError(f"{where}.python_file: no such file {pyfile}")
+            targets.append(
+                CodeLocationTarget(
+                    name=spec.get("location_name") or pyfile.stem,
+                    python_file=str(pyfile),
+                    working_directory=str(workdir_path),
+                    attribute=spec.get("attribute"),
+                )
+            )
+        elif kind == "python_module":
+            module = spec.get("module_name")
+            if not isinstance(module, str):
+                raise ConfigError(f"{where}.python_module.module_name: field required")
+            targets.append(
+                CodeLocationTarget(
+                    name=spec.get("location_name") or module,
+                    python_module=module,
+                    working_directory=str(workdir_path),
+                    attribute=spec.get("attribute"),
+                )
+            )
+        else:
+            raise ConfigError(f"{where}.{kind}: unknown code location kind (python_file or python_module)")
+    names = [t.name for t in targets]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise ConfigError(
+            f"{path}: two code locations are named {sorted(duplicates)[0]!r}; set location_name"
+        )
+    return targets
+
+
+def _import(target: CodeLocationTarget) -> ModuleType:
+    if target.working_directory and target.working_directory not in sys.path:
+        sys.path.insert(0, target.working_directory)
+    if target.python_module:
+        if target.python_module in sys.modules:
+            return importlib.reload(sys.modules[target.python_module])
+        return importlib.import_module(target.python_module)
+    assert target.python_file
+    module_name = f"dagd_location_{abs(hash(target.python_file)):x}"
+    spec = importlib.util.spec_from_file_location(module_name, target.python_file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
+
+
+def _user_frame(exc: BaseException, target: CodeLocationTarget) -> str:
+    if isinstance(exc, SyntaxError):
+        return f" (line {exc.lineno})"
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__) if "dagd/" not in f.filename.replace("\\", "/")
+    ]
+    if frames:
+        return f" ({pathlib.Path(frames[-1].filename).name}, line {frames[-1].lineno})"
+    return ""
+
+
+def load_target(target: CodeLocationTarget) -> Definitions:
+    """Import the target and return its Definitions; raise DefinitionError with one line on failure."""
+    try:
+        module = _import(target)
+    except DefinitionError as exc:
+        raise DefinitionError(f"{target.describe()}: {exc}") from None
+    except Exception as exc:  # user code may raise anything while importing
+        detail = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+        raise DefinitionError(
+            f"{target.describe()}: {type(exc).__name__}: {detail}{_user_frame(exc, target)}"
+        ) from None
+    return _find_definitions(module, target)
+
+
+def _find_definitions(module: ModuleType, target: CodeLocationTarget) -> Definitions:
+    if target.attribute:
+        value = getattr(module, target.attribute, None)
+        if not isinstance(value, Definitions):
+            raise DefinitionError(f"{target.describe()}: attribute {target.attribute!r} is not a Definitions")
+        return value
+    found: list[Any] = [v for v in vars(module).values() if isinstance(v, Definitions)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise DefinitionError(f"{target.describe()}: no Definitions object found at module level")
+    raise DefinitionError(
+        f"{target.describe()}: several Definitions objects found; set `attribute` in the workspace"
+    )
+
+
+@dataclass
+class LoadedLocation:
+    target: CodeLocationTarget
+    definitions: Definitions | None
+    error: str | None
+
+
+class Workspace:
+    """Every code location of the workspace, loaded (or with its load error)."""
+
+    def __init__(self, targets: list[CodeLocationTarget]) -> None:
+        self.targets = targets
+        self.locations: dict[str, LoadedLocation] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        locations: dict[str, LoadedLocation] = {}
+        for target in self.targets:
+            try:
+                locations[target.name] = LoadedLocation(target, load_target(target), None)
+            except DefinitionError as exc:
+                previous = self.locations.get(target.name)
+                # A broken edit keeps the last good definitions running.
+                locations[target.name] = LoadedLocation(
+                    target, previous.definitions if previous else None, str(exc)
+                )
+        self.locations = locations
+
+    def find_job(self, job_name: str) -> tuple[CodeLocationTarget, JobDefinition] | None:
+        for location in self.locations.values():
+            if location.definitions is not None:
+                job = location.definitions.job_named(job_name)
+                if job is not None:
+                    return location.target, job
+        return None
+
+    def job_names(self) -> list[str]:
+        return sorted(
+            j.name
+            for loc in self.locations.values()
+            if loc.definitions is not None
+            for j in loc.definitions.jobs
+        )
