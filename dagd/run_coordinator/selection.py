@@ -251,7 +251,7 @@ def _explain_blocked(
     # The final counts no longer change, so each (key, value)'s answer and each combination's
     # merged holders are worked out once, however many runs share them.
     full_for: list[dict[str, _FullFor]] = [{} for _ in counters.keys]
-    holders_for: dict[tuple[_Bucket, ...], tuple[str, ...]] = {}
+    unions = _HolderUnions(counters.holders)
     chosen_ids = set(chosen)
     blocked: dict[str, Blocked] = {}
     position = 0
@@ -277,11 +277,7 @@ def _explain_blocked(
             # Tag holders are all in progress or chosen, so they are already in the global set.
             reasons, holders = global_reasons + tag_reasons, global_holders
         elif tag_reasons:
-            reasons = tag_reasons
-            merged = holders_for.get(buckets)
-            if merged is None:
-                merged = holders_for[buckets] = _merge_holders(buckets, counters)
-            holders = merged
+            reasons, holders = tag_reasons, unions.of(buckets)
         else:
             # Only possible when max_to_launch stopped the walk: every limit has room for this run.
             reasons, holders = (NEXT_PASS_REASON,), ()
@@ -308,8 +304,29 @@ def _full_for(value: str, matches: _Matches, counters: _TagCounters) -> _FullFor
     return _FullFor(tuple(buckets), tuple(reasons)) if reasons else _NOTHING_FULL
 
 
-def _merge_holders(buckets: tuple[_Bucket, ...], counters: _TagCounters) -> tuple[str, ...]:
-    holders: dict[str, None] = {}  # an ordered set
-    for bucket in buckets:
-        holders.update(dict.fromkeys(counters.holders.get(bucket, ())))
-    return tuple(holders)
+class _HolderUnions:
+    """The runs holding any of several full buckets, in order, without repeats.
+
+    A bucket combination's buckets come in limit-key order, so combinations share leading buckets.
+    Building each union from its cached prefix costs a copy plus the last bucket's holders, instead
+    of re-merging every bucket: with no global cap and big buckets that is most of the pass.
+    """
+
+    def __init__(self, holders: Mapping[_Bucket, list[str]]) -> None:
+        self._holders = holders
+        self._sets: dict[tuple[_Bucket, ...], dict[str, None]] = {(): {}}  # ordered sets
+        self._tuples: dict[tuple[_Bucket, ...], tuple[str, ...]] = {}
+
+    def of(self, buckets: tuple[_Bucket, ...]) -> tuple[str, ...]:
+        found = self._tuples.get(buckets)
+        if found is None:
+            found = self._tuples[buckets] = tuple(self._set(buckets))
+        return found
+
+    def _set(self, buckets: tuple[_Bucket, ...]) -> dict[str, None]:
+        found = self._sets.get(buckets)
+        if found is None:
+            found = self._set(buckets[:-1]).copy()
+            found.update(dict.fromkeys(self._holders.get(buckets[-1], ())))
+            self._sets[buckets] = found
+        return found

@@ -8,6 +8,7 @@ transaction.
 
 from __future__ import annotations
 
+import builtins
 import json
 import uuid
 from collections.abc import Iterable, Sequence
@@ -132,7 +133,7 @@ class RunStore:
             row = conn.execute(sa.select(runs).where(runs.c.idempotency_key == key)).first()
         return None if row is None else _row_to_run(row)
 
-    def list(self, flt: RunFilter) -> list[Run]:
+    def list(self, flt: RunFilter) -> builtins.list[Run]:
         query = sa.select(runs).order_by(runs.c.seq.desc()).limit(flt.limit)
         if flt.statuses:
             query = query.where(runs.c.status.in_([s.value for s in flt.statuses]))
@@ -146,13 +147,13 @@ class RunStore:
         with self._storage.read() as conn:
             return [_row_to_run(row) for row in conn.execute(query)]
 
-    def with_status(self, statuses: Iterable[RunStatus], *, oldest_first: bool = True) -> list[Run]:
+    def with_status(self, statuses: Iterable[RunStatus], *, oldest_first: bool = True) -> builtins.list[Run]:
         order = runs.c.seq.asc() if oldest_first else runs.c.seq.desc()
         query = sa.select(runs).where(runs.c.status.in_([s.value for s in statuses])).order_by(order)
         with self._storage.read() as conn:
             return [_row_to_run(row) for row in conn.execute(query)]
 
-    def events(self, run_id: str) -> list[RunEvent]:
+    def events(self, run_id: str) -> builtins.list[RunEvent]:
         query = sa.select(run_events).where(run_events.c.run_id == run_id).order_by(run_events.c.id)
         with self._storage.read() as conn:
             return [
@@ -222,12 +223,12 @@ class RunStore:
 
     def bulk_transition(
         self, run_ids: Sequence[str], expected: RunStatus, to: RunStatus, message: str
-    ) -> list[str]:
+    ) -> builtins.list[str]:
         """Move many runs in one transaction; returns the ids that actually changed."""
         if to not in TRANSITIONS[expected]:
             raise InvalidTransition(f"run cannot go from {expected.value} to {to.value}")
         now = utcnow()
-        changed: list[str] = []
+        changed: builtins.list[str] = []
         values: dict[str, Any] = {"status": to.value, "updated_at": now}
         if to in FINISHED_STATUSES:
             values["ended_at"] = now
@@ -291,7 +292,7 @@ class RunStore:
                 ],
             )
 
-    def read_logs(self, run_id: str, *, after_seq: int = 0, limit: int = 1000) -> list[LogLine]:
+    def read_logs(self, run_id: str, *, after_seq: int = 0, limit: int = 1000) -> builtins.list[LogLine]:
         query = (
             sa.select(run_logs)
             .where(run_logs.c.run_id == run_id, run_logs.c.id > after_seq)

@@ -1,0 +1,1 @@
+"""Test helpers: polling with deadlines, running dagctl, process cleanup."""
