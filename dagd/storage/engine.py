@@ -17,8 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from dagd.errors import StorageUnavailable
 from dagd.storage.migrate import ensure_schema
-from dagd.storage.store import Storage
+from dagd.storage.store import Storage, _first_line
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY = "dagd_read_only"
@@ -65,6 +66,10 @@ def open_storage(url: str, *, create: bool = True, pool_size: int = 5) -> Storag
     engine = make_engine(url, pool_size=pool_size)
     try:
         ensure_schema(engine, create=create)
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        where = engine.url.render_as_string(hide_password=True)
+        raise StorageUnavailable(f"storage unavailable at {where}: {_first_line(exc)}") from exc
     except BaseException:
         engine.dispose()
         raise

@@ -74,5 +74,11 @@ def upgrade(engine: sa.Engine) -> tuple[str | None, str]:
     with engine.begin() as connection:
         _lock(connection)
         before = current_revision(connection)
+        if before is None and sa.inspect(connection).has_table("runs"):
+            # Alembic would replay 0001 and die on CREATE TABLE; we cannot tell which revision it is.
+            raise SchemaOutOfDate(
+                "the database has dagd tables but no schema version (alembic_version is empty): "
+                "refusing to migrate it; restore its version row or start from an empty database"
+            )
         command.upgrade(_alembic_config(connection), "head")
         return before, head_revision()
