@@ -28,7 +28,9 @@ def postgres_base_url() -> str:
 
 @pytest.fixture(scope="session")
 def pg_engine() -> Iterator[sa.Engine]:
-    engine = sa.create_engine(postgres_base_url(), isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    engine = sa.create_engine(
+        postgres_base_url(), isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))

@@ -11,6 +11,7 @@ Exit codes (docs/cli.md): 0 ok, 1 failed, 2 bad input, 3 a daemon is unhealthy,
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 import sys
 import time
@@ -127,7 +128,14 @@ def resolve_targets(workspace: str | None, python_file: str | None, module: str 
 
 
 def _serve(
-    ctx: Ctx, workspace: str | None, python_file: str | None, module: str | None, *, web_port: int | None
+    ctx: Ctx,
+    workspace: str | None,
+    python_file: str | None,
+    module: str | None,
+    *,
+    web_port: int | None,
+    stop_runs: bool = False,
+    standby: bool = False,
 ) -> None:
     from dagd.instance.instance import Instance
     from dagd.supervisor.app import configure_logging, run_supervisor
@@ -135,7 +143,14 @@ def _serve(
     configure_logging()
     targets = resolve_targets(workspace, python_file, module)
     instance = Instance.load(ctx.home)
-    code = run_supervisor(instance, targets)
+    code = run_supervisor(instance, targets, standby=standby)
+    if stop_runs:
+        # `dagctl dev` is a local session: Ctrl-C must not leave run workers (or their children) behind.
+        from dagd.supervisor.control import cancel_runs_in_progress
+
+        canceled = cancel_runs_in_progress(instance, "dagctl dev stopped")
+        if canceled:
+            logging.getLogger("dagd.supervisor").info("canceled %d run(s) in progress", canceled)
     sys.exit(code)
 
 
@@ -148,7 +163,7 @@ def dev(
     ctx: Ctx, workspace: str | None, python_file: str | None, module: str | None, web_port: int | None
 ) -> None:
     """Supervisor, daemons and (later) the web UI in the foreground; Ctrl-C stops everything."""
-    _serve(ctx, workspace, python_file, module, web_port=web_port)
+    _serve(ctx, workspace, python_file, module, web_port=web_port, stop_runs=True)
 
 
 @cli.group()
@@ -158,11 +173,16 @@ def daemon() -> None:
 
 @daemon.command("run")
 @code_options
+@click.option(
+    "--standby", is_flag=True, help="If another supervisor drives this storage, wait and take over."
+)
 @click.pass_obj
 @handle_errors
-def daemon_run(ctx: Ctx, workspace: str | None, python_file: str | None, module: str | None) -> None:
+def daemon_run(
+    ctx: Ctx, workspace: str | None, python_file: str | None, module: str | None, standby: bool
+) -> None:
     """Run the supervisor and its daemons in the foreground."""
-    _serve(ctx, workspace, python_file, module, web_port=None)
+    _serve(ctx, workspace, python_file, module, web_port=None, standby=standby)
 
 
 # -- runs ---------------------------------------------------------------------------------------

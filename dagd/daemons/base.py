@@ -48,6 +48,7 @@ class Daemon:
         self.instance = instance
         self.phase = "idle"
         self.info: dict[str, Any] = {}
+        self.wake_event = threading.Event()  # set to end the current wait early
 
     @property
     def interval_seconds(self) -> float:
@@ -86,7 +87,7 @@ class DaemonRunner:
         self.daemon_id = uuid.uuid4().hex
         self.iteration = 0
         self.errors: list[dict[str, Any]] = []
-        self.wake = threading.Event()
+        self.wake = daemon.wake_event
         self.stopping = threading.Event()
         self._last_beat = 0.0
         self._degraded: str | None = None
@@ -174,11 +175,16 @@ def watch_parent(stdin: IO[bytes], runner: DaemonRunner) -> None:
             runner.wake.set()
 
 
-def main(name: str, home: str, incarnation: int) -> None:
+def main(name: str, home: str, incarnation: int, epoch: int | None = None) -> None:
     from dagd.daemons.registry import make_daemon
     from dagd.instance.instance import Instance
 
+    fault = os.environ.get("DAGD_FAULT_FAIL_START", "")
+    if name in fault.split(","):  # test hook, inert unless set: a daemon that can never start
+        sys.stderr.write(f"{name}: failing at start (DAGD_FAULT_FAIL_START)\n")
+        sys.exit(3)
     instance = Instance.load(home, create=False)
+    instance.fence_epoch = epoch
     logs = instance.logs_dir
     logs.mkdir(parents=True, exist_ok=True)
     from logging.handlers import RotatingFileHandler

@@ -44,6 +44,8 @@ class RunQueueDaemon(Daemon):
             else QueuedRunCoordinatorConfig()
         )
         self._reported: set[str] = set()
+        # A finished worker frees capacity: look at the queue again at once.
+        instance.launcher.on_worker_exit = self.wake_event.set
 
     @property
     def interval_seconds(self) -> float:
@@ -51,11 +53,15 @@ class RunQueueDaemon(Daemon):
 
     def run_iteration(self) -> None:
         runs = self.instance.storage.runs
+        in_progress = runs.with_status(IN_PROGRESS_STATUSES)
+        cap = self.queue_config.max_concurrent_runs
+        if cap != -1 and len(in_progress) >= cap:
+            self.info = {"in_progress": len(in_progress), "at_capacity": True}
+            return  # nothing can launch: skip reading the whole queue
         queued = runs.with_status([RunStatus.QUEUED])
-        self.info = {"queued": len(queued)}
+        self.info = {"queued": len(queued), "in_progress": len(in_progress)}
         if not queued:
             return
-        in_progress = runs.with_status(IN_PROGRESS_STATUSES)
         selection = select_runs(
             [QueuedRun(r.run_id, r.seq, r.priority, r.tags) for r in queued],
             [InProgressRun(r.run_id, r.tags) for r in in_progress],

@@ -48,6 +48,8 @@ class Instance:
     def __init__(self, home: pathlib.Path, config: InstanceConfig) -> None:
         self.home = home
         self.config = config
+        # The supervisor lease epoch this process acts under; launches are fenced by it.
+        self.fence_epoch: int | None = None
 
     @classmethod
     def load(cls, home: str | os.PathLike[str] | None = None, *, create: bool = True) -> Instance:
@@ -105,6 +107,15 @@ class Instance:
     @cached_property
     def launcher(self) -> RunLauncher:
         return self.make_launcher()
+
+    def close(self) -> None:
+        """Stop what this process started through the instance (fork server, pooled connections)."""
+        launcher = self.__dict__.get("launcher")
+        if launcher is not None:
+            launcher.close()
+        storage = self.__dict__.get("storage")
+        if storage is not None:
+            storage.dispose()
 
     # -- files the supervisor publishes ----------------------------------------------------
 

@@ -250,7 +250,7 @@ def _explain_blocked(
 
     # The final counts no longer change, so each (key, value)'s answer and each combination's
     # merged holders are worked out once, however many runs share them.
-    full_for: list[dict[str, _FullFor]] = [{} for _ in counters.keys]
+    full_for = [(key_rules.key, key_rules, dict[str, _FullFor]()) for key_rules in counters.keys]
     unions = _HolderUnions(counters.holders)
     chosen_ids = set(chosen)
     blocked: dict[str, Blocked] = {}
@@ -262,8 +262,8 @@ def _explain_blocked(
         tags = run.tags
         buckets: tuple[_Bucket, ...] = ()
         tag_reasons: tuple[str, ...] = ()
-        for key_rules, cache in zip(counters.keys, full_for, strict=True):
-            value = tags.get(key_rules.key)
+        for key, key_rules, cache in full_for:
+            value = tags.get(key)
             if value is None:
                 continue
             full = cache.get(value)

@@ -8,12 +8,7 @@ identified by pid *and* process start time, because pids are reused.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -70,6 +65,8 @@ class RunLauncher:
     def __init__(self, instance: Instance, config: Any) -> None:
         self.instance = instance
         self.config = config
+        # Called (from any thread) when a worker this launcher started has exited.
+        self.on_worker_exit: Callable[[], None] | None = None
 
     def launch(self, run: Run) -> WorkerHandle:
         raise NotImplementedError
@@ -81,54 +78,29 @@ class RunLauncher:
     def is_alive(self, run: Run) -> bool:
         raise NotImplementedError
 
-
-class LocalProcessRunLauncher(RunLauncher):
-    def worker_command(self, run: Run) -> Sequence[str]:
-        return [sys.executable, "-m", "dagd.runs.worker", "--home", str(self.instance.home), run.run_id]
-
-    def launch(self, run: Run) -> WorkerHandle:
-        log_dir = self.instance.home / "logs" / "runs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        # The worker's own crash output (before it can write to storage) lands here.
-        with open(log_dir / f"{run.run_id}.log", "ab") as crash_log:
-            proc = subprocess.Popen(
-                self.worker_command(run),
-                stdin=subprocess.DEVNULL,
-                stdout=crash_log,
-                stderr=crash_log,
-                start_new_session=True,
-                close_fds=True,
-            )
-        # Reap it when it exits so it never lingers as a zombie of a long-lived parent.
-        threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
-        try:
-            started_at = psutil.Process(proc.pid).create_time()
-        except psutil.NoSuchProcess:
-            started_at = time.time()
-        return WorkerHandle(pid=proc.pid, started_at=started_at)
-
-    def is_alive(self, run: Run) -> bool:
-        return process_matches(run.worker_pid, run.worker_started_at)
-
-    def terminate(self, run: Run, grace_seconds: float) -> bool:
-        if not self.is_alive(run):
-            return False
-        assert run.worker_pid is not None
-        signal_group(run.worker_pid, signal.SIGTERM)
-        return True
+    def close(self) -> None:
+        """Release what the launcher holds (helper processes); runs keep going."""
 
 
-def launch_stored_run(
-    instance: Instance, run: Run, *, expected: Sequence[RunStatus], epoch: int | None = None
-) -> Run:
-    """Claim ``run`` (-> STARTING, compare-and-set) and start its worker.
+def launch_stored_run(instance: Instance, run: Run, *, expected: Sequence[RunStatus]) -> Run:
+    """Claim ``run`` (-> STARTING, compare-and-set, fenced by the instance's lease epoch) and start
+    its worker.
 
     Returns the run as it is afterwards. If the claim is lost (another process claimed or canceled
-    it), nothing is launched and the current run is returned. A launcher error fails the run.
+    it, or our lease was taken over), nothing is launched and the current run is returned. A
+    launcher error fails the run.
     """
+    from dagd.storage.leases import SUPERVISOR_LEASE
+
     runs = instance.storage.runs
+    epoch = instance.fence_epoch
     claimed = runs.transition(
-        run.run_id, RunStatus.STARTING, expected=expected, message="launching", claim_epoch=epoch
+        run.run_id,
+        RunStatus.STARTING,
+        expected=expected,
+        message="launching",
+        claim_epoch=epoch,
+        fence=(SUPERVISOR_LEASE, epoch) if epoch is not None else None,
     )
     if claimed is None:
         return runs.require(run.run_id)
@@ -143,4 +115,13 @@ def launch_stored_run(
     return runs.require(run.run_id)
 
 
-__all__ = ["LocalProcessRunLauncher", "RunLauncher", "WorkerHandle", "launch_stored_run", "process_matches"]
+from dagd.run_launcher.local import LocalProcessRunLauncher, LocalProcessRunLauncherConfig  # noqa: E402
+
+__all__ = [
+    "LocalProcessRunLauncher",
+    "LocalProcessRunLauncherConfig",
+    "RunLauncher",
+    "WorkerHandle",
+    "launch_stored_run",
+    "process_matches",
+]

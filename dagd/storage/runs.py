@@ -74,46 +74,106 @@ class RunStore:
     # -- creation ---------------------------------------------------------------------------
 
     def create(self, new: NewRun) -> Run:
-        """Store a new run with its tags and first event; idempotent on ``idempotency_key``."""
-        run_id = new.run_id or str(uuid.uuid4())
-        now = utcnow()
-        if new.idempotency_key:
-            existing = self.get_by_idempotency_key(new.idempotency_key)
-            if existing is not None:
-                return existing
+        """Store a new run with its tags and first event; idempotent on ``idempotency_key``.
+
+        When the storage has group commit on (the supervisor), concurrent creates share one
+        transaction; the call still returns only after its run is committed.
+        """
+        batcher = self._storage.group_commit
+        if batcher is not None:
+            return batcher.submit(new)
+        return self.create_many([new])[0]
+
+    def create_many(self, news: Sequence[NewRun]) -> builtins.list[Run]:
+        """Store several new runs in one transaction (falls back to one by one on a key clash)."""
+        keys = [n.idempotency_key for n in news if n.idempotency_key]
+        existing = self._by_idempotency_keys(keys) if keys else {}
+        if len(set(keys)) != len(keys):
+            return [self._create_batch([n], {})[0] for n in news]
         try:
-            with self._storage.write() as conn:
-                conn.execute(
-                    runs.insert().values(
-                        run_id=run_id,
-                        job_name=new.job_name,
-                        status=new.status.value,
-                        priority=new.priority,
-                        tags=json.dumps(new.tags, sort_keys=True),
-                        run_config=json.dumps(new.run_config, sort_keys=True),
-                        code_location=new.code_location,
-                        idempotency_key=new.idempotency_key or None,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-                if new.tags:
-                    conn.execute(
-                        run_tags.insert(),
-                        [{"run_id": run_id, "key": k, "value": v} for k, v in new.tags.items()],
-                    )
-                conn.execute(
-                    run_events.insert().values(
-                        run_id=run_id, at=now, kind="status", status=new.status.value, message="submitted"
-                    )
-                )
+            return self._create_batch(news, existing)
         except sa.exc.IntegrityError:
-            if new.idempotency_key:
-                existing = self.get_by_idempotency_key(new.idempotency_key)
-                if existing is not None:
-                    return existing
-            raise
-        return self.require(run_id)
+            if len(news) == 1 and news[0].idempotency_key:
+                found = self.get_by_idempotency_key(news[0].idempotency_key)
+                if found is not None:
+                    return [found]
+            if len(news) == 1:
+                raise
+            return [self.create_many([n])[0] for n in news]
+
+    def _create_batch(self, news: Sequence[NewRun], existing: dict[str, Run]) -> builtins.list[Run]:
+        now = utcnow()
+        out: builtins.list[Run | None] = []
+        rows: builtins.list[dict[str, Any]] = []
+        tag_rows: builtins.list[dict[str, Any]] = []
+        event_rows: builtins.list[dict[str, Any]] = []
+        for new in news:
+            if new.idempotency_key and new.idempotency_key in existing:
+                out.append(existing[new.idempotency_key])
+                continue
+            run_id = new.run_id or str(uuid.uuid4())
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "job_name": new.job_name,
+                    "status": new.status.value,
+                    "priority": new.priority,
+                    "tags": json.dumps(new.tags, sort_keys=True),
+                    "run_config": json.dumps(new.run_config, sort_keys=True),
+                    "code_location": new.code_location,
+                    "idempotency_key": new.idempotency_key or None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            tag_rows.extend({"run_id": run_id, "key": k, "value": v} for k, v in new.tags.items())
+            event_rows.append(
+                {
+                    "run_id": run_id,
+                    "at": now,
+                    "kind": "status",
+                    "status": new.status.value,
+                    "message": "submitted",
+                }
+            )
+            out.append(None)
+        if rows:
+            with self._storage.write() as conn:
+                seqs: dict[str, int] = dict(
+                    conn.execute(
+                        runs.insert().returning(runs.c.run_id, runs.c.seq, sort_by_parameter_order=True), rows
+                    ).all()
+                )
+                if tag_rows:
+                    conn.execute(run_tags.insert(), tag_rows)
+                conn.execute(run_events.insert(), event_rows)
+        created = iter(rows)
+        result: builtins.list[Run] = []
+        for new, item in zip(news, out, strict=True):
+            if item is not None:
+                result.append(item)
+                continue
+            row = next(created)
+            result.append(
+                Run(
+                    run_id=row["run_id"],
+                    job_name=new.job_name,
+                    status=new.status,
+                    tags=dict(new.tags),
+                    run_config=dict(new.run_config),
+                    priority=new.priority,
+                    created_at=now,
+                    updated_at=now,
+                    seq=seqs[row["run_id"]],
+                    code_location=new.code_location,
+                )
+            )
+        return result
+
+    def _by_idempotency_keys(self, keys: Sequence[str]) -> dict[str, Run]:
+        with self._storage.read() as conn:
+            rows = conn.execute(sa.select(runs).where(runs.c.idempotency_key.in_(list(keys)))).all()
+        return {row.idempotency_key: _row_to_run(row) for row in rows}
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -180,11 +240,14 @@ class RunStore:
         worker_pid: int | None = None,
         worker_started_at: float | None = None,
         claim_epoch: int | None = None,
+        fence: tuple[str, int] | None = None,
     ) -> Run | None:
         """Compare-and-set the run's status; returns the updated run, or None if another writer won.
 
         ``expected`` defaults to every status from which ``to`` is legal. Raises NotFound for an
         unknown run and InvalidTransition when an explicit ``expected`` status cannot reach ``to``.
+        ``fence=(lease_name, epoch)`` makes the change conditional on that lease still having that
+        epoch, in the same statement: a writer that lost its lease changes nothing.
         """
         sources = list(expected) if expected is not None else [s for s, t in TRANSITIONS.items() if to in t]
         for source in sources:
@@ -203,12 +266,13 @@ class RunStore:
             values["worker_started_at"] = worker_started_at
         if claim_epoch is not None:
             values["claim_epoch"] = claim_epoch
+        conditions = [runs.c.run_id == run_id, runs.c.status.in_([s.value for s in sources])]
+        if fence is not None:
+            from dagd.storage.leases import epoch_of
+
+            conditions.append(epoch_of(fence[0]) == fence[1])
         with self._storage.write() as conn:
-            result = conn.execute(
-                runs.update()
-                .where(runs.c.run_id == run_id, runs.c.status.in_([s.value for s in sources]))
-                .values(**values)
-            )
+            result = conn.execute(runs.update().where(*conditions).values(**values))
             if result.rowcount != 1:
                 exists = conn.execute(sa.select(runs.c.status).where(runs.c.run_id == run_id)).first()
                 if exists is None:

@@ -10,22 +10,28 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dagd.errors import StorageUnavailable
 
+if TYPE_CHECKING:
+    from dagd.storage.batching import GroupCommit
+
 
 class Storage:
     def __init__(self, engine: sa.Engine) -> None:
         from dagd.storage.daemons import DaemonStore
+        from dagd.storage.leases import LeaseStore
         from dagd.storage.runs import RunStore
 
         self.engine = engine
+        self.group_commit: GroupCommit | None = None
         self.runs = RunStore(self)
         self.daemons = DaemonStore(self)
+        self.leases = LeaseStore(self)
 
     @property
     def dialect(self) -> str:
@@ -70,7 +76,16 @@ class Storage:
         with self.write() as conn:
             upsert(conn, settings, {"key": key, "value": json.dumps(value)}, ["key"])
 
+    def enable_group_commit(self) -> None:
+        """Let concurrent run creations share transactions (for the supervisor's submit path)."""
+        from dagd.storage.batching import GroupCommit
+
+        if self.group_commit is None:
+            self.group_commit = GroupCommit(self.runs.create_many)
+
     def dispose(self) -> None:
+        if self.group_commit is not None:
+            self.group_commit.close()
         self.engine.dispose()
 
 

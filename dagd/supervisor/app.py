@@ -22,9 +22,9 @@ from typing import Any
 
 import psutil
 
-from dagd.errors import DagdError
 from dagd.instance.instance import Instance
 from dagd.supervisor.control import ControlPlane
+from dagd.supervisor.lease import AlreadyRunning, LeaseKeeper
 from dagd.supervisor.process_table import ProcessTable
 from dagd.supervisor.server import Servers, start_servers
 from dagd.workspace import CodeLocationTarget, Workspace
@@ -32,10 +32,6 @@ from dagd.workspace import CodeLocationTarget, Workspace
 log = logging.getLogger("dagd.supervisor")
 
 STATE_FILE = "daemons.json"
-
-
-class AlreadyRunning(DagdError):
-    pass
 
 
 def check_not_running(instance: Instance) -> None:
@@ -75,8 +71,11 @@ def _write_atomic(path: Any, data: dict[str, Any]) -> None:
 
 
 class Supervisor:
-    def __init__(self, instance: Instance, targets: list[CodeLocationTarget]) -> None:
+    def __init__(
+        self, instance: Instance, targets: list[CodeLocationTarget], *, standby: bool = False
+    ) -> None:
         self.instance = instance
+        self.standby = standby
         self.workspace = Workspace(targets)
         for name, location in self.workspace.locations.items():
             if location.error:
@@ -86,6 +85,8 @@ class Supervisor:
         self.table = ProcessTable(instance, names)
         self.control.daemons = self.table
         self.servers: Servers | None = None
+        self.lease: LeaseKeeper | None = None
+        self.lost_lease = False
         self._stop = threading.Event()
         self._signals = 0
 
@@ -94,7 +95,12 @@ class Supervisor:
         killed = kill_leftover_daemons(self.instance)
         if killed:
             log.warning("killed %d daemon(s) left behind by an earlier supervisor", killed)
-        _ = self.instance.storage  # open now: a broken database fails the start, not the first call
+        # Open now: a broken database fails the start, not the first call.
+        self.instance.storage.enable_group_commit()
+        self.lease = LeaseKeeper(self.instance.storage, on_lost=self._lease_lost)
+        lease = self.lease.acquire(standby=self.standby, stopping=self._stop)
+        self.instance.fence_epoch = lease.epoch
+        self.lease.start_renewing()
         _ = self.instance.coordinator, self.instance.launcher
         self.servers = start_servers(self.instance, self.control)
         me = psutil.Process()
@@ -106,6 +112,10 @@ class Supervisor:
         threading.Thread(target=self._record_pids, name="record-pids", daemon=True).start()
         self.servers.set_serving(True)
         log.info("supervisor serving on %s", ", ".join(self.servers.addresses))
+
+    def _lease_lost(self) -> None:
+        self.lost_lease = True
+        self._stop.set()
 
     def _record_pids(self) -> None:
         path = self.instance.home / "run" / STATE_FILE
@@ -146,11 +156,17 @@ class Supervisor:
         self.table.stop_all(timeout=grace + 2)
         if self.servers:
             self.servers.stop(grace=2)
+        if self.lease is not None:
+            self.lease.release()
+        self.instance.close()
         self._cleanup_files()
         log.info("supervisor stopped")
 
     def _cleanup_files(self) -> None:
         from dagd.client.client import read_published
+
+        if self.servers is None:
+            return  # we never served: the files (if any) belong to someone else
 
         published = read_published(self.instance.home)
         if published is not None and published.pid == os.getpid():
@@ -168,9 +184,13 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 def run_supervisor(
-    instance: Instance, targets: list[CodeLocationTarget], on_started: Callable[[], None] | None = None
+    instance: Instance,
+    targets: list[CodeLocationTarget],
+    *,
+    standby: bool = False,
+    on_started: Callable[[], None] | None = None,
 ) -> int:
-    supervisor = Supervisor(instance, targets)
+    supervisor = Supervisor(instance, targets, standby=standby)
     supervisor.install_signal_handlers()
     try:
         supervisor.start()
@@ -179,7 +199,7 @@ def run_supervisor(
         supervisor.wait()
     finally:
         supervisor.shutdown()
-    return 0
+    return 1 if supervisor.lost_lease else 0
 
 
 __all__ = ["AlreadyRunning", "Supervisor", "run_supervisor"]

@@ -97,10 +97,13 @@ class ProcessTable:
         self.shutting_down = False
 
     def _default_command(self, name: str, incarnation: int) -> list[str]:
-        return [
+        command = [
             sys.executable, "-m", "dagd.daemons", name,
             "--home", str(self.instance.home), "--incarnation", str(incarnation),
         ]  # fmt: skip
+        if self.instance.fence_epoch is not None:
+            command += ["--epoch", str(self.instance.fence_epoch)]
+        return command
 
     # -- lifecycle -----------------------------------------------------------------------------
 

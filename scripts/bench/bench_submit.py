@@ -78,10 +78,14 @@ def main() -> None:
         with running_supervisor("run_coordinator:\n  config:\n    max_concurrent_runs: 0\n", backend) as home:
             for threads in (1, 8):
                 rate = statistics.median(throughput(home, threads, args.seconds) for _ in range(3))
-                print(f"[{backend}] submit throughput, {threads} client thread(s): {rate:,.0f} runs/s (median of 3)")
+                print(
+                    f"[{backend}] submit throughput, {threads} client thread(s): {rate:,.0f} runs/s (median of 3)"
+                )
         with running_supervisor("", backend) as home:
             latency(home, 3)  # warm-up
-            print(f"[{backend}] submit -> first line of user code: {summary_ms(latency(home, args.latency_runs))}")
+            print(
+                f"[{backend}] submit -> first line of user code: {summary_ms(latency(home, args.latency_runs))}"
+            )
 
 
 if __name__ == "__main__":

@@ -73,7 +73,9 @@ def running_supervisor(config_yaml: str, backend: str = "sqlite") -> Iterator[pa
                 if status.returncode == 0:
                     break
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"supervisor did not become healthy:\n{(home / 'supervisor.log').read_text()}")
+                    raise RuntimeError(
+                        f"supervisor did not become healthy:\n{(home / 'supervisor.log').read_text()}"
+                    )
                 time.sleep(0.2)
             yield home
         finally:

@@ -49,7 +49,12 @@ class Result:
 def dagctl(home: pathlib.Path, *args: str, timeout: float = 30, env: dict[str, str] | None = None) -> Result:
     full_env = {**os.environ, "DAGD_HOME": str(home), **(env or {})}
     proc = subprocess.run(
-        [*DAGCTL, *args], capture_output=True, text=True, timeout=timeout, env=full_env, stdin=subprocess.DEVNULL
+        [*DAGCTL, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
@@ -103,7 +108,9 @@ class DagdProcess:
     def write_config(self, text: str) -> None:
         (self.home / "dagd.yaml").write_text(text)
 
-    def start(self, *args: str, command: Sequence[str] = ("dev",), wait_healthy: bool = True, timeout: float = 30) -> None:
+    def start(
+        self, *args: str, command: Sequence[str] = ("dev",), wait_healthy: bool = True, timeout: float = 30
+    ) -> None:
         env = {**os.environ, "DAGD_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(

@@ -100,7 +100,9 @@ def test_reopening_a_database_at_head_changes_nothing(
 
     again = open_storage(storage_url)
     try:
-        writes = [s for s in capture_sql if s.split()[0].upper() in {"CREATE", "ALTER", "INSERT", "UPDATE", "DROP"}]
+        writes = [
+            s for s in capture_sql if s.split()[0].upper() in {"CREATE", "ALTER", "INSERT", "UPDATE", "DROP"}
+        ]
         assert writes == []
         assert alembic_versions(again) == [head_revision()]
         assert again.runs.require(run.run_id) == run
@@ -144,7 +146,9 @@ def test_fresh_database_is_refused_without_create(storage_url: str) -> None:
     ],
     ids=["older-revision", "version-row-deleted"],
 )
-def test_outdated_schema_is_refused(storage: Storage, storage_url: str, tamper: str, named_revision: str) -> None:
+def test_outdated_schema_is_refused(
+    storage: Storage, storage_url: str, tamper: str, named_revision: str
+) -> None:
     run = storage.runs.create(new_run())
     with storage.write() as conn:
         conn.execute(sa.text(tamper))
@@ -231,7 +235,9 @@ def test_same_idempotency_key_creates_one_run(storage: Storage) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_concurrent_creates_with_same_idempotency_key_create_one_run(storage: Storage, storage_url: str) -> None:
+def test_concurrent_creates_with_same_idempotency_key_create_one_run(
+    storage: Storage, storage_url: str
+) -> None:
     start = threading.Barrier(6)
 
     def submit() -> str:
@@ -330,7 +336,9 @@ def claim_all(url: str, run_ids: list[str], worker: str, start: Any) -> list[str
         return [
             run_id
             for run_id in run_ids
-            if storage.runs.transition(run_id, RunStatus.STARTING, expected=(Q,), message=f"claimed by {worker}")
+            if storage.runs.transition(
+                run_id, RunStatus.STARTING, expected=(Q,), message=f"claimed by {worker}"
+            )
             is not None
         ]
     finally:
@@ -488,7 +496,10 @@ def test_logs_paginate_in_order_without_gaps(storage: Storage) -> None:
     t0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
     expected = []
     for batch in range(4):
-        lines = [(t0 + timedelta(seconds=batch * 100 + i), "stdout", "INFO", f"line {batch}-{i}") for i in range(60)]
+        lines = [
+            (t0 + timedelta(seconds=batch * 100 + i), "stdout", "INFO", f"line {batch}-{i}")
+            for i in range(60)
+        ]
         storage.runs.append_logs(run_id, lines)
         expected += [line[3] for line in lines]
         storage.runs.append_logs(other, [(t0, "stderr", "ERROR", f"other {batch}")])

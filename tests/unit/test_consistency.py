@@ -1,4 +1,4 @@
-"""The generated gRPC code in dagd/api/v1 must match protos/: regenerate and compare."""
+"""Things that must agree with each other: generated gRPC code vs protos, schema head vs migrations."""
 
 from __future__ import annotations
 
@@ -29,3 +29,9 @@ def test_runtime_versions_match_generator() -> None:
         int(x) for x in dagd_pb2_grpc.GRPC_GENERATED_VERSION.split(".")[:2]
     )
     assert int(protobuf_version.split(".")[0]) == 7
+
+
+def test_schema_head_constant_matches_migrations() -> None:
+    from dagd.storage.migrate import HEAD_REVISION, head_revision
+
+    assert HEAD_REVISION == head_revision(), "update HEAD_REVISION in dagd/storage/migrate.py"

@@ -1,0 +1,140 @@
+"""A pre-warmed fork server for run workers: the fast path of :class:`LocalProcessRunLauncher`.
+
+Starting ``python -m dagd.runs.worker`` costs ~0.5 s of imports (SQLAlchemy, pydantic, psycopg)
+before the job's first line. The fork server is exec'd once by the launcher, imports all of that,
+and then forks one child per run; the child starts its own session (so terminate reaches its whole
+group), opens its *own* database engine (nothing pooled crosses the fork) and runs the worker.
+
+The server is single-threaded (forking a threaded process is unsafe) and speaks JSON lines:
+
+    launcher -> server   {"run_id": "..."}
+    server -> launcher   {"launched": "<run_id>", "pid": N} | {"error": "<run_id>", "message": "..."}
+                         {"exited": N, "code": C}            (a worker ended; the queue can look again)
+
+EOF on stdin means the launcher is gone: the server exits, and the workers keep running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import signal
+import sys
+from typing import Any
+
+
+def _preload() -> None:
+    """Import what every worker needs, so children start with it in memory."""
+    import psutil  # noqa: F401
+    import sqlalchemy  # noqa: F401
+    import sqlalchemy.dialects.postgresql  # noqa: F401
+    import sqlalchemy.dialects.sqlite  # noqa: F401
+
+    import dagd.instance.instance  # noqa: F401
+    import dagd.runs.worker  # noqa: F401
+    import dagd.storage.engine  # noqa: F401
+    import dagd.storage.runs  # noqa: F401
+    import dagd.workspace  # noqa: F401
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pass
+
+
+def _child(home: str, run_id: str, wakeup_r: int, wakeup_w: int) -> None:
+    """In the forked child: detach, reset what the server changed, run the worker."""
+    os.setsid()
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    os.close(wakeup_r)
+    os.close(wakeup_w)
+    log_dir = os.path.join(home, "logs", "runs")
+    os.makedirs(log_dir, exist_ok=True)
+    crash_log = os.open(os.path.join(log_dir, f"{run_id}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(crash_log, 1)
+    os.dup2(crash_log, 2)
+    os.close(devnull)
+    os.close(crash_log)
+    code = 1
+    try:
+        from dagd.runs.worker import execute
+
+        code = execute(home, run_id)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def serve(home: str) -> None:
+    _preload()
+    out = sys.stdout
+    wakeup_r, wakeup_w = os.pipe()
+    os.set_blocking(wakeup_w, False)
+    signal.set_wakeup_fd(wakeup_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def send(message: dict[str, Any]) -> None:
+        out.write(json.dumps(message) + "\n")
+        out.flush()
+
+    def reap() -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            send({"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+
+    stdin = sys.stdin.fileno()
+    buffer = b""
+    send({"ready": os.getpid()})
+    while True:
+        try:
+            readable, _, _ = select.select([stdin, wakeup_r], [], [])
+        except InterruptedError:
+            continue
+        if wakeup_r in readable:
+            os.read(wakeup_r, 4096)
+            reap()
+        if stdin not in readable:
+            continue
+        chunk = os.read(stdin, 65536)
+        if not chunk:
+            return  # the launcher is gone; running workers carry on by themselves
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            try:
+                run_id = str(json.loads(line)["run_id"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                send({"error": run_id, "message": f"fork failed: {exc}"})
+                continue
+            if pid == 0:
+                _child(home, run_id, wakeup_r, wakeup_w)
+            send({"launched": run_id, "pid": pid})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m dagd.run_launcher.forkserver")
+    parser.add_argument("--home", required=True)
+    serve(parser.parse_args().home)
+
+
+if __name__ == "__main__":
+    main()

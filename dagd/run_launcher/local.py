@@ -1,0 +1,190 @@
+"""The local launcher: one worker process per run on this host, via the fork server when it can.
+
+Fast path: a pre-warmed fork server (see :mod:`forkserver`) forks the worker in milliseconds.
+Fallback: a plain ``python -m dagd.runs.worker`` spawn, used when the fork server is disabled
+(``run_launcher: {config: {fork_server: false}}``) or fails to answer; the fork server is then
+restarted on the next launch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import IO, TYPE_CHECKING, Any
+
+import psutil
+from pydantic import BaseModel, ConfigDict
+
+from dagd.run_launcher import RunLauncher, WorkerHandle, process_matches, signal_group
+from dagd.runs.model import Run
+
+if TYPE_CHECKING:
+    from dagd.instance.instance import Instance
+
+log = logging.getLogger("dagd.launcher")
+
+FORK_REPLY_TIMEOUT = 10.0
+
+
+class LocalProcessRunLauncherConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fork_server: bool = True
+
+
+class ForkServer:
+    """The launcher's end of one fork server process."""
+
+    def __init__(self, home: str, on_exit: Any) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dagd.run_launcher.forkserver", "--home", home],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            close_fds=True,
+        )
+        self._pending: dict[str, Future[int]] = {}
+        self._lock = threading.Lock()
+        self._on_exit = on_exit
+        self.ready: Future[int] = Future()
+        assert self.proc.stdout is not None
+        threading.Thread(
+            target=self._read, args=(self.proc.stdout,), name="forkserver-reader", daemon=True
+        ).start()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _read(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            try:
+                message = json.loads(raw)
+            except ValueError:
+                continue
+            if "ready" in message:
+                self.ready.set_result(int(message["ready"]))
+            elif "launched" in message:
+                with self._lock:
+                    future = self._pending.pop(message["launched"], None)
+                if future is not None:
+                    future.set_result(int(message["pid"]))
+            elif "error" in message:
+                with self._lock:
+                    future = self._pending.pop(message["error"], None)
+                if future is not None:
+                    future.set_exception(OSError(message.get("message", "fork server error")))
+            elif "exited" in message and self._on_exit is not None:
+                self._on_exit()
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(OSError("fork server exited"))
+        if not self.ready.done():
+            self.ready.set_exception(OSError("fork server exited before it was ready"))
+
+    def fork(self, run_id: str) -> int:
+        future: Future[int] = Future()
+        with self._lock:
+            self._pending[run_id] = future
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps({"run_id": run_id}).encode() + b"\n")
+            self.proc.stdin.flush()
+        return future.result(timeout=FORK_REPLY_TIMEOUT)
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+
+
+class LocalProcessRunLauncher(RunLauncher):
+    config_model = LocalProcessRunLauncherConfig
+
+    def __init__(self, instance: Instance, config: Any) -> None:
+        super().__init__(instance, config if config is not None else LocalProcessRunLauncherConfig())
+        self._fork_server: ForkServer | None = None
+        self._fork_lock = threading.Lock()
+
+    def worker_command(self, run: Run) -> Sequence[str]:
+        return [sys.executable, "-m", "dagd.runs.worker", "--home", str(self.instance.home), run.run_id]
+
+    def _notify_exit(self) -> None:
+        if self.on_worker_exit is not None:
+            self.on_worker_exit()
+
+    def _server(self) -> ForkServer:
+        with self._fork_lock:
+            if self._fork_server is None or not self._fork_server.alive:
+                server = ForkServer(str(self.instance.home), self._notify_exit)
+                server.ready.result(timeout=30)
+                self._fork_server = server
+            return self._fork_server
+
+    def launch(self, run: Run) -> WorkerHandle:
+        if getattr(self.config, "fork_server", True):
+            try:
+                pid = self._server().fork(run.run_id)
+                return WorkerHandle(pid=pid, started_at=_create_time(pid))
+            except (OSError, FutureTimeout) as exc:
+                log.warning("fork server failed (%s); spawning the worker instead", exc)
+                with self._fork_lock:
+                    if self._fork_server is not None:
+                        self._fork_server.proc.kill()
+                        self._fork_server = None
+        return self._spawn(run)
+
+    def _spawn(self, run: Run) -> WorkerHandle:
+        log_dir = self.instance.home / "logs" / "runs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        # The worker's own crash output (before it can write to storage) lands here.
+        with open(log_dir / f"{run.run_id}.log", "ab") as crash_log:
+            proc = subprocess.Popen(
+                self.worker_command(run),
+                stdin=subprocess.DEVNULL,
+                stdout=crash_log,
+                stderr=crash_log,
+                start_new_session=True,
+                close_fds=True,
+            )
+
+        def reap() -> None:
+            proc.wait()  # never leave a zombie in a long-lived parent
+            self._notify_exit()
+
+        threading.Thread(target=reap, name=f"reap-{proc.pid}", daemon=True).start()
+        return WorkerHandle(pid=proc.pid, started_at=_create_time(proc.pid))
+
+    def is_alive(self, run: Run) -> bool:
+        return process_matches(run.worker_pid, run.worker_started_at)
+
+    def terminate(self, run: Run, grace_seconds: float) -> bool:
+        if not self.is_alive(run):
+            return False
+        assert run.worker_pid is not None
+        signal_group(run.worker_pid, 15)
+        return True
+
+    def close(self) -> None:
+        with self._fork_lock:
+            if self._fork_server is not None:
+                self._fork_server.close()
+                self._fork_server = None
+
+
+def _create_time(pid: int) -> float:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return time.time()
