@@ -11,7 +11,6 @@ Exit codes (docs/cli.md): 0 ok, 1 failed, 2 bad input, 3 a daemon is unhealthy,
 from __future__ import annotations
 
 import json
-import logging
 import pathlib
 import sys
 import time
@@ -143,14 +142,7 @@ def _serve(
     configure_logging()
     targets = resolve_targets(workspace, python_file, module)
     instance = Instance.load(ctx.home)
-    code = run_supervisor(instance, targets, standby=standby)
-    if stop_runs:
-        # `dagctl dev` is a local session: Ctrl-C must not leave run workers (or their children) behind.
-        from dagd.supervisor.control import cancel_runs_in_progress
-
-        canceled = cancel_runs_in_progress(instance, "dagctl dev stopped")
-        if canceled:
-            logging.getLogger("dagd.supervisor").info("canceled %d run(s) in progress", canceled)
+    code = run_supervisor(instance, targets, standby=standby, cancel_runs_on_exit=stop_runs)
     sys.exit(code)
 
 

@@ -156,9 +156,27 @@ class DaemonRunner:
                     pass
                 self.pipe.send(progress=self.iteration, error=str(exc)[:500])
                 wait = ERROR_BACKOFF_SECONDS
-            self.wake.wait(wait)
+            self._idle(wait)
             self.wake.clear()
         self.daemon.close()
+
+    def _idle(self, seconds: float) -> None:
+        """Wait for the next iteration (or a wake), pinging at the heartbeat interval meanwhile.
+
+        The pings come from the loop's own thread between waits, so they still prove the loop is
+        not stuck in a unit of work; a long poll interval does not look like a hang.
+        """
+        deadline = time.monotonic() + seconds
+        while not self.stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.wake.wait(min(remaining, self.heartbeat_interval)):
+                return
+            self.pipe.send(progress=self.iteration, degraded=self._degraded)
+            if self._degraded is None:
+                try:
+                    self.beat()
+                except StorageUnavailable as exc:
+                    self._set_degraded(str(exc))
 
 
 def watch_parent(stdin: IO[bytes], runner: DaemonRunner) -> None:

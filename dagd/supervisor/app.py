@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 
 from dagd.instance.instance import Instance
-from dagd.supervisor.control import ControlPlane
+from dagd.supervisor.control import ControlPlane, cancel_runs_in_progress
 from dagd.supervisor.lease import AlreadyRunning, LeaseKeeper
 from dagd.supervisor.process_table import ProcessTable
 from dagd.supervisor.server import Servers, start_servers
@@ -72,10 +72,18 @@ def _write_atomic(path: Any, data: dict[str, Any]) -> None:
 
 class Supervisor:
     def __init__(
-        self, instance: Instance, targets: list[CodeLocationTarget], *, standby: bool = False
+        self,
+        instance: Instance,
+        targets: list[CodeLocationTarget],
+        *,
+        standby: bool = False,
+        cancel_runs_on_exit: bool = False,
     ) -> None:
         self.instance = instance
         self.standby = standby
+        # `dagctl dev` is a local session: stopping it must not leave run workers behind. A
+        # deployment (`daemon run`) lets runs outlive a supervisor restart instead.
+        self.cancel_runs_on_exit = cancel_runs_on_exit
         self.workspace = Workspace(targets)
         for name, location in self.workspace.locations.items():
             if location.error:
@@ -156,11 +164,17 @@ class Supervisor:
         self.table.stop_all(timeout=grace + 2)
         if self.servers:
             self.servers.stop(grace=2)
+        if self.cancel_runs_on_exit and self.lease is not None and not self.lost_lease:
+            # Still holding the lease: no standby can have adopted these runs yet.
+            canceled = cancel_runs_in_progress(self.instance, "dagctl dev stopped")
+            if canceled:
+                log.info("canceled %d run(s) in progress", canceled)
         if self.lease is not None:
             self.lease.release()
         self.instance.close()
         self._cleanup_files()
-        log.info("supervisor stopped")
+        if self.servers is not None:
+            log.info("supervisor stopped")
 
     def _cleanup_files(self) -> None:
         from dagd.client.client import read_published
@@ -188,9 +202,10 @@ def run_supervisor(
     targets: list[CodeLocationTarget],
     *,
     standby: bool = False,
+    cancel_runs_on_exit: bool = False,
     on_started: Callable[[], None] | None = None,
 ) -> int:
-    supervisor = Supervisor(instance, targets, standby=standby)
+    supervisor = Supervisor(instance, targets, standby=standby, cancel_runs_on_exit=cancel_runs_on_exit)
     supervisor.install_signal_handlers()
     try:
         supervisor.start()

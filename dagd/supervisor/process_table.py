@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -53,6 +54,9 @@ def policy_from(instance: Instance) -> RestartPolicy:
         budget=restart.budget,
         budget_window_seconds=restart.budget_window_seconds,
         cooldown_seconds=restart.cooldown_seconds,
+        # Readiness comes from the daemon's first status message (ProcessTable._read_pipe), not
+        # from a timer: under load a daemon that dies in its imports can take seconds to do so.
+        start_seconds=math.inf,
         heartbeat_timeout_seconds=daemons.heartbeat_timeout_seconds,
         stop_grace_seconds=daemons.stop_grace_seconds,
     )
@@ -202,6 +206,7 @@ class ProcessTable:
                 if proc.pid != pid:
                     return  # a message from an incarnation already replaced
                 now = self.clock()
+                proc.ready(now)
                 if "degraded" in message:
                     proc.progress(now, message["degraded"])
                 else:

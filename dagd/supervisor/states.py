@@ -183,6 +183,14 @@ class DaemonProcess:
             # STARTING -> RUNNING: stayed up for start_seconds, so the start worked
             self.state, self.consecutive_start_failures = _S.RUNNING, 0
 
+    def ready(self, now: float) -> None:
+        """The child says it is up (its first status message, like systemd's READY=1).
+
+        STARTING -> RUNNING; ignored in every other state (a late or repeated message).
+        """
+        if self.state is _S.STARTING:
+            self.state, self.consecutive_start_failures = _S.RUNNING, 0
+
     def progress(self, now: float, degraded_reason: str | None = None) -> None:
         """A heartbeat or pipe ping; sets degraded when it carries a reason, clears it otherwise.
 

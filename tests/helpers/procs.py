@@ -109,9 +109,14 @@ class DagdProcess:
         (self.home / "dagd.yaml").write_text(text)
 
     def start(
-        self, *args: str, command: Sequence[str] = ("dev",), wait_healthy: bool = True, timeout: float = 30
+        self,
+        *args: str,
+        command: Sequence[str] = ("dev",),
+        wait_healthy: bool = True,
+        timeout: float = 30,
+        env: dict[str, str] | None = None,
     ) -> None:
-        env = {**os.environ, "DAGD_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "DAGD_HOME": str(self.home), "PYTHONUNBUFFERED": "1", **(env or {})}
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [*DAGCTL, *command, *args], stdout=log, stderr=subprocess.STDOUT, env=env, text=True,

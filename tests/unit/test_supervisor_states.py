@@ -423,3 +423,19 @@ def test_random_event_sequences_keep_the_record_consistent(steps):
         check_invariants(proc)
         assert is_healthy(proc, FAST, now) in (True, False)
         assert health_detail(proc, FAST, now)
+
+
+def test_ready_message_moves_starting_to_running_and_an_exit_before_it_is_a_start_failure() -> None:
+    policy = RestartPolicy(start_seconds=float("inf"))
+    proc = DaemonProcess("run_queue")
+    proc.request_start(0.0)
+    proc.spawned(100, 0.0)
+    proc.tick(50.0, policy)
+    assert proc.state is ProcessState.STARTING  # no timer promotes it
+    proc.exited(3, None, 50.0, policy)
+    assert proc.last_exit is not None and proc.last_exit.reason is ExitReason.START_FAILURE
+    proc.spawned(101, 60.0)
+    proc.ready(60.5)
+    assert proc.state is ProcessState.RUNNING
+    proc.ready(61.0)  # repeated readiness is harmless
+    assert proc.state is ProcessState.RUNNING
