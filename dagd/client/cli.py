@@ -54,7 +54,17 @@ class Ctx:
         self.token = token
 
     def client(self) -> Client:
-        return Client.for_home(self.home, address=self.address, token=self.token)
+        metadata = [("x-dagd-client", "dagctl"), ("x-dagd-user", _login())]
+        return Client.for_home(self.home, address=self.address, token=self.token, metadata=metadata)
+
+
+def _login() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def handle_errors(fn: F) -> F:
@@ -314,13 +324,41 @@ def runs_logs(ctx: Ctx, run_id: str, follow: bool) -> None:
 
 
 @runs.command("terminate")
-@click.argument("run_id")
+@click.argument("run_id", required=False)
+@click.option("--status", "statuses", multiple=True, help="Bulk: every run with this status (repeatable).")
+@click.option("--job", "job_name", default="", help="Bulk: only runs of this job.")
+@click.option("--tag", "tags", multiple=True, help="Bulk: only runs with KEY=VALUE (repeatable).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @handle_errors
-def runs_terminate(ctx: Ctx, run_id: str, as_json: bool) -> None:
-    """Cancel a run: a queued run at once, a running one via SIGTERM to its process group."""
+def runs_terminate(
+    ctx: Ctx,
+    run_id: str | None,
+    statuses: tuple[str, ...],
+    job_name: str,
+    tags: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Cancel a run (queued at once, running via SIGTERM to its process group), or many with --status.
+
+    Bulk: `dagctl runs terminate --status QUEUED [--tag K=V] [--job J]` cancels every matching
+    queued run in one transaction.
+    """
+    bulk = bool(statuses or job_name or tags)
+    if run_id and bulk:
+        raise InvalidArgument("give a RUN_ID or --status/--job/--tag filters, not both")
+    if not run_id and not statuses:
+        raise InvalidArgument("give a RUN_ID, or --status (with optional --job/--tag) to terminate many runs")
     with ctx.client() as client:
+        if not run_id:
+            canceled, canceling = client.terminate_runs(
+                statuses=statuses, job_name=job_name, tags=parse_tags(tags)
+            )
+            if as_json:
+                emit_json({"canceled": canceled, "canceling": canceling})
+            else:
+                click.echo(f"canceled {len(canceled)} run(s); {len(canceling)} running run(s) asked to stop")
+            return
         run, changed = client.terminate(run_id)
     if as_json:
         emit_json({**run, "changed": changed})
@@ -328,6 +366,76 @@ def runs_terminate(ctx: Ctx, run_id: str, as_json: bool) -> None:
         click.echo(f"{run_id}: {run['status']}")
     else:
         click.echo(f"{run_id}: already {run['status']}, nothing to do")
+
+
+@runs.command("why")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def runs_why(ctx: Ctx, run_id: str, as_json: bool) -> None:
+    """Why a run is still queued: the limits holding it, the runs holding them, its place in line."""
+    with ctx.client() as client:
+        why = client.explain_run(run_id)
+    if as_json:
+        emit_json(why)
+        return
+    click.echo(f"{run_id} is {why['status']}: {why['summary']}")
+    for reason in why["reasons"]:
+        click.echo(f"  held by {reason}")
+    if why["holders"]:
+        shown = ", ".join(why["holders"][:10])
+        more = f" and {len(why['holders']) - 10} more" if len(why["holders"]) > 10 else ""
+        click.echo(f"  runs holding it: {shown}{more}")
+
+
+@cli.group()
+def queue() -> None:
+    """The run queue: pause, resume, and what it holds."""
+
+
+def _print_queue(status: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(status)
+        return
+    cap = "no limit" if status["max_concurrent_runs"] == -1 else str(status["max_concurrent_runs"])
+    state = "PAUSED" if status["paused"] else "running"
+    health = "" if status["queue_daemon_healthy"] else " (run_queue daemon NOT healthy)"
+    click.echo(
+        f"queue {state}{health}: {status['queued']} queued, {status['in_progress']} in progress of {cap}"
+    )
+    for usage in status["tag_limits"]:
+        click.echo(f"  {usage['limit']}: {usage['in_use']} of {usage['capacity']}")
+
+
+@queue.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def queue_status(ctx: Ctx, as_json: bool) -> None:
+    """Queued and in-progress counts, limits and their use, paused or not."""
+    with ctx.client() as client:
+        _print_queue(client.queue_status(), as_json)
+
+
+@queue.command("pause")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def queue_pause(ctx: Ctx, as_json: bool) -> None:
+    """Stop launching queued runs (persisted; runs in progress continue)."""
+    with ctx.client() as client:
+        _print_queue(client.set_queue_paused(True), as_json)
+
+
+@queue.command("resume")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def queue_resume(ctx: Ctx, as_json: bool) -> None:
+    """Launch queued runs again."""
+    with ctx.client() as client:
+        _print_queue(client.set_queue_paused(False), as_json)
 
 
 # -- daemons ------------------------------------------------------------------------------------

@@ -82,6 +82,28 @@ def _status_name(value: int) -> str:
     return pb.RunStatus.Name(value) if value in pb.RunStatus.values() else str(value)
 
 
+def _status_values(statuses: Sequence[str]) -> list[Any]:
+    values = []
+    for status in statuses:
+        if status.upper() not in pb.RunStatus.keys() or status.upper() == "RUN_STATUS_UNSPECIFIED":
+            known = ", ".join(k for k in pb.RunStatus.keys() if k != "RUN_STATUS_UNSPECIFIED")
+            raise InvalidArgument(f"unknown run status {status!r} (one of {known})")
+        values.append(pb.RunStatus.Value(status.upper()))
+    return values
+
+
+def _queue_from_pb(q: pb.QueueStatus) -> dict[str, Any]:
+    return {
+        "paused": q.paused,
+        "queued": q.queued,
+        "in_progress": q.in_progress,
+        "max_concurrent_runs": q.max_concurrent_runs,
+        "tag_limits": [{"limit": t.limit, "in_use": t.in_use, "capacity": t.capacity} for t in q.tag_limits],
+        "queue_daemon_healthy": q.queue_daemon_healthy,
+        "run_coordinator": q.run_coordinator,
+    }
+
+
 def run_from_pb(run: pb.Run) -> dict[str, Any]:
     """A run in the JSON shape of SPEC §6 (plus a few more fields)."""
     return {
@@ -107,10 +129,13 @@ class Client:
         token: str | None = None,
         tls_ca_file: str | None = None,
         timeout: float = 30.0,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.address = address
         self.timeout = timeout
         self._metadata: list[tuple[str, str]] = [("authorization", f"Bearer {token}")] if token else []
+        # Sent with every call; coordinator hooks see them (e.g. to tag runs with who submitted).
+        self._metadata += [(k.lower(), v) for k, v in metadata]
         if tls_ca_file:
             creds = grpc.ssl_channel_credentials(pathlib.Path(tls_ca_file).read_bytes())
             self._channel = grpc.secure_channel(address, creds)
@@ -119,10 +144,18 @@ class Client:
         self.runs = pb_grpc.RunServiceStub(self._channel)
         self.instance = pb_grpc.InstanceServiceStub(self._channel)
         self.daemons = pb_grpc.DaemonServiceStub(self._channel)
+        self.queue = pb_grpc.QueueServiceStub(self._channel)
 
     @classmethod
-    def for_home(cls, home: pathlib.Path, *, address: str | None = None, token: str | None = None) -> Client:
-        return cls(resolve_address(home, address), token=token)
+    def for_home(
+        cls,
+        home: pathlib.Path,
+        *,
+        address: str | None = None,
+        token: str | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> Client:
+        return cls(resolve_address(home, address), token=token, metadata=metadata)
 
     def close(self) -> None:
         self._channel.close()
@@ -191,10 +224,7 @@ class Client:
         limit: int = 100,
         page_token: str = "",
     ) -> tuple[list[dict[str, Any]], str]:
-        try:
-            status_values = [pb.RunStatus.Value(s.upper()) for s in statuses]
-        except ValueError as exc:
-            raise InvalidArgument(f"unknown run status: {exc}") from None
+        status_values = _status_values(statuses)
         response = self._call(
             self.runs.ListRuns,
             pb.ListRunsRequest(
@@ -210,6 +240,38 @@ class Client:
     def terminate(self, run_id: str) -> tuple[dict[str, Any], bool]:
         response = self._call(self.runs.TerminateRun, pb.TerminateRunRequest(run_id=run_id))
         return run_from_pb(response.run), response.changed
+
+    def terminate_runs(
+        self, *, statuses: Sequence[str], job_name: str = "", tags: Mapping[str, str] | None = None
+    ) -> tuple[list[str], list[str]]:
+        response = self._call(
+            self.runs.TerminateRuns,
+            pb.TerminateRunsRequest(
+                statuses=_status_values(statuses), job_name=job_name, tags=dict(tags or {})
+            ),
+        )
+        return list(response.canceled_run_ids), list(response.canceling_run_ids)
+
+    def explain_run(self, run_id: str) -> dict[str, Any]:
+        e = self._call(self.runs.ExplainRun, pb.ExplainRunRequest(run_id=run_id))
+        return {
+            "run_id": e.run_id,
+            "status": _status_name(e.status),
+            "summary": e.summary,
+            "reasons": list(e.reasons),
+            "holders": list(e.holders),
+            "position": e.position or None,
+            "queue_paused": e.queue_paused,
+            "queue_daemon_healthy": e.queue_daemon_healthy,
+            "run_coordinator": e.run_coordinator,
+            "launchable": e.launchable,
+        }
+
+    def queue_status(self) -> dict[str, Any]:
+        return _queue_from_pb(self._call(self.queue.GetQueueStatus, pb.QueueStatusRequest()))
+
+    def set_queue_paused(self, paused: bool) -> dict[str, Any]:
+        return _queue_from_pb(self._call(self.queue.SetQueuePaused, pb.SetQueuePausedRequest(paused=paused)))
 
     def read_logs(
         self, run_id: str, *, after_seq: int = 0, limit: int = 1000

@@ -91,7 +91,7 @@ class DefaultRunCoordinator(RunCoordinator):
         run = self._store(submission, RunStatus.NOT_STARTED)
         if run.status != RunStatus.NOT_STARTED:  # an idempotent retry of an earlier submission
             return run
-        return launch_stored_run(self.instance, run, expected=(RunStatus.NOT_STARTED,))
+        return launch_stored_run(self.instance, run.run_id, expected=(RunStatus.NOT_STARTED,))
 
 
 class QueuedRunCoordinator(RunCoordinator):

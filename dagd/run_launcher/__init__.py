@@ -82,7 +82,7 @@ class RunLauncher:
         """Release what the launcher holds (helper processes); runs keep going."""
 
 
-def launch_stored_run(instance: Instance, run: Run, *, expected: Sequence[RunStatus]) -> Run:
+def launch_stored_run(instance: Instance, run_id: str, *, expected: Sequence[RunStatus]) -> Run:
     """Claim ``run`` (-> STARTING, compare-and-set, fenced by the instance's lease epoch) and start
     its worker.
 
@@ -95,7 +95,7 @@ def launch_stored_run(instance: Instance, run: Run, *, expected: Sequence[RunSta
     runs = instance.storage.runs
     epoch = instance.fence_epoch
     claimed = runs.transition(
-        run.run_id,
+        run_id,
         RunStatus.STARTING,
         expected=expected,
         message="launching",
@@ -103,16 +103,16 @@ def launch_stored_run(instance: Instance, run: Run, *, expected: Sequence[RunSta
         fence=(SUPERVISOR_LEASE, epoch) if epoch is not None else None,
     )
     if claimed is None:
-        return runs.require(run.run_id)
+        return runs.require(run_id)
     try:
         handle = instance.launcher.launch(claimed)
     except Exception as exc:
         failed = runs.transition(
-            run.run_id, RunStatus.FAILURE, expected=(RunStatus.STARTING,), error=f"launch failed: {exc}"
+            run_id, RunStatus.FAILURE, expected=(RunStatus.STARTING,), error=f"launch failed: {exc}"
         )
-        return failed or runs.require(run.run_id)
-    runs.record_worker(run.run_id, handle.pid, handle.started_at)
-    return runs.require(run.run_id)
+        return failed or runs.require(run_id)
+    runs.record_worker(run_id, handle.pid, handle.started_at)
+    return runs.require(run_id)
 
 
 from dagd.run_launcher.local import LocalProcessRunLauncher, LocalProcessRunLauncherConfig  # noqa: E402

@@ -213,6 +213,12 @@ class RunStore:
         with self._storage.read() as conn:
             return [_row_to_run(row) for row in conn.execute(query)]
 
+    def count_by_status(self) -> dict[RunStatus, int]:
+        """How many runs are in each status, in one GROUP BY; statuses with no runs are absent."""
+        query = sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status)
+        with self._storage.read() as conn:
+            return {RunStatus(status): count for status, count in conn.execute(query)}
+
     def events(self, run_id: str) -> builtins.list[RunEvent]:
         query = sa.select(run_events).where(run_events.c.run_id == run_id).order_by(run_events.c.id)
         with self._storage.read() as conn:
@@ -375,3 +381,44 @@ class RunStore:
                 )
                 for row in conn.execute(query)
             ]
+
+    # -- the queue's view ------------------------------------------------------------------------
+
+    def queue_view(
+        self,
+    ) -> tuple[
+        builtins.list[tuple[str, int, int, dict[str, str]]], builtins.list[tuple[str, dict[str, str]]]
+    ]:
+        """(queued, in progress) as light tuples, in one read: (run_id, seq, priority, tags), (run_id, tags).
+
+        Only the columns the selection needs, so a pass over 10,000 queued runs stays cheap.
+        """
+        from dagd.runs.model import IN_PROGRESS_STATUSES
+
+        wanted = [RunStatus.QUEUED.value, *(s.value for s in IN_PROGRESS_STATUSES)]
+        query = sa.select(runs.c.run_id, runs.c.seq, runs.c.priority, runs.c.tags, runs.c.status).where(
+            runs.c.status.in_(wanted)
+        )
+        queued: builtins.list[tuple[str, int, int, dict[str, str]]] = []
+        in_progress: builtins.list[tuple[str, dict[str, str]]] = []
+        with self._storage.read() as conn:
+            for run_id, seq, priority, tags, status in conn.execute(query):
+                if status == RunStatus.QUEUED.value:
+                    queued.append((run_id, seq, priority, json.loads(tags)))
+                else:
+                    in_progress.append((run_id, json.loads(tags)))
+        queued.sort(key=lambda r: r[1])
+        return queued, in_progress
+
+    def ids_matching(self, flt: RunFilter) -> builtins.list[tuple[str, RunStatus]]:
+        """(run_id, status) of every run matching the filter, no limit (for bulk operations)."""
+        query = sa.select(runs.c.run_id, runs.c.status)
+        if flt.statuses:
+            query = query.where(runs.c.status.in_([s.value for s in flt.statuses]))
+        if flt.job_name:
+            query = query.where(runs.c.job_name == flt.job_name)
+        for key, value in flt.tags.items():
+            tagged = sa.select(run_tags.c.run_id).where(run_tags.c.key == key, run_tags.c.value == value)
+            query = query.where(runs.c.run_id.in_(tagged))
+        with self._storage.read() as conn:
+            return [(run_id, RunStatus(status)) for run_id, status in conn.execute(query)]

@@ -1,11 +1,12 @@
 """The supervisor process (``dagctl daemon run`` / ``dagctl dev``): start, serve, shut down.
 
 Start order: load and validate the instance and workspace, open storage (creating the schema on
-a fresh database), refuse if another supervisor is alive for this home, serve gRPC, publish the
-address in ``$DAGD_HOME/supervisor.json``, start the daemons, report SERVING.
+a fresh database), refuse if another supervisor is alive for this home, serve gRPC (and
+Prometheus metrics when ``metrics.port`` is set), publish the addresses in
+``$DAGD_HOME/supervisor.json``, start the daemons, report SERVING.
 
 Shutdown (SIGINT/SIGTERM): NOT_SERVING and refuse submissions (UNAVAILABLE), stop the daemons in
-order (SIGTERM, wait, SIGKILL), stop gRPC, remove the published file, exit 0. A second signal
+order (SIGTERM, wait, SIGKILL), stop gRPC and metrics, remove the published file, exit 0. A second signal
 kills the daemons at once.
 """
 
@@ -23,8 +24,10 @@ from typing import Any
 import psutil
 
 from dagd.instance.instance import Instance
-from dagd.supervisor.control import ControlPlane, cancel_runs_in_progress
+from dagd.runs.cancel import cancel_runs_in_progress
+from dagd.supervisor.control import ControlPlane
 from dagd.supervisor.lease import AlreadyRunning, LeaseKeeper
+from dagd.supervisor.metrics import MetricsServer, start_metrics_server
 from dagd.supervisor.process_table import ProcessTable
 from dagd.supervisor.server import Servers, start_servers
 from dagd.workspace import CodeLocationTarget, Workspace
@@ -93,6 +96,7 @@ class Supervisor:
         self.table = ProcessTable(instance, names)
         self.control.daemons = self.table
         self.servers: Servers | None = None
+        self.metrics: MetricsServer | None = None
         self.lease: LeaseKeeper | None = None
         self.lost_lease = False
         self._stop = threading.Event()
@@ -111,15 +115,22 @@ class Supervisor:
         self.lease.start_renewing()
         _ = self.instance.coordinator, self.instance.launcher
         self.servers = start_servers(self.instance, self.control)
+        self.metrics = start_metrics_server(self.instance, self.table)
         me = psutil.Process()
-        _write_atomic(
-            self.instance.supervisor_file,
-            {"pid": me.pid, "started_at": me.create_time(), "addresses": self.servers.addresses},
-        )
+        published: dict[str, Any] = {
+            "pid": me.pid,
+            "started_at": me.create_time(),
+            "addresses": self.servers.addresses,
+        }
+        if self.metrics is not None:
+            published["metrics"] = self.metrics.url
+        _write_atomic(self.instance.supervisor_file, published)
         self.table.start()
         threading.Thread(target=self._record_pids, name="record-pids", daemon=True).start()
         self.servers.set_serving(True)
         log.info("supervisor serving on %s", ", ".join(self.servers.addresses))
+        if self.metrics is not None:
+            log.info("metrics on %s", self.metrics.url)
 
     def _lease_lost(self) -> None:
         self.lost_lease = True
@@ -164,6 +175,8 @@ class Supervisor:
         self.table.stop_all(timeout=grace + 2)
         if self.servers:
             self.servers.stop(grace=2)
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.cancel_runs_on_exit and self.lease is not None and not self.lost_lease:
             # Still holding the lease: no standby can have adopted these runs yet.
             canceled = cancel_runs_in_progress(self.instance, "dagctl dev stopped")

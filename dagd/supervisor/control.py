@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +16,16 @@ from typing import Any
 from dagd.errors import InvalidArgument, NotFound, StorageUnavailable, Unavailable
 from dagd.instance.instance import Instance
 from dagd.run_coordinator import Submission
-from dagd.run_launcher import group_members, signal_group
+from dagd.run_coordinator.queue import (
+    Explanation,
+    QueueStatus,
+    explain,
+    queue_config,
+    queue_status,
+    set_paused,
+)
+from dagd.runs.cancel import finish_cancel
 from dagd.runs.model import (
-    IN_PROGRESS_STATUSES,
     PRIORITY_TAG,
     LogLine,
     Run,
@@ -38,7 +44,6 @@ MAX_TAG_VALUE = 4096
 MAX_NAME = 255
 MAX_RUN_CONFIG_BYTES = 1 << 20
 MAX_LIST_LIMIT = 1000
-TERMINATE_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -202,47 +207,43 @@ class ControlPlane:
             target=self._finish_cancel, args=(run.run_id,), name=f"cancel-{run.run_id}", daemon=True
         ).start()
 
-    def _finish_cancel(self, run_id: str, grace: float = TERMINATE_GRACE_SECONDS) -> None:
-        finish_cancel(self.instance, run_id, grace)
+    def _finish_cancel(self, run_id: str) -> None:
+        finish_cancel(self.instance, run_id)
 
+    def terminate_runs(self, flt: RunFilter) -> tuple[list[str], list[str]]:
+        """Bulk cancel: queued runs in one transaction, running ones each through CANCELING."""
+        if not flt.statuses:
+            raise InvalidArgument("bulk terminate needs at least one --status")
+        validate_tags(flt.tags)
+        matches = self.runs.ids_matching(flt)
+        canceled: list[str] = []
+        for status in (RunStatus.QUEUED, RunStatus.NOT_STARTED):
+            ids = [run_id for run_id, s in matches if s == status]
+            if ids:
+                canceled += self.runs.bulk_transition(ids, status, RunStatus.CANCELED, "terminated (bulk)")
+        canceling = []
+        for run_id, status in matches:
+            if status in (RunStatus.STARTING, RunStatus.STARTED, RunStatus.CANCELING):
+                run, changed = self.terminate(run_id)
+                if changed or run.status == RunStatus.CANCELING:
+                    canceling.append(run_id)
+        return canceled, canceling
 
-def finish_cancel(instance: Instance, run_id: str, grace: float = TERMINATE_GRACE_SECONDS) -> None:
-    """SIGTERM the worker's group, SIGKILL what is left after the grace, then mark CANCELED."""
-    runs = instance.storage.runs
-    deadline = time.monotonic() + grace
-    run = runs.require(run_id)
-    while run.worker_pid is None and run.status == RunStatus.CANCELING and time.monotonic() < deadline:
-        time.sleep(0.05)  # the launcher has not recorded the worker yet
-        run = runs.require(run_id)
-    if run.worker_pid is not None and instance.launcher.is_alive(run):
-        signal_group(run.worker_pid, 15)
-        while group_members(run.worker_pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if group_members(run.worker_pid):
-            signal_group(run.worker_pid, 9)
-    elif run.worker_pid is not None:
-        signal_group(run.worker_pid, 9)  # the worker is gone; take any children with it
-    runs.transition(run_id, RunStatus.CANCELED, expected=(RunStatus.CANCELING,), message="worker stopped")
+    # -- queue ---------------------------------------------------------------------------------
 
+    def _queue_daemon_healthy(self) -> bool:
+        if self.daemons is None:
+            return False
+        return any(v.name == "run_queue" and v.healthy for v in self.daemons.snapshot())
 
-def cancel_runs_in_progress(instance: Instance, message: str, grace: float = TERMINATE_GRACE_SECONDS) -> int:
-    """Cancel every run that has (or is about to get) a worker and wait until the workers are gone.
+    def explain_run(self, run_id: str) -> Explanation:
+        return explain(self.instance, run_id, daemon_healthy=self._queue_daemon_healthy())
 
-    ``dagctl dev`` calls this after its supervisor stopped: a local session leaves no process
-    behind. (``dagctl daemon run`` does not: there, runs outlive a supervisor restart.)
-    """
-    runs = instance.storage.runs
-    threads = []
-    for run in runs.with_status(IN_PROGRESS_STATUSES):
-        if run.status != RunStatus.CANCELING:
-            expected = (RunStatus.STARTING, RunStatus.STARTED)
-            if runs.transition(run.run_id, RunStatus.CANCELING, expected=expected, message=message) is None:
-                continue  # it finished meanwhile
-        thread = threading.Thread(
-            target=finish_cancel, args=(instance, run.run_id, grace), name=f"cancel-{run.run_id}", daemon=True
-        )
-        thread.start()
-        threads.append(thread)
-    for thread in threads:
-        thread.join(grace + 5)
-    return len(threads)
+    def queue_status(self) -> tuple[QueueStatus, bool]:
+        return queue_status(self.instance.storage, queue_config(self.instance)), self._queue_daemon_healthy()
+
+    def set_queue_paused(self, paused: bool) -> tuple[QueueStatus, bool]:
+        set_paused(self.instance.storage, paused)
+        if not paused and self.daemons is not None:
+            self.daemons.wake("run_queue")
+        return self.queue_status()

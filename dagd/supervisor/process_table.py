@@ -37,6 +37,7 @@ from dagd.supervisor.states import (
     Spawn,
     decide,
     health_detail,
+    heartbeat_age,
     is_healthy,
 )
 
@@ -77,6 +78,7 @@ class DaemonView:
     restarts_by_reason: dict[str, int]
     last_exit: str | None
     degraded: bool
+    last_progress_age: float | None  # seconds since the last progress; None without a process
 
 
 class ProcessTable:
@@ -285,6 +287,7 @@ class ProcessTable:
                     restarts_by_reason=dict(p.restarts_by_reason),
                     last_exit=p.last_exit.detail if p.last_exit else None,
                     degraded=p.degraded,
+                    last_progress_age=heartbeat_age(p, now),
                 )
                 for p in self.procs.values()
             ]

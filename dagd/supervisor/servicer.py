@@ -30,6 +30,7 @@ from dagd.errors import (
     Unauthenticated,
     Unavailable,
 )
+from dagd.run_coordinator.queue import QueueStatus
 from dagd.runs.model import Run, RunEvent, RunFilter, RunStatus
 from dagd.storage.daemons import Heartbeat
 from dagd.supervisor.control import ControlPlane, SubmitRequest
@@ -169,6 +170,34 @@ class RunServicer(pb_grpc.RunServiceServicer):
         return pb.TerminateRunResponse(run=run_to_pb(run), changed=changed)
 
     @translate_errors
+    def TerminateRuns(
+        self, request: pb.TerminateRunsRequest, context: grpc.ServicerContext
+    ) -> pb.TerminateRunsResponse:
+        flt = RunFilter(
+            statuses=[status_from_pb(s) for s in request.statuses],
+            job_name=request.job_name or None,
+            tags=dict(request.tags),
+        )
+        canceled, canceling = self.control.terminate_runs(flt)
+        return pb.TerminateRunsResponse(canceled_run_ids=canceled, canceling_run_ids=canceling)
+
+    @translate_errors
+    def ExplainRun(self, request: pb.ExplainRunRequest, context: grpc.ServicerContext) -> pb.RunExplanation:
+        e = self.control.explain_run(request.run_id)
+        return pb.RunExplanation(
+            run_id=e.run_id,
+            status=pb.RunStatus.Value(e.status.value),
+            summary=e.summary,
+            reasons=list(e.reasons),
+            holders=list(e.holders),
+            position=e.position,
+            queue_paused=e.paused,
+            queue_daemon_healthy=e.daemon_healthy,
+            run_coordinator=e.coordinator,
+            launchable=e.launchable,
+        )
+
+    @translate_errors
     def ReadRunLogs(
         self, request: pb.ReadRunLogsRequest, context: grpc.ServicerContext
     ) -> pb.ReadRunLogsResponse:
@@ -223,6 +252,38 @@ class DaemonServicer(pb_grpc.DaemonServiceServicer):
     ) -> pb.RestartDaemonResponse:
         view, beat = self.control.restart_daemon(request.name)
         return pb.RestartDaemonResponse(daemon=daemon_to_pb(view, beat))
+
+
+def queue_status_to_pb(status: QueueStatus, daemon_healthy: bool, coordinator: str) -> pb.QueueStatus:
+    return pb.QueueStatus(
+        paused=status.paused,
+        queued=status.queued,
+        in_progress=status.in_progress,
+        max_concurrent_runs=status.max_concurrent_runs,
+        tag_limits=[
+            pb.TagLimitUsage(limit=u.limit, in_use=u.in_use, capacity=u.capacity) for u in status.tag_limits
+        ],
+        queue_daemon_healthy=daemon_healthy,
+        run_coordinator=coordinator,
+    )
+
+
+class QueueServicer(pb_grpc.QueueServiceServicer):
+    def __init__(self, control: ControlPlane) -> None:
+        self.control = control
+
+    def _coordinator(self) -> str:
+        return type(self.control.instance.coordinator).__name__
+
+    @translate_errors
+    def GetQueueStatus(self, request: pb.QueueStatusRequest, context: grpc.ServicerContext) -> pb.QueueStatus:
+        return queue_status_to_pb(*self.control.queue_status(), self._coordinator())
+
+    @translate_errors
+    def SetQueuePaused(
+        self, request: pb.SetQueuePausedRequest, context: grpc.ServicerContext
+    ) -> pb.QueueStatus:
+        return queue_status_to_pb(*self.control.set_queue_paused(request.paused), self._coordinator())
 
 
 class InstanceServicer(pb_grpc.InstanceServiceServicer):

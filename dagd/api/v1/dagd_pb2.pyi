@@ -227,6 +227,99 @@ class CodeLocation(_message.Message):
     load_error: str
     def __init__(self, name: _Optional[str] = ..., jobs: _Optional[_Iterable[str]] = ..., schedules: _Optional[_Iterable[str]] = ..., sensors: _Optional[_Iterable[str]] = ..., load_error: _Optional[str] = ...) -> None: ...
 
+class TerminateRunsRequest(_message.Message):
+    __slots__ = ("statuses", "job_name", "tags")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    JOB_NAME_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    statuses: _containers.RepeatedScalarFieldContainer[RunStatus]
+    job_name: str
+    tags: _containers.ScalarMap[str, str]
+    def __init__(self, statuses: _Optional[_Iterable[_Union[RunStatus, str]]] = ..., job_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class TerminateRunsResponse(_message.Message):
+    __slots__ = ("canceled_run_ids", "canceling_run_ids")
+    CANCELED_RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    CANCELING_RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    canceled_run_ids: _containers.RepeatedScalarFieldContainer[str]
+    canceling_run_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, canceled_run_ids: _Optional[_Iterable[str]] = ..., canceling_run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ExplainRunRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class RunExplanation(_message.Message):
+    __slots__ = ("run_id", "status", "summary", "reasons", "holders", "position", "queue_paused", "queue_daemon_healthy", "run_coordinator", "launchable")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    HOLDERS_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_PAUSED_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DAEMON_HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    RUN_COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    LAUNCHABLE_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    status: RunStatus
+    summary: str
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    holders: _containers.RepeatedScalarFieldContainer[str]
+    position: int
+    queue_paused: bool
+    queue_daemon_healthy: bool
+    run_coordinator: str
+    launchable: bool
+    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., summary: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., holders: _Optional[_Iterable[str]] = ..., position: _Optional[int] = ..., queue_paused: _Optional[bool] = ..., queue_daemon_healthy: _Optional[bool] = ..., run_coordinator: _Optional[str] = ..., launchable: _Optional[bool] = ...) -> None: ...
+
+class QueueStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TagLimitUsage(_message.Message):
+    __slots__ = ("limit", "in_use", "capacity")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    IN_USE_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    limit: str
+    in_use: int
+    capacity: int
+    def __init__(self, limit: _Optional[str] = ..., in_use: _Optional[int] = ..., capacity: _Optional[int] = ...) -> None: ...
+
+class QueueStatus(_message.Message):
+    __slots__ = ("paused", "queued", "in_progress", "max_concurrent_runs", "tag_limits", "queue_daemon_healthy", "run_coordinator")
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    IN_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_RUNS_FIELD_NUMBER: _ClassVar[int]
+    TAG_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DAEMON_HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    RUN_COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    paused: bool
+    queued: int
+    in_progress: int
+    max_concurrent_runs: int
+    tag_limits: _containers.RepeatedCompositeFieldContainer[TagLimitUsage]
+    queue_daemon_healthy: bool
+    run_coordinator: str
+    def __init__(self, paused: _Optional[bool] = ..., queued: _Optional[int] = ..., in_progress: _Optional[int] = ..., max_concurrent_runs: _Optional[int] = ..., tag_limits: _Optional[_Iterable[_Union[TagLimitUsage, _Mapping]]] = ..., queue_daemon_healthy: _Optional[bool] = ..., run_coordinator: _Optional[str] = ...) -> None: ...
+
+class SetQueuePausedRequest(_message.Message):
+    __slots__ = ("paused",)
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    paused: bool
+    def __init__(self, paused: _Optional[bool] = ...) -> None: ...
+
 class DaemonStatus(_message.Message):
     __slots__ = ("name", "healthy", "state", "detail", "pid", "incarnation", "uptime_seconds", "last_heartbeat_at", "iteration", "phase", "restarts", "restarts_by_reason", "last_exit", "last_errors", "degraded", "info_json")
     class RestartsByReasonEntry(_message.Message):

@@ -54,10 +54,20 @@ class RunServiceStub:
                 request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.TerminateRunRequest.SerializeToString,
                 response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.TerminateRunResponse.FromString,
                 _registered_method=True)
+        self.TerminateRuns = channel.unary_unary(
+                '/dagd.api.v1.RunService/TerminateRuns',
+                request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.TerminateRunsRequest.SerializeToString,
+                response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.TerminateRunsResponse.FromString,
+                _registered_method=True)
         self.ReadRunLogs = channel.unary_unary(
                 '/dagd.api.v1.RunService/ReadRunLogs',
                 request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ReadRunLogsRequest.SerializeToString,
                 response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ReadRunLogsResponse.FromString,
+                _registered_method=True)
+        self.ExplainRun = channel.unary_unary(
+                '/dagd.api.v1.RunService/ExplainRun',
+                request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ExplainRunRequest.SerializeToString,
+                response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.RunExplanation.FromString,
                 _registered_method=True)
 
 
@@ -88,7 +98,19 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TerminateRuns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReadRunLogs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExplainRun(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,10 +139,20 @@ def add_RunServiceServicer_to_server(servicer, server):
                     request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.TerminateRunRequest.FromString,
                     response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.TerminateRunResponse.SerializeToString,
             ),
+            'TerminateRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.TerminateRuns,
+                    request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.TerminateRunsRequest.FromString,
+                    response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.TerminateRunsResponse.SerializeToString,
+            ),
             'ReadRunLogs': grpc.unary_unary_rpc_method_handler(
                     servicer.ReadRunLogs,
                     request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ReadRunLogsRequest.FromString,
                     response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ReadRunLogsResponse.SerializeToString,
+            ),
+            'ExplainRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainRun,
+                    request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ExplainRunRequest.FromString,
+                    response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.RunExplanation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -242,6 +274,33 @@ class RunService:
             _registered_method=True)
 
     @staticmethod
+    def TerminateRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dagd.api.v1.RunService/TerminateRuns',
+            dagd_dot_api_dot_v1_dot_dagd__pb2.TerminateRunsRequest.SerializeToString,
+            dagd_dot_api_dot_v1_dot_dagd__pb2.TerminateRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ReadRunLogs(request,
             target,
             options=(),
@@ -258,6 +317,148 @@ class RunService:
             '/dagd.api.v1.RunService/ReadRunLogs',
             dagd_dot_api_dot_v1_dot_dagd__pb2.ReadRunLogsRequest.SerializeToString,
             dagd_dot_api_dot_v1_dot_dagd__pb2.ReadRunLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dagd.api.v1.RunService/ExplainRun',
+            dagd_dot_api_dot_v1_dot_dagd__pb2.ExplainRunRequest.SerializeToString,
+            dagd_dot_api_dot_v1_dot_dagd__pb2.RunExplanation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class QueueServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetQueueStatus = channel.unary_unary(
+                '/dagd.api.v1.QueueService/GetQueueStatus',
+                request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.QueueStatusRequest.SerializeToString,
+                response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.QueueStatus.FromString,
+                _registered_method=True)
+        self.SetQueuePaused = channel.unary_unary(
+                '/dagd.api.v1.QueueService/SetQueuePaused',
+                request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.SetQueuePausedRequest.SerializeToString,
+                response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.QueueStatus.FromString,
+                _registered_method=True)
+
+
+class QueueServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def GetQueueStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetQueuePaused(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_QueueServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetQueueStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueueStatus,
+                    request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.QueueStatusRequest.FromString,
+                    response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.QueueStatus.SerializeToString,
+            ),
+            'SetQueuePaused': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQueuePaused,
+                    request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.SetQueuePausedRequest.FromString,
+                    response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.QueueStatus.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dagd.api.v1.QueueService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dagd.api.v1.QueueService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class QueueService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def GetQueueStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dagd.api.v1.QueueService/GetQueueStatus',
+            dagd_dot_api_dot_v1_dot_dagd__pb2.QueueStatusRequest.SerializeToString,
+            dagd_dot_api_dot_v1_dot_dagd__pb2.QueueStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQueuePaused(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dagd.api.v1.QueueService/SetQueuePaused',
+            dagd_dot_api_dot_v1_dot_dagd__pb2.SetQueuePausedRequest.SerializeToString,
+            dagd_dot_api_dot_v1_dot_dagd__pb2.QueueStatus.FromString,
             options,
             channel_credentials,
             insecure,

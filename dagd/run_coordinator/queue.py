@@ -1,0 +1,160 @@
+"""The queue as a whole: its configuration, pause switch, current usage, and "why is it queued".
+
+Both the ``run_queue`` daemon (to decide) and the supervisor (to explain, on request) build the
+same :func:`select_runs` input from the same storage view, so an explanation is exactly what the
+daemon would decide on its next pass.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from dagd.errors import NotFound
+from dagd.instance.config import QueuedRunCoordinatorConfig
+from dagd.run_coordinator import QueuedRunCoordinator
+from dagd.run_coordinator.selection import InProgressRun, QueuedRun, Selection, TagLimit, select_runs
+from dagd.runs.model import RunStatus
+
+if TYPE_CHECKING:
+    from dagd.instance.instance import Instance
+    from dagd.storage import Storage
+
+PAUSED_SETTING = "run_queue.paused"
+
+
+def queue_config(instance: Instance) -> QueuedRunCoordinatorConfig | None:
+    """The queue's limits, or None when the coordinator does not queue."""
+    coordinator = instance.coordinator
+    if isinstance(coordinator, QueuedRunCoordinator):
+        return coordinator.config  # type: ignore[no-any-return]
+    return None
+
+
+def tag_limits(config: QueuedRunCoordinatorConfig) -> list[TagLimit]:
+    return [
+        TagLimit(key=lim.key, value=lim.exact_value, per_unique_value=lim.per_unique_value, limit=lim.limit)
+        for lim in config.tag_concurrency_limits
+    ]
+
+
+def is_paused(storage: Storage) -> bool:
+    return bool(storage.get_setting(PAUSED_SETTING))
+
+
+def set_paused(storage: Storage, paused: bool) -> None:
+    storage.set_setting(PAUSED_SETTING, paused)
+
+
+@dataclass(frozen=True)
+class QueueView:
+    queued: list[QueuedRun]
+    in_progress: list[InProgressRun]
+
+    @classmethod
+    def read(cls, storage: Storage) -> QueueView:
+        queued, in_progress = storage.runs.queue_view()
+        return cls(
+            [QueuedRun(run_id, seq, priority, tags) for run_id, seq, priority, tags in queued],
+            [InProgressRun(run_id, tags) for run_id, tags in in_progress],
+        )
+
+    def select(self, config: QueuedRunCoordinatorConfig) -> Selection:
+        return select_runs(self.queued, self.in_progress, config.max_concurrent_runs, tag_limits(config))
+
+
+@dataclass(frozen=True)
+class LimitUsage:
+    limit: str
+    in_use: int
+    capacity: int
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    paused: bool
+    queued: int
+    in_progress: int
+    max_concurrent_runs: int
+    tag_limits: list[LimitUsage] = field(default_factory=list)
+
+
+def queue_status(storage: Storage, config: QueuedRunCoordinatorConfig | None) -> QueueStatus:
+    view = QueueView.read(storage)
+    usages: list[LimitUsage] = []
+    for limit in tag_limits(config) if config else []:
+        if limit.per_unique_value:
+            per_value = Counter(r.tags[limit.key] for r in view.in_progress if limit.key in r.tags)
+            for value, count in sorted(per_value.items()):
+                usages.append(LimitUsage(f"{limit.key}={value} (per value)", count, limit.limit))
+            if not per_value:
+                usages.append(LimitUsage(limit.describe(), 0, limit.limit))
+            continue
+        count = sum(
+            1
+            for r in view.in_progress
+            if limit.key in r.tags and (limit.value is None or r.tags[limit.key] == limit.value)
+        )
+        usages.append(LimitUsage(limit.describe(), count, limit.limit))
+    return QueueStatus(
+        paused=is_paused(storage),
+        queued=len(view.queued),
+        in_progress=len(view.in_progress),
+        max_concurrent_runs=config.max_concurrent_runs if config else -1,
+        tag_limits=usages,
+    )
+
+
+@dataclass(frozen=True)
+class Explanation:
+    run_id: str
+    status: RunStatus
+    summary: str
+    reasons: tuple[str, ...] = ()
+    holders: tuple[str, ...] = ()
+    position: int = 0
+    paused: bool = False
+    daemon_healthy: bool = True
+    coordinator: str = ""
+    launchable: bool = False
+
+
+def explain(instance: Instance, run_id: str, *, daemon_healthy: bool) -> Explanation:
+    """Why ``run_id`` is where it is: the limits holding it, who holds them, its place in line."""
+    storage = instance.storage
+    run = storage.runs.get(run_id)
+    if run is None:
+        raise NotFound(f"no run with id {run_id!r}")
+    paused = is_paused(storage)
+    base = Explanation(
+        run_id=run_id,
+        status=run.status,
+        summary="",
+        paused=paused,
+        daemon_healthy=daemon_healthy,
+        coordinator=type(instance.coordinator).__name__,
+    )
+    if run.status != RunStatus.QUEUED:
+        return replace(base, summary=f"the run is {run.status.value}, not queued")
+    config = queue_config(instance)
+    if config is None:
+        return replace(base, summary=f"the run is QUEUED but {base.coordinator} does not dequeue runs")
+    selection = QueueView.read(storage).select(config)
+    blocked = selection.blocked.get(run_id)
+    notes = []
+    if paused:
+        notes.append("the queue is paused (`dagctl queue resume` to resume)")
+    if not daemon_healthy:
+        notes.append("the run_queue daemon is not healthy, so nothing is being launched")
+    if blocked is None:
+        summary = "nothing blocks it: it launches on the queue's next pass"
+        if notes:
+            summary = f"{summary}, but " + " and ".join(notes)
+        return replace(base, summary=summary, position=1, launchable=not notes)
+    summary = f"number {blocked.position} in line; held by " + "; ".join(blocked.reasons)
+    if notes:
+        summary += "; also " + " and ".join(notes)
+    return replace(
+        base, summary=summary, reasons=blocked.reasons, holders=blocked.holders, position=blocked.position
+    )
