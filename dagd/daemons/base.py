@@ -24,6 +24,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from dagd.errors import StorageUnavailable
@@ -46,6 +47,7 @@ class Daemon:
 
     def __init__(self, instance: Instance) -> None:
         self.instance = instance
+        self.pipe = StatusPipe(None)  # replaced by the runner with the real status pipe
         self.phase = "idle"
         self.info: dict[str, Any] = {}
         self.wake_event = threading.Event()  # set to end the current wait early
@@ -59,6 +61,10 @@ class Daemon:
 
     def close(self) -> None:
         pass
+
+    def request_wake(self, daemon_name: str) -> None:
+        """Ask the supervisor to wake another daemon (e.g. the run queue after a submission)."""
+        self.pipe.send(wake=daemon_name)
 
 
 class StatusPipe:
@@ -88,6 +94,7 @@ class DaemonRunner:
         self.iteration = 0
         self.errors: list[dict[str, Any]] = []
         self.wake = daemon.wake_event
+        daemon.pipe = pipe
         self.stopping = threading.Event()
         self._last_beat = 0.0
         self._degraded: str | None = None
@@ -179,18 +186,23 @@ class DaemonRunner:
                     self._set_degraded(str(exc))
 
 
-def watch_parent(stdin: IO[bytes], runner: DaemonRunner) -> None:
-    """Exit when the supervisor goes away (EOF on stdin); wake the loop on ``w``."""
-    while True:
-        try:
-            data = os.read(stdin.fileno(), 512)
-        except OSError:
-            data = b""
-        if not data:
-            log.warning("supervisor gone (stdin closed): exiting")
-            os._exit(0)
-        if b"w" in data:
-            runner.wake.set()
+def watch_parent_eof(on_byte: Callable[[bytes], None] | None = None) -> None:
+    """In a background thread: exit when stdin hits EOF (the supervisor is gone)."""
+
+    def watch() -> None:
+        fd = sys.stdin.fileno()
+        while True:
+            try:
+                data = os.read(fd, 512)
+            except OSError:
+                data = b""
+            if not data:
+                log.warning("supervisor gone (stdin closed): exiting")
+                os._exit(0)
+            if on_byte is not None:
+                on_byte(data)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def main(name: str, home: str, incarnation: int, epoch: int | None = None) -> None:
@@ -220,9 +232,7 @@ def main(name: str, home: str, incarnation: int, epoch: int | None = None) -> No
     pipe = StatusPipe(os.fdopen(os.dup(1), "w", buffering=1))
     os.dup2(2, 1)
     runner = DaemonRunner(make_daemon(name, instance), incarnation=incarnation, pipe=pipe)
-    threading.Thread(
-        target=watch_parent, args=(sys.stdin.buffer, runner), name="parent-watch", daemon=True
-    ).start()
+    watch_parent_eof(on_byte=lambda data: runner.wake.set() if b"w" in data else None)
 
     def on_term(_signum: int, _frame: Any) -> None:
         runner.stopping.set()

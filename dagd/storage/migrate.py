@@ -79,7 +79,7 @@ def ensure_schema(engine: sa.Engine, *, create: bool = True) -> None:
             return
         raise SchemaOutOfDate(
             f"the database schema is at revision {current or 'none'}, this dagd needs {head}: "
-            "run `dagctl instance migrate`"
+            "run `dagctl instance migrate` (if the database is newer than this dagd, upgrade dagd instead)"
         )
 
 

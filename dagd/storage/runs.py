@@ -305,22 +305,20 @@ class RunStore:
         with self._storage.write() as conn:
             for start in range(0, len(run_ids), 500):
                 chunk = list(run_ids[start : start + 500])
+                # UPDATE ... RETURNING: only the rows this statement changed, even if another
+                # writer moved some of them between our read and our write.
                 matched = (
                     conn.execute(
-                        sa.select(runs.c.run_id).where(
-                            runs.c.run_id.in_(chunk), runs.c.status == expected.value
-                        )
+                        runs.update()
+                        .where(runs.c.run_id.in_(chunk), runs.c.status == expected.value)
+                        .values(**values)
+                        .returning(runs.c.run_id)
                     )
                     .scalars()
                     .all()
                 )
                 if not matched:
                     continue
-                conn.execute(
-                    runs.update()
-                    .where(runs.c.run_id.in_(matched), runs.c.status == expected.value)
-                    .values(**values)
-                )
                 conn.execute(
                     run_events.insert(),
                     [

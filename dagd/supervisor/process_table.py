@@ -90,8 +90,10 @@ class ProcessTable:
         policy: RestartPolicy | None = None,
         command: Callable[[str, int], list[str]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        log_prefix: str = "",
     ) -> None:
         self.instance = instance
+        self.log_prefix = log_prefix
         self.policy = policy or policy_from(instance)
         self.clock = clock
         self.procs = {name: DaemonProcess(name) for name in names}
@@ -101,6 +103,8 @@ class ProcessTable:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.shutting_down = False
+        # Called with a daemon name when a child asks for another daemon to be woken.
+        self.on_wake_request: Callable[[str], None] | None = None
 
     def _default_command(self, name: str, incarnation: int) -> list[str]:
         command = [
@@ -131,7 +135,7 @@ class ProcessTable:
 
     def step(self) -> None:
         with self._lock:
-            for name, proc in self.procs.items():
+            for name, proc in list(self.procs.items()):
                 self._reap(name, proc)
                 now = self.clock()
                 proc.tick(now, self.policy)
@@ -181,7 +185,7 @@ class ProcessTable:
     def _spawn(self, name: str, incarnation: int) -> subprocess.Popen[bytes]:
         logs = self.instance.logs_dir
         logs.mkdir(parents=True, exist_ok=True)
-        with open(logs / f"{name}.stderr.log", "ab") as stderr:
+        with open(logs / f"{self.log_prefix}{name}.stderr.log", "ab") as stderr:
             child = subprocess.Popen(
                 self._command(name, incarnation),
                 stdin=subprocess.PIPE,
@@ -208,6 +212,8 @@ class ProcessTable:
                 if proc.pid != pid:
                     return  # a message from an incarnation already replaced
                 now = self.clock()
+                if "wake" in message and self.on_wake_request is not None:
+                    self.on_wake_request(str(message["wake"]))
                 proc.ready(now)
                 if "degraded" in message:
                     proc.progress(now, message["degraded"])
@@ -215,6 +221,34 @@ class ProcessTable:
                     proc.progress(now, proc.degraded_reason if proc.degraded else None)
 
     # -- commands ------------------------------------------------------------------------------
+
+    def add(self, name: str) -> None:
+        """Supervise one more process (e.g. a code location added to the workspace)."""
+        with self._lock:
+            if name not in self.procs:
+                self.procs[name] = DaemonProcess(name)
+                self.procs[name].request_start(self.clock())
+
+    def remove(self, name: str, timeout: float = 10.0) -> None:
+        """Stop a process for good and forget it."""
+        with self._lock:
+            proc = self.procs.get(name)
+            if proc is None:
+                return
+            proc.request_stop(ExitReason.COMMANDED, self.clock(), self.policy)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                self.step()
+                if proc.state not in ALIVE and name not in self._children:
+                    del self.procs[name]
+                    return
+            time.sleep(0.05)
+        with self._lock:
+            child = self._children.pop(name, None)
+            if child is not None:
+                _kill_group(child.pid, signal.SIGKILL)
+            self.procs.pop(name, None)
 
     def wake(self, name: str) -> None:
         """Nudge a daemon's loop (e.g. the run queue after a submission). Never blocks for long."""

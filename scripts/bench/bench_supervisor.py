@@ -25,6 +25,7 @@ import pathlib
 import random
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -160,6 +161,17 @@ def memory(home: pathlib.Path) -> dict[str, tuple[float, float]]:
     return out
 
 
+def cold_start(samples: int = 5) -> list[float]:
+    """A fresh interpreter importing what a daemon imports before its first status message."""
+    code = "from dagd.daemons.registry import make_daemon; from dagd.instance.instance import Instance"
+    out = []
+    for _ in range(samples):
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        out.append(time.monotonic() - started)
+    return out
+
+
 def warm_run(home: pathlib.Path) -> None:
     """One run, so the run queue's fork server exists, as it does on any instance that has run a job."""
     client = Client(address(home))
@@ -189,6 +201,7 @@ def main() -> None:
         warm_run(home)
         cpu = idle_cpu(home, args.settle, args.idle_seconds)
         mem = memory(home)
+    imports = cold_start()
     with running_supervisor(FIRST_CRASH, args.backend) as home:
         killed = recovery(home, signal.SIGKILL, args.samples, timeout=30)
     with running_supervisor(HANG, args.backend) as home:
@@ -217,6 +230,10 @@ def main() -> None:
         f"| SIGSTOP -> healthy replacement (heartbeat timeout {HANG_TIMEOUT:g} s) | {seconds(stopped)}; "
         f"overshoot beyond the timeout: median {statistics.median(overshoot):.2f} s, "
         f"p90 {percentile(overshoot, 90):.2f} s | |"
+    )
+    print(
+        f"| within both: a fresh interpreter + a daemon's imports | median {statistics.median(imports):.2f} s "
+        f"(n={len(imports)}) | |"
     )
     print(
         f"| idle CPU, whole tree ({len(cpu)} processes, {args.idle_seconds:g} s) | "

@@ -214,18 +214,28 @@ class InstanceInfo(_message.Message):
     def __init__(self, version: _Optional[str] = ..., home: _Optional[str] = ..., storage: _Optional[str] = ..., run_coordinator: _Optional[str] = ..., run_launcher: _Optional[str] = ..., config_json: _Optional[str] = ..., supervisor_pid: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ..., code_locations: _Optional[_Iterable[_Union[CodeLocation, _Mapping]]] = ...) -> None: ...
 
 class CodeLocation(_message.Message):
-    __slots__ = ("name", "jobs", "schedules", "sensors", "load_error")
+    __slots__ = ("name", "jobs", "schedules", "sensors", "load_error", "server_healthy", "server_state", "server_pid", "generation", "definition_errors")
     NAME_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
     SCHEDULES_FIELD_NUMBER: _ClassVar[int]
     SENSORS_FIELD_NUMBER: _ClassVar[int]
     LOAD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    SERVER_HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    SERVER_STATE_FIELD_NUMBER: _ClassVar[int]
+    SERVER_PID_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    DEFINITION_ERRORS_FIELD_NUMBER: _ClassVar[int]
     name: str
     jobs: _containers.RepeatedScalarFieldContainer[str]
     schedules: _containers.RepeatedScalarFieldContainer[str]
     sensors: _containers.RepeatedScalarFieldContainer[str]
     load_error: str
-    def __init__(self, name: _Optional[str] = ..., jobs: _Optional[_Iterable[str]] = ..., schedules: _Optional[_Iterable[str]] = ..., sensors: _Optional[_Iterable[str]] = ..., load_error: _Optional[str] = ...) -> None: ...
+    server_healthy: bool
+    server_state: str
+    server_pid: int
+    generation: int
+    definition_errors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., jobs: _Optional[_Iterable[str]] = ..., schedules: _Optional[_Iterable[str]] = ..., sensors: _Optional[_Iterable[str]] = ..., load_error: _Optional[str] = ..., server_healthy: _Optional[bool] = ..., server_state: _Optional[str] = ..., server_pid: _Optional[int] = ..., generation: _Optional[int] = ..., definition_errors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TerminateRunsRequest(_message.Message):
     __slots__ = ("statuses", "job_name", "tags")

@@ -1,0 +1,5 @@
+"""``python -m dagd.codeserver``: one code-server process (see server.py)."""
+
+from dagd.codeserver.server import main
+
+main()

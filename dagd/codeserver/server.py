@@ -1,0 +1,223 @@
+"""The code-server process: ``python -m dagd.codeserver --home H --target JSON --socket PATH``.
+
+- Loads the code location; a failure leaves the last good definitions in place (none at first)
+  and is reported as ``load_error`` in every snapshot.
+- Watches the files it loaded (the target and every module imported from its working directory)
+  and reloads within a second of an edit.
+- Evaluates on a thread pool with a per-request timeout. A function that overruns is abandoned
+  (Python cannot kill a thread); after too many abandoned threads the server exits on purpose and
+  the supervisor starts a fresh one.
+- Speaks the daemon status protocol on stdout (readiness, progress pings) and exits when the
+  supervisor goes away (EOF on stdin).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socketserver
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime
+from typing import Any
+
+from dagd.codeserver.evaluate import evaluate_schedule, evaluate_sensor, snapshot_of
+from dagd.codeserver.protocol import MAX_LINE, Evaluation, LocationSnapshot
+from dagd.daemons.base import StatusPipe
+from dagd.definitions import Definitions
+from dagd.errors import DefinitionError
+from dagd.workspace import CodeLocationTarget, load_target
+
+log = logging.getLogger("dagd.codeserver")
+
+WATCH_SECONDS = 0.5
+MAX_ABANDONED = 8
+EVAL_THREADS = 32
+
+
+def _user_modules(target: CodeLocationTarget) -> dict[str, str]:
+    """Module name -> file, for every loaded module that lives under the location's directory."""
+    root = os.path.realpath(target.working_directory or os.path.dirname(target.python_file or "."))
+    out = {}
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if path and os.path.realpath(path).startswith(root + os.sep) and "site-packages" not in path:
+            out[name] = path
+    return out
+
+
+class Location:
+    def __init__(self, target: CodeLocationTarget) -> None:
+        self.target = target
+        self.definitions: Definitions | None = None
+        self.load_error: str | None = None
+        self.generation = 0
+        self._mtimes: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.snapshot = LocationSnapshot(target.name, 0)
+
+    def _stat_all(self, files: list[str]) -> dict[str, float]:
+        out = {}
+        for path in files:
+            try:
+                out[path] = os.stat(path).st_mtime
+            except OSError:
+                out[path] = -1.0
+        return out
+
+    def load(self) -> None:
+        # Forget our own modules first, so an edit to a helper module is seen too.
+        for name in _user_modules(self.target):
+            sys.modules.pop(name, None)
+        try:
+            definitions = load_target(self.target)
+            error = None
+        except DefinitionError as exc:
+            definitions, error = None, str(exc)
+        files = list(_user_modules(self.target).values())
+        if self.target.python_file:
+            files.append(self.target.python_file)
+        with self._lock:
+            if definitions is not None:
+                self.definitions = definitions
+                self.generation += 1
+            self.load_error = error
+            self._mtimes = self._stat_all(sorted(set(files)))
+            self.snapshot = snapshot_of(self.target.name, self.generation, self.definitions, self.load_error)
+        if error:
+            log.error("load failed (keeping the last good definitions): %s", error)
+        else:
+            log.info("loaded %s (generation %d)", self.target.describe(), self.generation)
+
+    def changed(self) -> bool:
+        with self._lock:
+            files = list(self._mtimes)
+            before = dict(self._mtimes)
+        return self._stat_all(files) != before
+
+    def schedule(self, name: str) -> Any:
+        defs = self.definitions
+        return next((s for s in defs.schedules if s.name == name), None) if defs else None
+
+    def sensor(self, name: str) -> Any:
+        defs = self.definitions
+        return next((s for s in defs.sensors if s.name == name), None) if defs else None
+
+
+class CodeServer:
+    def __init__(self, target: CodeLocationTarget) -> None:
+        self.location = Location(target)
+        self.pool = ThreadPoolExecutor(max_workers=EVAL_THREADS, thread_name_prefix="eval")
+        self.abandoned = 0
+        self.pipe = StatusPipe(None)
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "snapshot":
+            return self.location.snapshot.to_dict()
+        if op not in ("schedule", "sensor"):
+            return {"fatal": f"unknown op {op!r}"}
+        name = str(request.get("name"))
+        timeout = float(request.get("timeout") or 60)
+        if op == "schedule":
+            schedule = self.location.schedule(name)
+            if schedule is None:
+                return _as_dict(
+                    Evaluation(error=f"no schedule named {name!r} in {self.location.target.name}")
+                )
+            when = datetime.fromisoformat(str(request["scheduled_time"]).replace("Z", "+00:00"))
+            future = self.pool.submit(evaluate_schedule, schedule, when)
+        else:
+            sensor = self.location.sensor(name)
+            if sensor is None:
+                return _as_dict(Evaluation(error=f"no sensor named {name!r} in {self.location.target.name}"))
+            future = self.pool.submit(
+                evaluate_sensor, sensor, request.get("cursor"), request.get("last_tick_at")
+            )
+        try:
+            return _as_dict(future.result(timeout=timeout))
+        except FutureTimeout:
+            self.abandoned += 1
+            log.error(
+                "%s %s did not finish within %.0fs (abandoned threads: %d)", op, name, timeout, self.abandoned
+            )
+            if self.abandoned >= MAX_ABANDONED:
+                log.error("too many hung evaluations: exiting so the supervisor starts a fresh code server")
+                threading.Timer(0.5, lambda: os._exit(75)).start()
+            return _as_dict(Evaluation(error=f"{op} {name} timed out after {timeout:.0f}s"))
+
+    def watch(self) -> None:
+        while True:
+            time.sleep(WATCH_SECONDS)
+            try:
+                if self.location.changed():
+                    self.location.load()
+                self.pipe.send(progress=self.location.generation, load_error=self.location.load_error)
+            except Exception:  # the watcher must keep watching
+                log.exception("watch failed")
+
+
+def _as_dict(evaluation: Evaluation) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(evaluation)
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: _Server
+
+    def handle(self) -> None:
+        line = self.rfile.readline(MAX_LINE)
+        if not line:
+            return
+        try:
+            request = json.loads(line)
+            response = self.server.code_server.handle(request)
+        except Exception as exc:  # a bad request must not take the server down
+            response = {"fatal": f"{type(exc).__name__}: {exc}"}
+        self.wfile.write(json.dumps(response).encode() + b"\n")
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    code_server: CodeServer
+
+
+def serve(home: str, target: CodeLocationTarget, socket_path: str) -> None:
+    from dagd.daemons.base import watch_parent_eof
+
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s code_server[{target.name}] %(levelname)s %(message)s",
+    )
+    pipe = StatusPipe(os.fdopen(os.dup(1), "w", buffering=1))
+    os.dup2(2, 1)  # user code that prints must not corrupt the status pipe
+    watch_parent_eof()
+    server_state = CodeServer(target)
+    server_state.pipe = pipe
+    server_state.location.load()
+    if os.path.exists(socket_path):
+        os.unlink(socket_path)
+    os.makedirs(os.path.dirname(socket_path), mode=0o700, exist_ok=True)
+    server = _Server(socket_path, _Handler)
+    os.chmod(socket_path, 0o600)
+    server.code_server = server_state
+    threading.Thread(target=server_state.watch, name="watch", daemon=True).start()
+    pipe.send(started=os.getpid(), generation=server_state.location.generation)
+    server.serve_forever(poll_interval=0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m dagd.codeserver")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--target", required=True, help="the code location target as JSON")
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--incarnation", type=int, default=1)
+    args = parser.parse_args()
+    serve(args.home, CodeLocationTarget.from_json(args.target), args.socket)

@@ -1,0 +1,1 @@
+"""Schedule time math: when a cron schedule in a timezone is due (pure, no I/O)."""
