@@ -151,8 +151,12 @@ def _serve(
 
     configure_logging()
     targets = resolve_targets(workspace, python_file, module)
+    if workspace is None and python_file is None and module is None:
+        workspace = "workspace.yaml"  # resolve_targets found it in the current directory
     instance = Instance.load(ctx.home)
-    code = run_supervisor(instance, targets, standby=standby, cancel_runs_on_exit=stop_runs)
+    code = run_supervisor(
+        instance, targets, workspace_file=workspace, standby=standby, cancel_runs_on_exit=stop_runs
+    )
     sys.exit(code)
 
 
@@ -530,10 +534,18 @@ def instance_info(ctx: Ctx, as_json: bool) -> None:
         out.print(f"[bold]{key:<16}[/] {info[key]}")
     out.print(f"[bold]{'addresses':<16}[/] {', '.join(info['addresses'])}")
     for loc in info["code_locations"]:
-        status = f"[red]load error: {loc['load_error']}[/]" if loc["load_error"] else "ok"
+        server = loc["server"]
+        status = "ok" if server["healthy"] else f"server {server['state'] or 'down'}"
         out.print(
-            f"[bold]{'code location':<16}[/] {loc['name']}: jobs {', '.join(loc['jobs']) or '-'} ({status})"
+            f"[bold]{'code location':<16}[/] {loc['name']} ({status}, generation {server['generation']})"
         )
+        out.print(f"{'':<17}jobs: {', '.join(loc['jobs']) or '-'}")
+        out.print(f"{'':<17}schedules: {', '.join(loc['schedules']) or '-'}")
+        out.print(f"{'':<17}sensors: {', '.join(loc['sensors']) or '-'}")
+        if loc["load_error"]:
+            out.print(f"{'':<17}[red]load error (last good definitions kept): {loc['load_error']}[/]")
+        for error in loc["definition_errors"]:
+            out.print(f"{'':<17}[red]{error}[/]")
 
 
 @instance.command("migrate")

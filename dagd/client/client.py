@@ -315,6 +315,13 @@ class Client:
                     "schedules": list(loc.schedules),
                     "sensors": list(loc.sensors),
                     "load_error": loc.load_error or None,
+                    "definition_errors": list(loc.definition_errors),
+                    "server": {
+                        "healthy": loc.server_healthy,
+                        "state": loc.server_state or None,
+                        "pid": loc.server_pid or None,
+                        "generation": loc.generation,
+                    },
                 }
                 for loc in info.code_locations
             ],

@@ -1,16 +1,144 @@
-"""The ``scheduler`` daemon.
+"""The ``scheduler`` daemon: one tick per due time of every running schedule, never lost or doubled.
 
-For now its iteration proves that the daemon can reach storage (a real round trip each loop); its
-full behaviour is described in docs/roadmap.md and lands with its own issue.
+Each pass: finish any tick a crash left STARTED (from its saved run requests), then for each
+running schedule plan the due ticks since the last one (:func:`plan_catch_up`: only the latest
+``scheduler.max_catchup_runs`` run after downtime, the others are recorded SKIPPED), create each
+tick (unique per schedule and time, fenced by the lease epoch), evaluate the schedule function in
+its code server, save the run requests on the tick, then submit them with idempotency keys.
 """
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
+
 from dagd.daemons.base import Daemon
+from dagd.daemons.user_code import LoadedLocation, load_locations, planned_request, submit_planned
+from dagd.errors import DagdError
+from dagd.scheduling.ticks import next_tick, plan_catch_up
+from dagd.storage.instigators import RUNNING, TICK_FAILURE, TICK_SKIPPED, TICK_STARTED, TICK_SUCCESS, Tick
+from dagd.timefmt import rfc3339, utcnow
+
+log = logging.getLogger("dagd.daemon.scheduler")
+
+KIND = "schedule"
+MAX_SKIPPED_RECORDED = 100
 
 
 class SchedulerDaemon(Daemon):
     name = "scheduler"
+    _next_due: datetime | None = None
+
+    @property
+    def interval_seconds(self) -> float:
+        if self._next_due is None:
+            return 1.0
+        return max(0.05, min(1.0, (self._next_due - utcnow()).total_seconds()))
 
     def run_iteration(self) -> None:
-        self.instance.storage.ping()
+        instance = self.instance
+        store = instance.storage.instigators
+        errors: list[str] = []
+        locations = load_locations(instance, errors)
+        by_schedule = {s.name: (loc, s) for loc in locations for s in loc.snapshot.schedules}
+        for tick in store.unfinished_ticks(KIND):
+            found = by_schedule.get(tick.name)
+            if found is not None:
+                self._complete(found[0], found[1], tick)
+        now = utcnow()
+        states = store.states(KIND)
+        last = store.last_scheduled_times()
+        next_due: datetime | None = None
+        running = 0
+        for name, (location, schedule) in by_schedule.items():
+            if schedule.error:
+                continue
+            state = states.get(name) or store.ensure(KIND, name, schedule.default_status)
+            if state.status != RUNNING:
+                continue
+            running += 1
+            plan = plan_catch_up(
+                schedule.cron_schedule,
+                schedule.execution_timezone,
+                last.get(name),
+                now,
+                instance.config.scheduler.max_catchup_runs,
+                start=state.status_changed_at,
+            )
+            self._record_skipped(name, plan.skipped, plan.skipped_count)
+            for when in plan.to_run:
+                created = store.create_tick(KIND, name, scheduled_time=when, epoch=instance.fence_epoch)
+                if created is not None:  # None: another pass (or scheduler) already has this tick
+                    self._complete(location, schedule, created)
+            upcoming = next_tick(schedule.cron_schedule, schedule.execution_timezone, now)
+            next_due = upcoming if next_due is None else min(next_due, upcoming)
+        self._next_due = next_due
+        self.info = {"schedules_running": running, "next_tick_at": rfc3339(next_due), "errors": errors[:5]}
+        if errors:
+            raise DagdError("; ".join(errors))
+
+    def _record_skipped(self, name: str, skipped: list[datetime], count: int) -> None:
+        shown = skipped[-MAX_SKIPPED_RECORDED:]
+        for index, when in enumerate(shown):
+            reason = "missed while the scheduler was not running (catch-up runs only the latest)"
+            if index == 0 and count > len(shown):
+                reason += f"; {count - len(shown)} older missed tick(s) not listed"
+            self.instance.storage.instigators.create_tick(
+                KIND,
+                name,
+                scheduled_time=when,
+                status=TICK_SKIPPED,
+                skip_reason=reason,
+                epoch=self.instance.fence_epoch,
+            )
+        if count:
+            log.warning("schedule %s: %d missed tick(s) skipped", name, count)
+
+    def _complete(self, location: LoadedLocation, schedule: object, tick: Tick) -> None:
+        """Evaluate (unless the requests are already saved), save, submit, finish. Idempotent."""
+        store = self.instance.storage.instigators
+        assert tick.status == TICK_STARTED and tick.scheduled_time is not None
+        name = tick.name
+        planned = tick.planned
+        if planned is None:
+            timeout = self.instance.config.scheduler.evaluation_timeout_seconds
+            self.phase = f"evaluating schedule {name}"
+            try:
+                evaluation = location.client.evaluate_schedule(
+                    name, rfc3339(tick.scheduled_time) or "", timeout
+                )
+            except DagdError as exc:
+                store.finish_tick(tick.id, TICK_FAILURE, error=str(exc))
+                return
+            if evaluation.error:
+                store.finish_tick(tick.id, TICK_FAILURE, error=evaluation.error)
+                log.error("schedule %s tick %s failed: %s", name, tick.scheduled_time, evaluation.error)
+                return
+            if not evaluation.run_requests:
+                store.finish_tick(
+                    tick.id, TICK_SKIPPED, skip_reason=evaluation.skip_reason or "no run requests"
+                )
+                return
+            stamp = rfc3339(tick.scheduled_time) or ""
+            system_tags = {
+                "dagd/schedule": name,
+                "dagd/scheduled_time": stamp,
+                **getattr(schedule, "tags", {}),
+            }
+            planned = [
+                planned_request(r, f"schedule:{name}:{stamp}:{r.run_key or i}", system_tags)
+                for i, r in enumerate(evaluation.run_requests)
+            ]
+            store.plan_tick(tick.id, planned, None, False)
+        self.phase = f"submitting runs of schedule {name}"
+        try:
+            run_ids = submit_planned(self.instance, location, location.published.target.to_json(), planned)
+        except DagdError as exc:
+            store.finish_tick(tick.id, TICK_FAILURE, error=str(exc))
+            return
+        store.finish_tick(tick.id, TICK_SUCCESS, run_ids=run_ids)
+        self.request_wake("run_queue")
+        log.info("schedule %s tick %s: %d run(s)", name, tick.scheduled_time, len(run_ids))
+
+
+__all__ = ["SchedulerDaemon"]

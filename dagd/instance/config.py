@@ -268,6 +268,19 @@ class RunMonitoringConfig(_Model):
     max_runtime_seconds: float = Field(default=0, ge=0)  # 0 = no instance-wide limit
 
 
+class SchedulerConfig(_Model):
+    # After downtime, run at most this many of the missed ticks (the latest ones); the rest are
+    # recorded as SKIPPED. Dagster runs only the latest missed tick, hence the default.
+    max_catchup_runs: int = Field(default=1, ge=1, le=1000)
+    evaluation_timeout_seconds: PositiveSeconds = 60
+
+
+class SensorsConfig(_Model):
+    evaluation_timeout_seconds: PositiveSeconds = 60
+    # Sensors evaluated at the same time; a slow sensor holds one slot, never the others' cadence.
+    max_concurrent_evaluations: int = Field(default=16, ge=1, le=256)
+
+
 class RestartConfig(_Model):
     initial_backoff_seconds: PositiveSeconds = 0.5
     max_backoff_seconds: PositiveSeconds = 30
@@ -366,6 +379,8 @@ class InstanceConfig(_Model):
     run_coordinator: RunCoordinatorConfig = RunCoordinatorConfig()
     run_launcher: RunLauncherConfig = RunLauncherConfig()
     run_monitoring: RunMonitoringConfig = RunMonitoringConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    sensors: SensorsConfig = SensorsConfig()
     daemons: DaemonsConfig = DaemonsConfig()
     grpc: GrpcConfig = GrpcConfig()
     webserver: WebserverConfig = WebserverConfig()

@@ -27,6 +27,14 @@ DEFAULT_HOME = "~/.dagd"
 MAX_SOCKET_PATH = 100
 
 
+def fitting_socket_path(preferred: pathlib.Path, *, key: str) -> pathlib.Path:
+    """``preferred`` if it fits in sun_path, else a short path in a per-user directory (hashed ``key``)."""
+    if len(str(preferred)) <= MAX_SOCKET_PATH:
+        return preferred
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return pathlib.Path(tempfile.gettempdir()) / f"dagd-{os.getuid()}" / f"{digest}.sock"
+
+
 def resolve_home(home: str | os.PathLike[str] | None = None) -> pathlib.Path:
     """--home beats $DAGD_HOME beats ~/.dagd."""
     raw = home or os.environ.get("DAGD_HOME") or DEFAULT_HOME
@@ -135,11 +143,7 @@ class Instance:
         if configured:
             path = pathlib.Path(configured)
             return path if path.is_absolute() else self.home / path
-        candidate = self.home / "run" / "dagd.sock"
-        if len(str(candidate)) <= MAX_SOCKET_PATH:
-            return candidate
-        digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:16]
-        return pathlib.Path(tempfile.gettempdir()) / f"dagd-{os.getuid()}" / f"{digest}.sock"
+        return fitting_socket_path(self.home / "run" / "dagd.sock", key=str(self.home))
 
     @property
     def logs_dir(self) -> pathlib.Path:

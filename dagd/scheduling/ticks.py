@@ -246,14 +246,38 @@ def _steady_offset(zone: ZoneInfo, day: date) -> timedelta | None:
 # --- walking ticks ------------------------------------------------------------------------------
 
 
-def _day_ticks(cron: _Cron, zone: ZoneInfo, day: date) -> list[datetime]:
-    """The instants of ``day``'s cron wall times in order (gap ticks may repeat)."""
-    midnight = datetime.combine(day, time())
+def _day_ticks(
+    cron: _Cron,
+    zone: ZoneInfo,
+    day: date,
+    low: datetime | None = None,
+    high: datetime | None = None,
+    descending: bool = False,
+) -> Iterator[datetime]:
+    """The instants of ``day``'s cron wall times in order (gap ticks may repeat), built lazily.
+
+    On a steady day only those in (low, high] are produced; callers filter the others.
+    """
     offset = _steady_offset(zone, day)
-    if offset is not None:
-        base = (midnight - offset).replace(tzinfo=UTC)
-        return [base + timedelta(minutes=m) for m in cron.minutes]
-    return [_to_utc(midnight + timedelta(minutes=m), zone) for m in cron.minutes]
+    if offset is None:
+        ticks = _transition_day_ticks(cron, zone, day)
+        return reversed(ticks) if descending else iter(ticks)
+    base = (datetime.combine(day, time()) - offset).replace(tzinfo=UTC)
+    minutes = cron.minutes[_between(cron, base, low, high)]
+    return (base + timedelta(minutes=m) for m in (reversed(minutes) if descending else minutes))
+
+
+def _between(cron: _Cron, base: datetime, low: datetime | None, high: datetime | None) -> slice:
+    """The cron minutes m with low < base + m <= high (either bound optional)."""
+    start = 0 if low is None else bisect_right(cron.minutes, (low - base) // _MINUTE)
+    stop = len(cron.minutes) if high is None else bisect_right(cron.minutes, (high - base) // _MINUTE)
+    return slice(start, max(start, stop))
+
+
+@lru_cache(maxsize=64)
+def _transition_day_ticks(cron: _Cron, zone: ZoneInfo, day: date) -> tuple[datetime, ...]:
+    midnight = datetime.combine(day, time())
+    return tuple(_to_utc(midnight + timedelta(minutes=m), zone) for m in cron.minutes)
 
 
 def _days(cron: _Cron, first: date, backward: bool = False) -> Iterator[date]:
@@ -296,7 +320,7 @@ def _forward(cron: _Cron, zone: ZoneInfo, after: datetime) -> Iterator[datetime]
     """Ticks strictly after ``after``, increasing, without end."""
     last = after
     for day in _days(cron, _first_day(zone, after)):
-        for tick in _day_ticks(cron, zone, day):
+        for tick in _day_ticks(cron, zone, day, low=after):
             if tick > last:
                 yield tick
                 last = tick
@@ -306,7 +330,7 @@ def _backward(cron: _Cron, zone: ZoneInfo, until: datetime) -> Iterator[datetime
     """Ticks at or before ``until``, decreasing, without end."""
     last = until + _MICROSECOND
     for day in _days(cron, _last_day(zone, until), backward=True):
-        for tick in reversed(_day_ticks(cron, zone, day)):
+        for tick in _day_ticks(cron, zone, day, high=until, descending=True):
             if tick < last:
                 yield tick
                 last = tick
@@ -326,11 +350,8 @@ def _count(cron: _Cron, zone: ZoneInfo, low: datetime, high: datetime) -> int:
         if offset is None:
             transition_ticks.update(t for t in _day_ticks(cron, zone, day) if low < t <= high)
             continue
-        base = (datetime.combine(day, time()) - offset).replace(tzinfo=UTC)
-        # Minute m of the day fires at base + m; keep low < base + m <= high.
-        above = bisect_right(cron.minutes, (low - base) // _MINUTE)
-        upto = bisect_right(cron.minutes, (high - base) // _MINUTE)
-        total += max(0, upto - above)
+        window = _between(cron, (datetime.combine(day, time()) - offset).replace(tzinfo=UTC), low, high)
+        total += window.stop - window.start
     return total + len(transition_ticks)
 
 

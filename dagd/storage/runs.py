@@ -87,7 +87,7 @@ class RunStore:
     def create_many(self, news: Sequence[NewRun]) -> builtins.list[Run]:
         """Store several new runs in one transaction (falls back to one by one on a key clash)."""
         keys = [n.idempotency_key for n in news if n.idempotency_key]
-        existing = self._by_idempotency_keys(keys) if keys else {}
+        existing = self.by_idempotency_keys(keys) if keys else {}
         if len(set(keys)) != len(keys):
             return [self._create_batch([n], {})[0] for n in news]
         try:
@@ -170,7 +170,7 @@ class RunStore:
             )
         return result
 
-    def _by_idempotency_keys(self, keys: Sequence[str]) -> dict[str, Run]:
+    def by_idempotency_keys(self, keys: Sequence[str]) -> dict[str, Run]:
         with self._storage.read() as conn:
             rows = conn.execute(sa.select(runs).where(runs.c.idempotency_key.in_(list(keys)))).all()
         return {row.idempotency_key: _row_to_run(row) for row in rows}

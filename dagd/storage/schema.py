@@ -100,3 +100,38 @@ settings = sa.Table(
     sa.Column("key", sa.String(255), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+
+
+instigators = sa.Table(
+    "instigators",
+    metadata,
+    sa.Column("kind", sa.String(16), nullable=False),  # "schedule" or "sensor"
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # RUNNING or STOPPED
+    sa.Column("status_changed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("cursor", sa.Text, nullable=True),
+    sa.Column("last_evaluated_at", sa.DateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint("kind", "name"),
+)
+
+ticks = sa.Table(
+    "ticks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("scheduled_time", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # STARTED, SUCCESS, SKIPPED, FAILURE
+    # The run requests decided for this tick, saved before any run is submitted (crash resume).
+    sa.Column("planned", sa.Text, nullable=True),
+    sa.Column("new_cursor", sa.Text, nullable=True),
+    sa.Column("cursor_updated", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("run_ids", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("skip_reason", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("epoch", sa.Integer, nullable=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_ticks_kind_name_id", "kind", "name", "id"),
+    sa.Index("ux_ticks_schedule_time", "kind", "name", "scheduled_time", unique=True),
+)

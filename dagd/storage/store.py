@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 class Storage:
     def __init__(self, engine: sa.Engine) -> None:
         from dagd.storage.daemons import DaemonStore
+        from dagd.storage.instigators import InstigatorStore
         from dagd.storage.leases import LeaseStore
         from dagd.storage.runs import RunStore
 
@@ -32,6 +33,7 @@ class Storage:
         self.runs = RunStore(self)
         self.daemons = DaemonStore(self)
         self.leases = LeaseStore(self)
+        self.instigators = InstigatorStore(self)
 
     @property
     def dialect(self) -> str:
@@ -95,6 +97,12 @@ def upsert(conn: sa.Connection, table: sa.Table, values: dict[str, Any], keys: l
     stmt = dialect_insert(table).values(**values)
     update = {k: v for k, v in values.items() if k not in keys}
     conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=update))
+
+
+def insert_ignore(conn: sa.Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
+    """Insert unless a row with the same key exists (atomic, one statement)."""
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=keys))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -25,12 +25,13 @@ import psutil
 
 from dagd.instance.instance import Instance
 from dagd.runs.cancel import cancel_runs_in_progress
+from dagd.supervisor.code_locations import CodeLocations
 from dagd.supervisor.control import ControlPlane
 from dagd.supervisor.lease import AlreadyRunning, LeaseKeeper
 from dagd.supervisor.metrics import MetricsServer, start_metrics_server
 from dagd.supervisor.process_table import ProcessTable
 from dagd.supervisor.server import Servers, start_servers
-from dagd.workspace import CodeLocationTarget, Workspace
+from dagd.workspace import CodeLocationTarget
 
 log = logging.getLogger("dagd.supervisor")
 
@@ -79,6 +80,7 @@ class Supervisor:
         instance: Instance,
         targets: list[CodeLocationTarget],
         *,
+        workspace_file: str | None = None,
         standby: bool = False,
         cancel_runs_on_exit: bool = False,
     ) -> None:
@@ -87,14 +89,12 @@ class Supervisor:
         # `dagctl dev` is a local session: stopping it must not leave run workers behind. A
         # deployment (`daemon run`) lets runs outlive a supervisor restart instead.
         self.cancel_runs_on_exit = cancel_runs_on_exit
-        self.workspace = Workspace(targets)
-        for name, location in self.workspace.locations.items():
-            if location.error:
-                log.error("code location %s failed to load: %s", name, location.error)
-        self.control = ControlPlane(instance, self.workspace)
+        self.locations = CodeLocations(instance, targets, workspace_file)
+        self.control = ControlPlane(instance, self.locations)
         names = instance.config.daemons.enabled_daemons
         self.table = ProcessTable(instance, names)
         self.control.daemons = self.table
+        self.table.on_wake_request = self.table.wake
         self.servers: Servers | None = None
         self.metrics: MetricsServer | None = None
         self.lease: LeaseKeeper | None = None
@@ -114,6 +114,8 @@ class Supervisor:
         self.instance.fence_epoch = lease.epoch
         self.lease.start_renewing()
         _ = self.instance.coordinator, self.instance.launcher
+        # Code servers first: the daemons and the first submissions need them.
+        self.locations.start()
         self.servers = start_servers(self.instance, self.control)
         self.metrics = start_metrics_server(self.instance, self.table)
         me = psutil.Process()
@@ -140,7 +142,7 @@ class Supervisor:
         path = self.instance.home / "run" / STATE_FILE
         last: dict[str, Any] = {}
         while not self._stop.wait(0.5):
-            pids = self.table.pids()
+            pids = {**self.table.pids(), **{f"code:{k}": v for k, v in self.locations.table.pids().items()}}
             if pids != last:
                 _write_atomic(path, pids)
                 last = pids
@@ -151,6 +153,7 @@ class Supervisor:
             if self._signals > 1:
                 log.warning("second signal: stopping at once")
                 self.table.kill_all()
+                self.locations.table.kill_all()
                 self._cleanup_files()
                 os._exit(1)
             self._stop.set()
@@ -173,6 +176,7 @@ class Supervisor:
             self.servers.set_serving(False)
         grace = self.instance.config.daemons.stop_grace_seconds
         self.table.stop_all(timeout=grace + 2)
+        self.locations.stop(timeout=grace + 2)
         if self.servers:
             self.servers.stop(grace=2)
         if self.metrics is not None:
@@ -214,11 +218,18 @@ def run_supervisor(
     instance: Instance,
     targets: list[CodeLocationTarget],
     *,
+    workspace_file: str | None = None,
     standby: bool = False,
     cancel_runs_on_exit: bool = False,
     on_started: Callable[[], None] | None = None,
 ) -> int:
-    supervisor = Supervisor(instance, targets, standby=standby, cancel_runs_on_exit=cancel_runs_on_exit)
+    supervisor = Supervisor(
+        instance,
+        targets,
+        workspace_file=workspace_file,
+        standby=standby,
+        cancel_runs_on_exit=cancel_runs_on_exit,
+    )
     supervisor.install_signal_handlers()
     try:
         supervisor.start()

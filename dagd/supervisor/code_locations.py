@@ -8,57 +8,24 @@ listen in ``$DAGD_HOME/run/code_locations.json`` for the scheduler and sensor da
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import pathlib
-import re
 import sys
-import tempfile
 import threading
 import time
-from dataclasses import dataclass
 
 from dagd.codeserver.protocol import CodeServerClient, JobInfo, LocationSnapshot
+from dagd.codeserver.registry import PUBLISHED, socket_for
 from dagd.errors import DagdError, Unavailable
-from dagd.instance.instance import MAX_SOCKET_PATH, Instance
+from dagd.instance.instance import Instance
 from dagd.supervisor.process_table import DaemonView, ProcessTable
 from dagd.workspace import CodeLocationTarget, targets_from_workspace_file
 
 log = logging.getLogger("dagd.supervisor")
 
-PUBLISHED = "code_locations.json"
 SNAPSHOT_TTL_SECONDS = 0.5
 WATCH_SECONDS = 1.0
-
-
-def socket_for(instance: Instance, name: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:40]
-    path = instance.home / "run" / "code" / f"{safe}.sock"
-    if len(str(path)) <= MAX_SOCKET_PATH:
-        return str(path)
-    digest = hashlib.sha256(f"{instance.home}:{name}".encode()).hexdigest()[:16]
-    return str(pathlib.Path(tempfile.gettempdir()) / f"dagd-{os.getuid()}" / f"{digest}.sock")
-
-
-@dataclass(frozen=True)
-class PublishedLocation:
-    name: str
-    socket: str
-    target: CodeLocationTarget
-
-
-def read_published(home: pathlib.Path) -> list[PublishedLocation]:
-    """What daemons use to find the code servers."""
-    try:
-        data = json.loads((home / "run" / PUBLISHED).read_text())
-    except (OSError, ValueError):
-        return []
-    return [
-        PublishedLocation(item["name"], item["socket"], CodeLocationTarget.from_json(item["target"]))
-        for item in data
-    ]
 
 
 class CodeLocations:

@@ -35,8 +35,8 @@ from dagd.runs.model import (
     parse_priority,
 )
 from dagd.storage.daemons import Heartbeat
+from dagd.supervisor.code_locations import CodeLocations
 from dagd.supervisor.process_table import DaemonView, ProcessTable
-from dagd.workspace import Workspace
 
 MAX_TAGS = 100
 MAX_TAG_KEY = 255
@@ -85,9 +85,9 @@ def parse_run_config(raw: str) -> dict[str, Any]:
 
 
 class ControlPlane:
-    def __init__(self, instance: Instance, workspace: Workspace) -> None:
+    def __init__(self, instance: Instance, locations: CodeLocations) -> None:
         self.instance = instance
-        self.workspace = workspace
+        self.locations = locations
         self.draining = False
         self.daemons: ProcessTable | None = None  # set by the supervisor; None in tests without daemons
 
@@ -111,9 +111,9 @@ class ControlPlane:
             raise InvalidArgument(f"idempotency key is longer than {MAX_NAME} characters")
         request_tags = validate_tags(request.tags)
         run_config = parse_run_config(request.run_config_json)
-        found = self.workspace.find_job(request.job_name)
+        found = self.locations.find_job(request.job_name)
         if found is None:
-            known = ", ".join(self.workspace.job_names()) or "none"
+            known = ", ".join(self.locations.job_names()) or "none"
             raise NotFound(f"no job named {request.job_name!r} (known jobs: {known})")
         target, job = found
         # Code tags < submission tags < explicit --priority.

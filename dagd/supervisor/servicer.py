@@ -298,15 +298,22 @@ class InstanceServicer(pb_grpc.InstanceServiceServicer):
     ) -> pb.InstanceInfo:
         instance = self.control.instance
         locations = []
-        for name, loc in sorted(self.control.workspace.locations.items()):
-            defs = loc.definitions
+        views = self.control.locations.server_views()
+        for name, snap in sorted(self.control.locations.snapshots().items()):
+            view = views.get(name)
+            errors = [d.error for d in (snap.schedules + snap.sensors if snap else []) if d.error]  # type: ignore[operator]
             locations.append(
                 pb.CodeLocation(
                     name=name,
-                    jobs=[j.name for j in defs.jobs] if defs else [],
-                    schedules=[s.name for s in defs.schedules] if defs else [],
-                    sensors=[s.name for s in defs.sensors] if defs else [],
-                    load_error=loc.error or "",
+                    jobs=[j.name for j in snap.jobs] if snap else [],
+                    schedules=[s.name for s in snap.schedules] if snap else [],
+                    sensors=[s.name for s in snap.sensors] if snap else [],
+                    load_error=(snap.load_error if snap else "code server not reachable") or "",
+                    server_healthy=bool(view and view.healthy),
+                    server_state=view.state if view else "",
+                    server_pid=(view.pid or 0) if view else 0,
+                    generation=snap.generation if snap else 0,
+                    definition_errors=errors,
                 )
             )
         return pb.InstanceInfo(

@@ -1,0 +1,259 @@
+"""Schedules' and sensors' persisted state, and their ticks.
+
+A schedule's tick is unique per (name, scheduled time): two schedulers, or one restarted after a
+crash, can never create the same tick twice. A tick's run requests (and a sensor's new cursor) are
+saved on the tick *before* any run is submitted, so a crash at any point is resumed from the tick
+instead of evaluating again. Creating a tick is fenced by the supervisor lease epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from dagd.errors import Conflict
+from dagd.storage.leases import SUPERVISOR_LEASE, epoch_of
+from dagd.storage.schema import instigators, ticks
+from dagd.timefmt import as_utc, utcnow
+
+if TYPE_CHECKING:
+    from dagd.storage.store import Storage
+
+RUNNING, STOPPED = "RUNNING", "STOPPED"
+TICK_STARTED, TICK_SUCCESS, TICK_SKIPPED, TICK_FAILURE = "STARTED", "SUCCESS", "SKIPPED", "FAILURE"
+
+
+@dataclass(frozen=True)
+class InstigatorState:
+    kind: str
+    name: str
+    status: str
+    status_changed_at: datetime
+    cursor: str | None = None
+    last_evaluated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Tick:
+    id: int
+    kind: str
+    name: str
+    scheduled_time: datetime | None
+    status: str
+    planned: list[dict[str, Any]] | None
+    new_cursor: str | None
+    cursor_updated: bool
+    run_ids: list[str] = field(default_factory=list)
+    skip_reason: str | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+def _tick(row: Any) -> Tick:
+    return Tick(
+        id=row.id,
+        kind=row.kind,
+        name=row.name,
+        scheduled_time=as_utc(row.scheduled_time),
+        status=row.status,
+        planned=json.loads(row.planned) if row.planned else None,
+        new_cursor=row.new_cursor,
+        cursor_updated=bool(row.cursor_updated),
+        run_ids=json.loads(row.run_ids),
+        skip_reason=row.skip_reason,
+        error=row.error,
+        started_at=as_utc(row.started_at),
+        ended_at=as_utc(row.ended_at),
+    )
+
+
+class InstigatorStore:
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def states(self, kind: str) -> dict[str, InstigatorState]:
+        with self._storage.read() as conn:
+            rows = conn.execute(sa.select(instigators).where(instigators.c.kind == kind)).all()
+        return {
+            r.name: InstigatorState(
+                r.kind,
+                r.name,
+                r.status,
+                as_utc(r.status_changed_at),  # type: ignore[arg-type]
+                r.cursor,
+                as_utc(r.last_evaluated_at),
+            )
+            for r in rows
+        }
+
+    def ensure(self, kind: str, name: str, default_status: str) -> InstigatorState:
+        """The state, created from the code's default the first time the name is seen."""
+        from dagd.storage.store import insert_ignore
+
+        with self._storage.write() as conn:
+            insert_ignore(
+                conn,
+                instigators,
+                {"kind": kind, "name": name, "status": default_status, "status_changed_at": utcnow()},
+                ["kind", "name"],
+            )
+        return self.states(kind)[name]
+
+    def set_status(self, kind: str, name: str, status: str) -> InstigatorState:
+        from dagd.storage.store import upsert
+
+        with self._storage.write() as conn:
+            upsert(
+                conn,
+                instigators,
+                {"kind": kind, "name": name, "status": status, "status_changed_at": utcnow()},
+                ["kind", "name"],
+            )
+        return self.states(kind)[name]
+
+    def set_cursor(self, kind: str, name: str, cursor: str | None) -> None:
+        with self._storage.write() as conn:
+            conn.execute(
+                instigators.update()
+                .where(instigators.c.kind == kind, instigators.c.name == name)
+                .values(cursor=cursor)
+            )
+
+    def mark_evaluated(self, kind: str, name: str, at: datetime) -> None:
+        with self._storage.write() as conn:
+            conn.execute(
+                instigators.update()
+                .where(instigators.c.kind == kind, instigators.c.name == name)
+                .values(last_evaluated_at=at)
+            )
+
+    # -- ticks ---------------------------------------------------------------------------------
+
+    def create_tick(
+        self,
+        kind: str,
+        name: str,
+        *,
+        scheduled_time: datetime | None,
+        status: str = TICK_STARTED,
+        epoch: int | None,
+        skip_reason: str | None = None,
+        planned: list[dict[str, Any]] | None = None,
+        new_cursor: str | None = None,
+        cursor_updated: bool = False,
+    ) -> Tick | None:
+        """Insert a tick; None if a tick for this schedule time already exists. Fenced by ``epoch``."""
+        now = utcnow()
+        values = {
+            "kind": kind,
+            "name": name,
+            "scheduled_time": scheduled_time,
+            "status": status,
+            "skip_reason": skip_reason,
+            "planned": json.dumps(planned) if planned is not None else None,
+            "new_cursor": new_cursor,
+            "cursor_updated": cursor_updated,
+            "epoch": epoch,
+            "started_at": now,
+            "ended_at": now if status != TICK_STARTED else None,
+        }
+        try:
+            with self._storage.write() as conn:
+                if epoch is not None:
+                    current = conn.execute(sa.select(epoch_of(SUPERVISOR_LEASE))).scalar()
+                    if current is not None and current != epoch:
+                        raise Conflict(f"lease epoch {epoch} is stale (now {current}): not creating ticks")
+                tick_id = conn.execute(ticks.insert().values(**values).returning(ticks.c.id)).scalar_one()
+        except sa.exc.IntegrityError:
+            return None
+        return self.get_tick(tick_id)
+
+    def get_tick(self, tick_id: int) -> Tick:
+        with self._storage.read() as conn:
+            return _tick(conn.execute(sa.select(ticks).where(ticks.c.id == tick_id)).one())
+
+    def tick_at(self, kind: str, name: str, scheduled_time: datetime) -> Tick | None:
+        with self._storage.read() as conn:
+            row = conn.execute(
+                sa.select(ticks).where(
+                    ticks.c.kind == kind, ticks.c.name == name, ticks.c.scheduled_time == scheduled_time
+                )
+            ).first()
+        return None if row is None else _tick(row)
+
+    def plan_tick(
+        self, tick_id: int, planned: list[dict[str, Any]], new_cursor: str | None, cursor_updated: bool
+    ) -> None:
+        with self._storage.write() as conn:
+            conn.execute(
+                ticks.update()
+                .where(ticks.c.id == tick_id)
+                .values(planned=json.dumps(planned), new_cursor=new_cursor, cursor_updated=cursor_updated)
+            )
+
+    def finish_tick(
+        self,
+        tick_id: int,
+        status: str,
+        *,
+        run_ids: list[str] | None = None,
+        skip_reason: str | None = None,
+        error: str | None = None,
+        cursor: tuple[str, str, str | None] | None = None,
+    ) -> None:
+        """End a tick; with ``cursor=(kind, name, value)`` the instigator's cursor moves in the same transaction."""
+        with self._storage.write() as conn:
+            conn.execute(
+                ticks.update()
+                .where(ticks.c.id == tick_id)
+                .values(
+                    status=status,
+                    run_ids=json.dumps(run_ids or []),
+                    skip_reason=skip_reason,
+                    error=error,
+                    ended_at=utcnow(),
+                )
+            )
+            if cursor is not None:
+                kind, name, value = cursor
+                conn.execute(
+                    instigators.update()
+                    .where(instigators.c.kind == kind, instigators.c.name == name)
+                    .values(cursor=value)
+                )
+
+    def unfinished_ticks(self, kind: str) -> list[Tick]:
+        with self._storage.read() as conn:
+            rows = conn.execute(
+                sa.select(ticks)
+                .where(ticks.c.kind == kind, ticks.c.status == TICK_STARTED)
+                .order_by(ticks.c.id)
+            ).all()
+        return [_tick(r) for r in rows]
+
+    def last_scheduled_times(self) -> dict[str, datetime]:
+        """Per schedule, the latest scheduled time that has a tick (any status)."""
+        with self._storage.read() as conn:
+            rows = conn.execute(
+                sa.select(ticks.c.name, sa.func.max(ticks.c.scheduled_time))
+                .where(ticks.c.kind == "schedule")
+                .group_by(ticks.c.name)
+            ).all()
+        return {name: as_utc(at) for name, at in rows if at is not None}  # type: ignore[misc]
+
+    def ticks(self, kind: str, name: str, limit: int = 20) -> list[Tick]:
+        with self._storage.read() as conn:
+            rows = conn.execute(
+                sa.select(ticks)
+                .where(ticks.c.kind == kind, ticks.c.name == name)
+                .order_by(ticks.c.id.desc())
+                .limit(limit)
+            ).all()
+        return [_tick(r) for r in rows]
