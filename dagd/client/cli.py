@@ -566,6 +566,146 @@ def instance_migrate(ctx: Ctx) -> None:
     click.echo(f"database at {after}" + ("" if before == after else f" (was {before or 'empty'})"))
 
 
+# -- schedules and sensors --------------------------------------------------------------------
+
+
+def _print_instigators(items: list[dict[str, Any]], kind: str) -> None:
+    if kind == "schedule":
+        table = Table("SCHEDULE", "STATUS", "CRON", "TIMEZONE", "JOB", "NEXT TICK", "LAST TICK")
+    else:
+        table = Table("SENSOR", "STATUS", "INTERVAL", "JOB", "CURSOR", "LAST TICK")
+    for item in items:
+        last = item["last_tick"]
+        last_text = f"{last['status']} {last['started_at']}" if last else "-"
+        status = f"[red]BROKEN: {item['definition_error']}[/]" if item["definition_error"] else item["status"]
+        if kind == "schedule":
+            table.add_row(
+                item["name"], status, item["cron_schedule"], item["execution_timezone"], item["job_name"] or "-",
+                item["next_tick_at"] or "-", last_text,
+            )  # fmt: skip
+        else:
+            table.add_row(
+                item["name"], status, f"{item['minimum_interval_seconds']:g}s", item["job_name"] or "-",
+                item["cursor"] if item["cursor"] is not None else "-", last_text,
+            )  # fmt: skip
+    out.print(table)
+
+
+def _print_ticks(ticks: list[dict[str, Any]]) -> None:
+    table = Table("TICK", "STATUS", "FOR", "STARTED", "RUNS", "REASON / ERROR")
+    for t in ticks:
+        table.add_row(
+            str(t["id"]), t["status"], t["scheduled_time"] or "-", t["started_at"] or "-",
+            ", ".join(t["run_ids"]) or "-", t["error"] or t["skip_reason"] or "",
+        )  # fmt: skip
+    out.print(table)
+
+
+def _instigator_group(kind: str) -> click.Group:
+    plural = f"{kind}s"
+
+    @click.group(name=plural, help=f"List, start and stop {plural}; see their ticks.")
+    def group() -> None:
+        pass
+
+    @group.command("list")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    @handle_errors
+    def list_cmd(ctx: Ctx, as_json: bool) -> None:
+        with ctx.client() as client:
+            items = client.list_instigators(kind)
+        if as_json:
+            emit_json({plural: items})
+        else:
+            _print_instigators(items, kind)
+
+    def set_running(running: bool) -> Callable[..., None]:
+        @click.argument("name")
+        @click.option("--json", "as_json", is_flag=True)
+        @click.pass_obj
+        @handle_errors
+        def command(ctx: Ctx, name: str, as_json: bool) -> None:
+            with ctx.client() as client:
+                item = client.set_instigator_running(kind, name, running)
+            if as_json:
+                emit_json(item)
+            else:
+                click.echo(f"{kind} {name}: {item['status']}")
+
+        return command
+
+    group.command("start", help=f"Start a {kind} (persisted; a schedule never fires for the past).")(
+        set_running(True)
+    )
+    group.command("stop", help=f"Stop a {kind} (persisted).")(set_running(False))
+
+    @group.command("ticks")
+    @click.argument("name")
+    @click.option("--limit", type=click.IntRange(1, 1000), default=20)
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    @handle_errors
+    def ticks_cmd(ctx: Ctx, name: str, limit: int, as_json: bool) -> None:
+        """Recent ticks, newest first."""
+        with ctx.client() as client:
+            ticks = client.list_ticks(kind, name, limit)
+        if as_json:
+            emit_json({"ticks": ticks})
+        else:
+            _print_ticks(ticks)
+
+    return group
+
+
+schedules = _instigator_group("schedule")
+sensors = _instigator_group("sensor")
+cli.add_command(schedules)
+cli.add_command(sensors)
+
+
+@schedules.command("preview")
+@click.argument("name")
+@click.option("--count", type=click.IntRange(1, 1000), default=5)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def schedules_preview(ctx: Ctx, name: str, count: int, as_json: bool) -> None:
+    """The next due times, in the schedule's timezone."""
+    with ctx.client() as client:
+        preview = client.preview_schedule(name, count)
+    if as_json:
+        emit_json(preview)
+        return
+    for local, utc in zip(preview["ticks_local"], preview["ticks_utc"], strict=True):
+        click.echo(f"{local}  ({utc})")
+
+
+@sensors.command("cursor")
+@click.argument("name")
+@click.option("--set", "new_cursor", default=None, help="Replace the cursor with this value.")
+@click.option("--clear", is_flag=True, help="Remove the cursor.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def sensors_cursor(ctx: Ctx, name: str, new_cursor: str | None, clear: bool, as_json: bool) -> None:
+    """Show a sensor's cursor, or set (--set) or clear (--clear) it."""
+    if new_cursor is not None and clear:
+        raise InvalidArgument("give --set or --clear, not both")
+    with ctx.client() as client:
+        if new_cursor is not None or clear:
+            item = client.set_sensor_cursor(name, None if clear else new_cursor)
+        else:
+            found = [i for i in client.list_instigators("sensor") if i["name"] == name]
+            if not found:
+                raise NotFound(f"no sensor named {name!r}")
+            item = found[0]
+    if as_json:
+        emit_json({"name": name, "cursor": item["cursor"]})
+    else:
+        click.echo(item["cursor"] if item["cursor"] is not None else "(no cursor)")
+
+
 def main() -> None:
     try:
         cli.main(prog_name="dagctl", standalone_mode=False)

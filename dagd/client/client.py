@@ -104,6 +104,42 @@ def _queue_from_pb(q: pb.QueueStatus) -> dict[str, Any]:
     }
 
 
+def _tick_from_pb(t: pb.Tick) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "status": t.status,
+        "scheduled_time": t.scheduled_time or None,
+        "run_ids": list(t.run_ids),
+        "skip_reason": t.skip_reason or None,
+        "error": t.error or None,
+        "started_at": t.started_at or None,
+        "ended_at": t.ended_at or None,
+    }
+
+
+def _instigator_from_pb(i: pb.Instigator) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": i.name,
+        "kind": i.kind,
+        "code_location": i.code_location,
+        "status": i.status,
+        "job_name": i.job_name or None,
+        "definition_error": i.definition_error or None,
+        "last_tick": _tick_from_pb(i.last_tick) if i.HasField("last_tick") else None,
+    }
+    if i.kind == "schedule":
+        out.update(
+            cron_schedule=i.cron_schedule,
+            execution_timezone=i.execution_timezone,
+            next_tick_at=i.next_tick_at or None,
+        )
+    else:
+        out.update(
+            minimum_interval_seconds=i.minimum_interval_seconds, cursor=i.cursor if i.has_cursor else None
+        )
+    return out
+
+
 def run_from_pb(run: pb.Run) -> dict[str, Any]:
     """A run in the JSON shape of SPEC §6 (plus a few more fields)."""
     return {
@@ -145,6 +181,7 @@ class Client:
         self.instance = pb_grpc.InstanceServiceStub(self._channel)
         self.daemons = pb_grpc.DaemonServiceStub(self._channel)
         self.queue = pb_grpc.QueueServiceStub(self._channel)
+        self.instigators = pb_grpc.InstigatorServiceStub(self._channel)
 
     @classmethod
     def for_home(
@@ -294,6 +331,34 @@ class Client:
     def restart_daemon(self, name: str) -> dict[str, Any]:
         response = self._call(self.daemons.RestartDaemon, pb.RestartDaemonRequest(name=name))
         return daemon_from_pb(response.daemon)
+
+    # -- schedules and sensors -------------------------------------------------------------------
+
+    def list_instigators(self, kind: str) -> list[dict[str, Any]]:
+        response = self._call(self.instigators.ListInstigators, pb.ListInstigatorsRequest(kind=kind))
+        return [_instigator_from_pb(i) for i in response.instigators]
+
+    def set_instigator_running(self, kind: str, name: str, running: bool) -> dict[str, Any]:
+        request = pb.SetInstigatorStatusRequest(kind=kind, name=name, running=running)
+        return _instigator_from_pb(self._call(self.instigators.SetInstigatorStatus, request))
+
+    def list_ticks(self, kind: str, name: str, limit: int = 20) -> list[dict[str, Any]]:
+        response = self._call(
+            self.instigators.ListTicks, pb.ListTicksRequest(kind=kind, name=name, limit=limit)
+        )
+        return [_tick_from_pb(t) for t in response.ticks]
+
+    def preview_schedule(self, name: str, count: int = 5) -> dict[str, Any]:
+        r = self._call(self.instigators.PreviewSchedule, pb.PreviewScheduleRequest(name=name, count=count))
+        return {
+            "execution_timezone": r.execution_timezone,
+            "ticks_utc": list(r.ticks_utc),
+            "ticks_local": list(r.ticks_local),
+        }
+
+    def set_sensor_cursor(self, name: str, cursor: str | None) -> dict[str, Any]:
+        request = pb.SetSensorCursorRequest(name=name, cursor=cursor or "", clear=cursor is None)
+        return _instigator_from_pb(self._call(self.instigators.SetSensorCursor, request))
 
     # -- instance ------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from dagd.runs.model import (
 )
 from dagd.storage.daemons import Heartbeat
 from dagd.supervisor.code_locations import CodeLocations
+from dagd.supervisor.instigators import Instigators
 from dagd.supervisor.process_table import DaemonView, ProcessTable
 
 MAX_TAGS = 100
@@ -88,6 +89,7 @@ class ControlPlane:
     def __init__(self, instance: Instance, locations: CodeLocations) -> None:
         self.instance = instance
         self.locations = locations
+        self.instigators = Instigators(instance, locations)
         self.draining = False
         self.daemons: ProcessTable | None = None  # set by the supervisor; None in tests without daemons
 

@@ -25,13 +25,20 @@ from dagd.api.v1 import dagd_pb2_grpc as pb_grpc
 from dagd.errors import ConfigError
 from dagd.instance.instance import Instance
 from dagd.supervisor.control import ControlPlane
-from dagd.supervisor.servicer import DaemonServicer, InstanceServicer, QueueServicer, RunServicer
+from dagd.supervisor.servicer import (
+    DaemonServicer,
+    InstanceServicer,
+    InstigatorServicer,
+    QueueServicer,
+    RunServicer,
+)
 
 SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["RunService"].full_name,
     pb.DESCRIPTOR.services_by_name["InstanceService"].full_name,
     pb.DESCRIPTOR.services_by_name["DaemonService"].full_name,
     pb.DESCRIPTOR.services_by_name["QueueService"].full_name,
+    pb.DESCRIPTOR.services_by_name["InstigatorService"].full_name,
 )
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
@@ -129,6 +136,7 @@ def start_servers(instance: Instance, control: ControlPlane) -> Servers:
         pb_grpc.add_RunServiceServicer_to_server(RunServicer(control), server)
         pb_grpc.add_DaemonServiceServicer_to_server(DaemonServicer(control), server)
         pb_grpc.add_QueueServiceServicer_to_server(QueueServicer(control), server)
+        pb_grpc.add_InstigatorServiceServicer_to_server(InstigatorServicer(control.instigators), server)
         pb_grpc.add_InstanceServiceServicer_to_server(
             InstanceServicer(control, addresses, os.getpid()), server
         )

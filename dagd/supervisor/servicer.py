@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import grpc
 
@@ -33,7 +34,9 @@ from dagd.errors import (
 from dagd.run_coordinator.queue import QueueStatus
 from dagd.runs.model import Run, RunEvent, RunFilter, RunStatus
 from dagd.storage.daemons import Heartbeat
+from dagd.storage.instigators import Tick
 from dagd.supervisor.control import ControlPlane, SubmitRequest
+from dagd.supervisor.instigators import Instigators, InstigatorView
 from dagd.supervisor.process_table import DaemonView
 from dagd.timefmt import rfc3339
 
@@ -284,6 +287,83 @@ class QueueServicer(pb_grpc.QueueServiceServicer):
         self, request: pb.SetQueuePausedRequest, context: grpc.ServicerContext
     ) -> pb.QueueStatus:
         return queue_status_to_pb(*self.control.set_queue_paused(request.paused), self._coordinator())
+
+
+def tick_to_pb(tick: Tick) -> pb.Tick:
+    return pb.Tick(
+        id=tick.id,
+        status=tick.status,
+        scheduled_time=_ts(tick.scheduled_time),
+        run_ids=tick.run_ids,
+        skip_reason=tick.skip_reason or "",
+        error=tick.error or "",
+        started_at=_ts(tick.started_at),
+        ended_at=_ts(tick.ended_at),
+    )
+
+
+def instigator_to_pb(view: InstigatorView) -> pb.Instigator:
+    d = view.definition
+    cursor = view.state.cursor if view.state else None
+    return pb.Instigator(
+        name=view.name,
+        kind=view.kind,
+        code_location=view.location,
+        status=view.status,
+        job_name=d.job_name or "",
+        cron_schedule=getattr(d, "cron_schedule", ""),
+        execution_timezone=getattr(d, "execution_timezone", ""),
+        minimum_interval_seconds=getattr(d, "minimum_interval_seconds", 0.0),
+        next_tick_at=_ts(view.next_tick_at),
+        definition_error=d.error or "",
+        cursor=cursor or "",
+        has_cursor=cursor is not None,
+        last_tick=tick_to_pb(view.last_tick) if view.last_tick else None,
+    )
+
+
+class InstigatorServicer(pb_grpc.InstigatorServiceServicer):
+    def __init__(self, instigators: Instigators) -> None:
+        self.instigators = instigators
+
+    @translate_errors
+    def ListInstigators(
+        self, request: pb.ListInstigatorsRequest, context: grpc.ServicerContext
+    ) -> pb.ListInstigatorsResponse:
+        views = self.instigators.list_all(request.kind)
+        return pb.ListInstigatorsResponse(instigators=[instigator_to_pb(v) for v in views])
+
+    @translate_errors
+    def SetInstigatorStatus(
+        self, request: pb.SetInstigatorStatusRequest, context: grpc.ServicerContext
+    ) -> pb.Instigator:
+        return instigator_to_pb(self.instigators.set_running(request.kind, request.name, request.running))
+
+    @translate_errors
+    def ListTicks(self, request: pb.ListTicksRequest, context: grpc.ServicerContext) -> pb.ListTicksResponse:
+        ticks = self.instigators.ticks(request.kind, request.name, request.limit)
+        return pb.ListTicksResponse(ticks=[tick_to_pb(t) for t in ticks])
+
+    @translate_errors
+    def PreviewSchedule(
+        self, request: pb.PreviewScheduleRequest, context: grpc.ServicerContext
+    ) -> pb.PreviewScheduleResponse:
+        zone, times = self.instigators.preview(request.name, request.count)
+        local = ZoneInfo(zone)
+        return pb.PreviewScheduleResponse(
+            execution_timezone=zone,
+            ticks_utc=[_ts(t) for t in times],
+            ticks_local=[t.astimezone(local).isoformat() for t in times],
+        )
+
+    @translate_errors
+    def SetSensorCursor(
+        self, request: pb.SetSensorCursorRequest, context: grpc.ServicerContext
+    ) -> pb.Instigator:
+        if not request.clear and len(request.cursor) > 1_000_000:
+            raise InvalidArgument("cursor is longer than 1,000,000 characters")
+        cursor = None if request.clear else request.cursor
+        return instigator_to_pb(self.instigators.set_cursor(request.name, cursor))
 
 
 class InstanceServicer(pb_grpc.InstanceServiceServicer):

@@ -396,3 +396,119 @@ class RestartDaemonResponse(_message.Message):
     DAEMON_FIELD_NUMBER: _ClassVar[int]
     daemon: DaemonStatus
     def __init__(self, daemon: _Optional[_Union[DaemonStatus, _Mapping]] = ...) -> None: ...
+
+class Tick(_message.Message):
+    __slots__ = ("id", "status", "scheduled_time", "run_ids", "skip_reason", "error", "started_at", "ended_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULED_TIME_FIELD_NUMBER: _ClassVar[int]
+    RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_REASON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    status: str
+    scheduled_time: str
+    run_ids: _containers.RepeatedScalarFieldContainer[str]
+    skip_reason: str
+    error: str
+    started_at: str
+    ended_at: str
+    def __init__(self, id: _Optional[int] = ..., status: _Optional[str] = ..., scheduled_time: _Optional[str] = ..., run_ids: _Optional[_Iterable[str]] = ..., skip_reason: _Optional[str] = ..., error: _Optional[str] = ..., started_at: _Optional[str] = ..., ended_at: _Optional[str] = ...) -> None: ...
+
+class Instigator(_message.Message):
+    __slots__ = ("name", "kind", "code_location", "status", "job_name", "cron_schedule", "execution_timezone", "minimum_interval_seconds", "next_tick_at", "definition_error", "cursor", "has_cursor", "last_tick")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CODE_LOCATION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    JOB_NAME_FIELD_NUMBER: _ClassVar[int]
+    CRON_SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_TIMEZONE_FIELD_NUMBER: _ClassVar[int]
+    MINIMUM_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TICK_AT_FIELD_NUMBER: _ClassVar[int]
+    DEFINITION_ERROR_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    HAS_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LAST_TICK_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    code_location: str
+    status: str
+    job_name: str
+    cron_schedule: str
+    execution_timezone: str
+    minimum_interval_seconds: float
+    next_tick_at: str
+    definition_error: str
+    cursor: str
+    has_cursor: bool
+    last_tick: Tick
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., code_location: _Optional[str] = ..., status: _Optional[str] = ..., job_name: _Optional[str] = ..., cron_schedule: _Optional[str] = ..., execution_timezone: _Optional[str] = ..., minimum_interval_seconds: _Optional[float] = ..., next_tick_at: _Optional[str] = ..., definition_error: _Optional[str] = ..., cursor: _Optional[str] = ..., has_cursor: _Optional[bool] = ..., last_tick: _Optional[_Union[Tick, _Mapping]] = ...) -> None: ...
+
+class ListInstigatorsRequest(_message.Message):
+    __slots__ = ("kind",)
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    def __init__(self, kind: _Optional[str] = ...) -> None: ...
+
+class ListInstigatorsResponse(_message.Message):
+    __slots__ = ("instigators",)
+    INSTIGATORS_FIELD_NUMBER: _ClassVar[int]
+    instigators: _containers.RepeatedCompositeFieldContainer[Instigator]
+    def __init__(self, instigators: _Optional[_Iterable[_Union[Instigator, _Mapping]]] = ...) -> None: ...
+
+class SetInstigatorStatusRequest(_message.Message):
+    __slots__ = ("kind", "name", "running")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    running: bool
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., running: _Optional[bool] = ...) -> None: ...
+
+class ListTicksRequest(_message.Message):
+    __slots__ = ("kind", "name", "limit")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    limit: int
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListTicksResponse(_message.Message):
+    __slots__ = ("ticks",)
+    TICKS_FIELD_NUMBER: _ClassVar[int]
+    ticks: _containers.RepeatedCompositeFieldContainer[Tick]
+    def __init__(self, ticks: _Optional[_Iterable[_Union[Tick, _Mapping]]] = ...) -> None: ...
+
+class PreviewScheduleRequest(_message.Message):
+    __slots__ = ("name", "count")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    count: int
+    def __init__(self, name: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class PreviewScheduleResponse(_message.Message):
+    __slots__ = ("execution_timezone", "ticks_utc", "ticks_local")
+    EXECUTION_TIMEZONE_FIELD_NUMBER: _ClassVar[int]
+    TICKS_UTC_FIELD_NUMBER: _ClassVar[int]
+    TICKS_LOCAL_FIELD_NUMBER: _ClassVar[int]
+    execution_timezone: str
+    ticks_utc: _containers.RepeatedScalarFieldContainer[str]
+    ticks_local: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, execution_timezone: _Optional[str] = ..., ticks_utc: _Optional[_Iterable[str]] = ..., ticks_local: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetSensorCursorRequest(_message.Message):
+    __slots__ = ("name", "cursor", "clear")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cursor: str
+    clear: bool
+    def __init__(self, name: _Optional[str] = ..., cursor: _Optional[str] = ..., clear: _Optional[bool] = ...) -> None: ...

@@ -655,3 +655,247 @@ class DaemonService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class InstigatorServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListInstigators = channel.unary_unary(
+                '/dagd.api.v1.InstigatorService/ListInstigators',
+                request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ListInstigatorsRequest.SerializeToString,
+                response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ListInstigatorsResponse.FromString,
+                _registered_method=True)
+        self.SetInstigatorStatus = channel.unary_unary(
+                '/dagd.api.v1.InstigatorService/SetInstigatorStatus',
+                request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.SetInstigatorStatusRequest.SerializeToString,
+                response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.Instigator.FromString,
+                _registered_method=True)
+        self.ListTicks = channel.unary_unary(
+                '/dagd.api.v1.InstigatorService/ListTicks',
+                request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ListTicksRequest.SerializeToString,
+                response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ListTicksResponse.FromString,
+                _registered_method=True)
+        self.PreviewSchedule = channel.unary_unary(
+                '/dagd.api.v1.InstigatorService/PreviewSchedule',
+                request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.PreviewScheduleRequest.SerializeToString,
+                response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.PreviewScheduleResponse.FromString,
+                _registered_method=True)
+        self.SetSensorCursor = channel.unary_unary(
+                '/dagd.api.v1.InstigatorService/SetSensorCursor',
+                request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.SetSensorCursorRequest.SerializeToString,
+                response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.Instigator.FromString,
+                _registered_method=True)
+
+
+class InstigatorServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def ListInstigators(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetInstigatorStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTicks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSensorCursor(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_InstigatorServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListInstigators': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInstigators,
+                    request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ListInstigatorsRequest.FromString,
+                    response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ListInstigatorsResponse.SerializeToString,
+            ),
+            'SetInstigatorStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetInstigatorStatus,
+                    request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.SetInstigatorStatusRequest.FromString,
+                    response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.Instigator.SerializeToString,
+            ),
+            'ListTicks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTicks,
+                    request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ListTicksRequest.FromString,
+                    response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ListTicksResponse.SerializeToString,
+            ),
+            'PreviewSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewSchedule,
+                    request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.PreviewScheduleRequest.FromString,
+                    response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.PreviewScheduleResponse.SerializeToString,
+            ),
+            'SetSensorCursor': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSensorCursor,
+                    request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.SetSensorCursorRequest.FromString,
+                    response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.Instigator.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dagd.api.v1.InstigatorService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dagd.api.v1.InstigatorService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class InstigatorService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def ListInstigators(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dagd.api.v1.InstigatorService/ListInstigators',
+            dagd_dot_api_dot_v1_dot_dagd__pb2.ListInstigatorsRequest.SerializeToString,
+            dagd_dot_api_dot_v1_dot_dagd__pb2.ListInstigatorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetInstigatorStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dagd.api.v1.InstigatorService/SetInstigatorStatus',
+            dagd_dot_api_dot_v1_dot_dagd__pb2.SetInstigatorStatusRequest.SerializeToString,
+            dagd_dot_api_dot_v1_dot_dagd__pb2.Instigator.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTicks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dagd.api.v1.InstigatorService/ListTicks',
+            dagd_dot_api_dot_v1_dot_dagd__pb2.ListTicksRequest.SerializeToString,
+            dagd_dot_api_dot_v1_dot_dagd__pb2.ListTicksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dagd.api.v1.InstigatorService/PreviewSchedule',
+            dagd_dot_api_dot_v1_dot_dagd__pb2.PreviewScheduleRequest.SerializeToString,
+            dagd_dot_api_dot_v1_dot_dagd__pb2.PreviewScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSensorCursor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dagd.api.v1.InstigatorService/SetSensorCursor',
+            dagd_dot_api_dot_v1_dot_dagd__pb2.SetSensorCursorRequest.SerializeToString,
+            dagd_dot_api_dot_v1_dot_dagd__pb2.Instigator.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
