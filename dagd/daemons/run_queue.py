@@ -78,7 +78,12 @@ class RunQueueDaemon(Daemon):
         self.info["launched"] = sum(results)
 
     def _launch(self, queued: QueuedRun) -> bool:
-        launched = launch_stored_run(self.instance, queued.run_id, expected=(RunStatus.QUEUED,))
+        launched = launch_stored_run(
+            self.instance,
+            queued.run_id,
+            expected=(RunStatus.QUEUED,),
+            retries=self.queue_config.max_launch_retries,
+        )
         self._reported.discard(queued.run_id)
         if launched.status == RunStatus.QUEUED:
             return False  # the claim was lost (fenced out, or raced): nothing launched

@@ -82,7 +82,9 @@ class RunLauncher:
         """Release what the launcher holds (helper processes); runs keep going."""
 
 
-def launch_stored_run(instance: Instance, run_id: str, *, expected: Sequence[RunStatus]) -> Run:
+def launch_stored_run(
+    instance: Instance, run_id: str, *, expected: Sequence[RunStatus], retries: int = 0
+) -> Run:
     """Claim ``run`` (-> STARTING, compare-and-set, fenced by the instance's lease epoch) and start
     its worker.
 
@@ -107,6 +109,15 @@ def launch_stored_run(instance: Instance, run_id: str, *, expected: Sequence[Run
     try:
         handle = instance.launcher.launch(claimed)
     except Exception as exc:
+        failures = sum(1 for e in runs.events(run_id) if e.message.startswith("launch failed"))
+        if RunStatus.QUEUED in expected and failures < retries:
+            requeued = runs.transition(
+                run_id,
+                RunStatus.QUEUED,
+                expected=(RunStatus.STARTING,),
+                message=f"launch failed ({exc}); back in the queue, retry {failures + 1} of {retries}",
+            )
+            return requeued or runs.require(run_id)
         failed = runs.transition(
             run_id, RunStatus.FAILURE, expected=(RunStatus.STARTING,), error=f"launch failed: {exc}"
         )

@@ -45,7 +45,8 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     # NOT_STARTED -> STARTING: handed to the launcher.
     _S.NOT_STARTED: frozenset({_S.STARTING, _S.FAILURE, _S.CANCELED, _S.QUEUED}),
     # STARTING -> STARTED: the worker reported in.
-    _S.STARTING: frozenset({_S.STARTED, _S.FAILURE, _S.CANCELING, _S.CANCELED, _S.SUCCESS}),
+    # STARTING -> QUEUED: the launch failed and the queue may retry it (max_launch_retries).
+    _S.STARTING: frozenset({_S.STARTED, _S.FAILURE, _S.CANCELING, _S.CANCELED, _S.SUCCESS, _S.QUEUED}),
     _S.STARTED: frozenset({_S.SUCCESS, _S.FAILURE, _S.CANCELING}),
     # CANCELING -> SUCCESS/FAILURE: the job finished before the signal took effect.
     _S.CANCELING: frozenset({_S.CANCELED, _S.FAILURE, _S.SUCCESS}),
