@@ -44,6 +44,8 @@ class JobDefinition:
     fn: Callable[..., Any]
     tags: dict[str, str] = field(default_factory=dict)
     description: str | None = None
+    # Safe to run again from the start if its worker dies (run monitoring may resume it).
+    resumable: bool = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -55,8 +57,13 @@ def job(
     name: str | None = None,
     tags: Mapping[str, str] | None = None,
     description: str | None = None,
+    resumable: bool = False,
 ) -> Any:
-    """Declare a job: ``@job`` or ``@job(tags={"dagd/priority": "3"})``. The function takes ``context``."""
+    """Declare a job: ``@job`` or ``@job(tags={"dagd/priority": "3"})``. The function takes ``context``.
+
+    ``resumable=True``: if the run's worker dies, run monitoring may start the job again in a new
+    worker (up to ``run_monitoring.max_resume_run_attempts`` times).
+    """
 
     def wrap(f: Callable[..., Any]) -> JobDefinition:
         job_name = _check_name("job", name or f.__name__)
@@ -65,6 +72,7 @@ def job(
             fn=f,
             tags=_check_tags(f"job {job_name}", tags),
             description=description or f.__doc__,
+            resumable=resumable,
         )
 
     return wrap(fn) if fn is not None else wrap

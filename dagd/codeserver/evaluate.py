@@ -76,7 +76,7 @@ def snapshot_of(
     return LocationSnapshot(
         name=name,
         generation=generation,
-        jobs=[JobInfo(j.name, dict(j.tags)) for j in defs.jobs],
+        jobs=[JobInfo(j.name, dict(j.tags), j.resumable) for j in defs.jobs],
         schedules=schedules,
         sensors=sensors,
         load_error=load_error,

@@ -27,6 +27,7 @@ MAX_LINE = 64 * 1024 * 1024
 class JobInfo:
     name: str
     tags: dict[str, str] = field(default_factory=dict)
+    resumable: bool = False
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dagd.codeserver.protocol import CodeServerClient, LocationSnapshot, RunRequ
 from dagd.codeserver.registry import PublishedLocation, read_published
 from dagd.errors import DagdError
 from dagd.run_coordinator import Submission
-from dagd.runs.model import parse_priority
+from dagd.runs.model import RESUMABLE_TAG, parse_priority
 
 if TYPE_CHECKING:
     from dagd.instance.instance import Instance
@@ -72,6 +72,8 @@ def submit_planned(
                     f"job {item['job_name']!r} does not exist in code location {location.snapshot.name}"
                 )
             job_tags = dict(job.tags)
+            if job.resumable:
+                job_tags[RESUMABLE_TAG] = "true"
         tags = {**job_tags, **item["tags"]}
         try:
             priority = parse_priority(tags)

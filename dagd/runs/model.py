@@ -47,7 +47,8 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     # STARTING -> STARTED: the worker reported in.
     # STARTING -> QUEUED: the launch failed and the queue may retry it (max_launch_retries).
     _S.STARTING: frozenset({_S.STARTED, _S.FAILURE, _S.CANCELING, _S.CANCELED, _S.SUCCESS, _S.QUEUED}),
-    _S.STARTED: frozenset({_S.SUCCESS, _S.FAILURE, _S.CANCELING}),
+    # STARTED -> STARTING: the worker died and run monitoring gives the run a new one (resume).
+    _S.STARTED: frozenset({_S.SUCCESS, _S.FAILURE, _S.CANCELING, _S.STARTING}),
     # CANCELING -> SUCCESS/FAILURE: the job finished before the signal took effect.
     _S.CANCELING: frozenset({_S.CANCELED, _S.FAILURE, _S.SUCCESS}),
     _S.SUCCESS: frozenset(),
@@ -65,6 +66,8 @@ def check_transition(current: RunStatus, target: RunStatus) -> None:
 PRIORITY_TAG = "dagd/priority"
 MAX_RUNTIME_TAG = "dagd/max_runtime"
 BACKFILL_TAG = "dagd/backfill"
+# Set from @job(resumable=True) at submission: run monitoring may give the run a new worker.
+RESUMABLE_TAG = "dagd/resumable"
 
 
 def parse_priority(tags: dict[str, str]) -> int:
@@ -93,6 +96,7 @@ class Run:
     seq: int = 0
     worker_pid: int | None = None
     worker_started_at: float | None = None
+    worker_heartbeat_at: datetime | None = None
     error: str | None = None
     code_location: str | None = None
 

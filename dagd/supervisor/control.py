@@ -27,6 +27,7 @@ from dagd.run_coordinator.queue import (
 from dagd.runs.cancel import finish_cancel
 from dagd.runs.model import (
     PRIORITY_TAG,
+    RESUMABLE_TAG,
     LogLine,
     Run,
     RunEvent,
@@ -120,6 +121,8 @@ class ControlPlane:
         target, job = found
         # Code tags < submission tags < explicit --priority.
         tags = {**job.tags, **request_tags}
+        if job.resumable:
+            tags.setdefault(RESUMABLE_TAG, "true")
         if request.priority is not None:
             tags[PRIORITY_TAG] = str(request.priority)
         try:
