@@ -97,6 +97,7 @@ class DaemonRunner:
         daemon.pipe = pipe
         self.stopping = threading.Event()
         self._last_beat = 0.0
+        self._last_ping = 0.0
         self._degraded: str | None = None
 
     @property
@@ -138,16 +139,17 @@ class DaemonRunner:
     def run(self) -> None:
         degraded_backoff = 0.5
         while not self.stopping.is_set():
-            wait = self.daemon.interval_seconds
             try:
                 self.daemon.phase = "working"
                 self.daemon.run_iteration()
                 self.iteration += 1
+                # Read after the pass: it may have found a nearer deadline (a timeout, a max runtime).
+                wait = self.daemon.interval_seconds
                 self.daemon.phase = "idle"
                 self.beat(force=self._degraded is not None)
                 if self._degraded is not None:
                     self._set_degraded(None)
-                self.pipe.send(progress=self.iteration)
+                self._ping()
                 degraded_backoff = 0.5
             except StorageUnavailable as exc:
                 self._set_degraded(str(exc))
@@ -166,6 +168,13 @@ class DaemonRunner:
             self._idle(wait)
             self.wake.clear()
         self.daemon.close()
+
+    def _ping(self) -> None:
+        """Progress to the supervisor, at most a few times per heartbeat interval (fast loops are cheap)."""
+        now = time.monotonic()
+        if now - self._last_ping >= self.heartbeat_interval / 2:
+            self._last_ping = now
+            self.pipe.send(progress=self.iteration)
 
     def _idle(self, seconds: float) -> None:
         """Wait for the next iteration (or a wake), pinging at the heartbeat interval meanwhile.

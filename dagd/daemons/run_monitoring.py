@@ -17,6 +17,7 @@ transitions, so a run that finishes at the same moment is never overwritten.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 from dagd.daemons.base import Daemon
 from dagd.instance.config import RunMonitoringConfig
 from dagd.run_launcher import signal_group
-from dagd.runs.cancel import finish_cancel
+from dagd.runs.cancel import finish_cancel, kill_worker_group
 from dagd.runs.model import MAX_RUNTIME_TAG, RESUMABLE_TAG, Run, RunStatus
 from dagd.timefmt import utcnow
 
@@ -59,7 +60,7 @@ def max_runtime(run: Run, default: float) -> tuple[float | None, str | None]:
         return (default or None), None
     try:
         value = float(raw)
-        if value <= 0:
+        if not math.isfinite(value) or value <= 0:  # nan and inf parse as floats too
             raise ValueError
         return value, None
     except ValueError:
@@ -78,7 +79,10 @@ def next_deadline(run: Run, config: RunMonitoringConfig) -> datetime | None:
         return since + timedelta(seconds=config.cancel_timeout_seconds)
     limit, _ = max_runtime(run, config.max_runtime_seconds)
     if run.status == RunStatus.STARTED and limit is not None and run.started_at is not None:
-        return run.started_at + timedelta(seconds=limit)
+        try:
+            return run.started_at + timedelta(seconds=limit)
+        except OverflowError:  # past the year 9999: no deadline worth waking for
+            return None
     return None
 
 
@@ -203,8 +207,7 @@ class RunMonitoringDaemon(Daemon):
                 signal_group(run.worker_pid, signal.SIGKILL)
             runs.transition(run.run_id, RunStatus.FAILURE, expected=(run.status,), error=verdict.message)
         elif verdict.action == "cancel_kill":
-            if run.worker_pid:
-                signal_group(run.worker_pid, signal.SIGKILL)
+            kill_worker_group(run)
             runs.transition(
                 run.run_id, RunStatus.CANCELED, expected=(RunStatus.CANCELING,), message=verdict.message
             )

@@ -1,10 +1,11 @@
 """The ``run_queue`` daemon: launches QUEUED runs when ``max_concurrent_runs`` and tag limits allow.
 
 Each pass reads one light view of the queued and in-progress runs, asks the pure
-:func:`select_runs` which to launch, and claims each chosen run with a compare-and-set
-(QUEUED -> STARTING, fenced by the supervisor lease epoch) before starting its worker, so a run
-canceled meanwhile, claimed by another dequeuer, or claimed after a takeover is never launched.
-Launches run on a small thread pool so one slow launch does not hold up the others.
+:func:`select_runs` which to launch, and claims the chosen runs, ``LAUNCH_BATCH`` at a time in one
+compare-and-set transaction (QUEUED -> STARTING, fenced by the supervisor lease epoch), before
+starting their workers, so a run canceled meanwhile, claimed by another dequeuer, or claimed after
+a takeover is never launched. Workers start on a small thread pool so one slow launch does not
+hold up the others.
 
 The supervisor wakes the daemon on every submission, and a worker's exit wakes it too; the
 poll interval (``dequeue_interval_seconds``) is only a fallback.
@@ -19,16 +20,19 @@ from typing import TYPE_CHECKING
 from dagd.daemons.base import Daemon
 from dagd.instance.config import QueuedRunCoordinatorConfig
 from dagd.run_coordinator.queue import QueueView, is_paused, queue_config
-from dagd.run_launcher import launch_stored_run
+from dagd.run_launcher import launch_runs
 from dagd.runs.model import RunStatus
 
 if TYPE_CHECKING:
     from dagd.instance.instance import Instance
-    from dagd.run_coordinator.selection import QueuedRun
 
 log = logging.getLogger("dagd.daemon.run_queue")
 
 LAUNCH_THREADS = 8
+# Runs claimed per transaction. Claiming (and recording workers) per batch rather than per run is
+# what makes thousands of launches a second possible; a small batch keeps the time between a
+# run's claim and its worker being recorded short.
+LAUNCH_BATCH = 50
 
 
 class RunQueueDaemon(Daemon):
@@ -41,11 +45,16 @@ class RunQueueDaemon(Daemon):
         self._reported: set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=LAUNCH_THREADS, thread_name_prefix="launch")
         # A finished worker frees capacity: look at the queue again at once.
-        instance.launcher.on_worker_exit = self.wake_event.set
+        instance.launcher.on_worker_exit = self._worker_exited
 
     @property
     def interval_seconds(self) -> float:
         return self.queue_config.dequeue_interval_seconds
+
+    def _worker_exited(self) -> None:
+        self.wake_event.set()
+        # Run monitoring checks at once whether the run ended properly or its worker died.
+        self.request_wake("run_monitoring")
 
     def run_iteration(self) -> None:
         storage = self.instance.storage
@@ -72,23 +81,27 @@ class RunQueueDaemon(Daemon):
                 )
         if not selection.to_launch:
             return
-        by_id = {r.run_id: r for r in view.queued}
         self.phase = f"launching {len(selection.to_launch)} run(s)"
-        results = list(self._pool.map(self._launch, [by_id[i] for i in selection.to_launch]))
-        self.info["launched"] = sum(results)
-
-    def _launch(self, queued: QueuedRun) -> bool:
-        launched = launch_stored_run(
-            self.instance,
-            queued.run_id,
-            expected=(RunStatus.QUEUED,),
-            retries=self.queue_config.max_launch_retries,
-        )
-        self._reported.discard(queued.run_id)
-        if launched.status == RunStatus.QUEUED:
-            return False  # the claim was lost (fenced out, or raced): nothing launched
-        log.info("run %s dequeued: %s", queued.run_id, launched.status.value)
-        return launched.status != RunStatus.FAILURE
+        launched = 0
+        for start in range(0, len(selection.to_launch), LAUNCH_BATCH):
+            batch = selection.to_launch[start : start + LAUNCH_BATCH]
+            # Only the runs claimed here come back: one canceled or claimed elsewhere meanwhile,
+            # or all of them when our lease epoch is stale, is neither launched nor counted.
+            launches = launch_runs(
+                self.instance,
+                batch,
+                expected=(RunStatus.QUEUED,),
+                retries=self.queue_config.max_launch_retries,
+                map_fn=self._pool.map,
+            )
+            self._reported.difference_update(batch)
+            for item in launches:
+                if item.handle is None:
+                    log.warning("run %s dequeued, but the launcher failed (see its events)", item.run.run_id)
+                else:
+                    log.info("run %s dequeued: worker pid %d", item.run.run_id, item.handle.pid)
+                    launched += 1
+        self.info["launched"] = launched
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -21,7 +21,15 @@ from dagd.codeserver.protocol import SensorInfo
 from dagd.daemons.base import Daemon
 from dagd.daemons.user_code import LoadedLocation, load_locations, planned_request, submit_planned
 from dagd.errors import DagdError
-from dagd.storage.instigators import RUNNING, TICK_FAILURE, TICK_SKIPPED, TICK_STARTED, TICK_SUCCESS, Tick
+from dagd.storage.instigators import (
+    RUNNING,
+    TICK_FAILURE,
+    TICK_SKIPPED,
+    TICK_STARTED,
+    TICK_SUCCESS,
+    InstigatorState,
+    Tick,
+)
 from dagd.timefmt import rfc3339, utcnow
 
 if TYPE_CHECKING:
@@ -50,11 +58,15 @@ class SensorDaemon(Daemon):
         self._locations_at = 0.0
         self._errors: list[str] = []
         self._resumed = False
+        self._states: dict[str, InstigatorState] = {}
+        self._states_at = -SNAPSHOT_SECONDS
+        self._next_due = 0.0
         self._lock = threading.Lock()
 
     @property
     def interval_seconds(self) -> float:
-        return LOOP_SECONDS
+        # Sleep until the next sensor is due (bounded), not a fixed short tick: idle costs ~nothing.
+        return min(max(self._next_due - time.monotonic(), LOOP_SECONDS), SNAPSHOT_SECONDS)
 
     def _refresh_locations(self) -> None:
         if time.monotonic() - self._locations_at < SNAPSHOT_SECONDS:
@@ -74,13 +86,19 @@ class SensorDaemon(Daemon):
                 if found is not None:
                     self._finish_planned(found[0], tick)
             self._resumed = True
-        states = store.states(KIND)
         now = time.monotonic()
+        if now - self._states_at >= SNAPSHOT_SECONDS:
+            # Start/stop from the CLI takes effect within a second; no storage read every pass.
+            self._states, self._states_at = store.states(KIND), now
+        states = self._states
         running = 0
+        next_due = now + SNAPSHOT_SECONDS
         for name, (location, sensor) in sensors.items():
             if sensor.error:
                 continue
-            state = states.get(name) or store.ensure(KIND, name, sensor.default_status)
+            state = states.get(name)
+            if state is None:
+                state = self._states[name] = store.ensure(KIND, name, sensor.default_status)
             if state.status != RUNNING:
                 continue
             running += 1
@@ -89,15 +107,19 @@ class SensorDaemon(Daemon):
                 continue  # still evaluating: never two evaluations of one sensor at once
             last = self.last_started.get(name)
             if last is not None and now - last < sensor.minimum_interval_seconds:
+                next_due = min(next_due, last + sensor.minimum_interval_seconds)
                 continue
             self.last_started[name] = now
-            self.in_flight[name] = self.pool.submit(self._evaluate, location, sensor, state.cursor)
+            self.in_flight[name] = self.pool.submit(self._evaluate, location, sensor)
+        self._next_due = next_due
         self.info = {"sensors_running": running, "evaluations": self.evaluations, "errors": self._errors[:5]}
         if self._errors:
             raise DagdError("; ".join(self._errors))
 
-    def _evaluate(self, location: LoadedLocation, sensor: SensorInfo, cursor: str | None) -> None:
+    def _evaluate(self, location: LoadedLocation, sensor: SensorInfo) -> None:
         store = self.instance.storage.instigators
+        # Read fresh: the state cache may predate our own last tick or a `sensors cursor --set`.
+        cursor = store.cursor(KIND, sensor.name)
         epoch = self.instance.fence_epoch
         timeout = self.instance.config.sensors.evaluation_timeout_seconds
         try:

@@ -8,7 +8,7 @@ identified by pid *and* process start time, because pids are reused.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -82,57 +82,96 @@ class RunLauncher:
         """Release what the launcher holds (helper processes); runs keep going."""
 
 
-def launch_stored_run(
-    instance: Instance, run_id: str, *, expected: Sequence[RunStatus], retries: int = 0
-) -> Run:
-    """Claim ``run`` (-> STARTING, compare-and-set, fenced by the instance's lease epoch) and start
-    its worker.
+@dataclass(frozen=True)
+class Launch:
+    """One run this process claimed, and the worker started for it (None: the launcher failed,
+    and the run was failed or, with retries left, put back in the queue)."""
 
-    Returns the run as it is afterwards. If the claim is lost (another process claimed or canceled
-    it, or our lease was taken over), nothing is launched and the current run is returned. A
-    launcher error fails the run.
+    run: Run
+    handle: WorkerHandle | None
+
+
+def launch_runs(
+    instance: Instance,
+    run_ids: Sequence[str],
+    *,
+    expected: Sequence[RunStatus],
+    retries: int = 0,
+    map_fn: Callable[..., Iterable[Launch]] = map,
+) -> list[Launch]:
+    """Claim ``run_ids`` (-> STARTING) and start a worker for each run claimed.
+
+    The claim is one compare-and-set transaction for all of them, fenced by the instance's lease
+    epoch: a run another process canceled or claimed first, or every run if our lease was taken
+    over, is left out of the result and nothing is launched for it. The workers are then started
+    through ``map_fn`` (e.g. a thread pool's ``map``) and recorded in one more transaction. Only
+    the returned runs were claimed by this call.
     """
     from dagd.storage.leases import SUPERVISOR_LEASE
 
     runs = instance.storage.runs
     epoch = instance.fence_epoch
-    claimed = runs.transition(
-        run_id,
-        RunStatus.STARTING,
+    claimed = runs.claim_many(
+        run_ids,
         expected=expected,
-        message="launching",
         claim_epoch=epoch,
         fence=(SUPERVISOR_LEASE, epoch) if epoch is not None else None,
     )
-    if claimed is None:
-        return runs.require(run_id)
+
+    def start(run: Run) -> Launch:
+        return Launch(run, _start_worker(instance, run, expected, retries))
+
+    launches = list(map_fn(start, claimed))
+    runs.record_workers(
+        [(x.run.run_id, x.handle.pid, x.handle.started_at) for x in launches if x.handle is not None]
+    )
+    return launches
+
+
+def _start_worker(
+    instance: Instance, run: Run, expected: Sequence[RunStatus], retries: int
+) -> WorkerHandle | None:
+    """Start the claimed run's worker; on a launcher error, requeue (retries left) or fail the run."""
+    runs = instance.storage.runs
     try:
-        handle = instance.launcher.launch(claimed)
+        return instance.launcher.launch(run)
     except Exception as exc:
-        failures = sum(1 for e in runs.events(run_id) if e.message.startswith("launch failed"))
+        failures = sum(1 for e in runs.events(run.run_id) if e.message.startswith("launch failed"))
         if RunStatus.QUEUED in expected and failures < retries:
-            requeued = runs.transition(
-                run_id,
+            runs.transition(
+                run.run_id,
                 RunStatus.QUEUED,
                 expected=(RunStatus.STARTING,),
                 message=f"launch failed ({exc}); back in the queue, retry {failures + 1} of {retries}",
             )
-            return requeued or runs.require(run_id)
-        failed = runs.transition(
-            run_id, RunStatus.FAILURE, expected=(RunStatus.STARTING,), error=f"launch failed: {exc}"
-        )
-        return failed or runs.require(run_id)
-    runs.record_worker(run_id, handle.pid, handle.started_at)
-    return runs.require(run_id)
+        else:
+            runs.transition(
+                run.run_id, RunStatus.FAILURE, expected=(RunStatus.STARTING,), error=f"launch failed: {exc}"
+            )
+        return None
+
+
+def launch_stored_run(
+    instance: Instance, run_id: str, *, expected: Sequence[RunStatus], retries: int = 0
+) -> Run:
+    """Claim one run and start its worker (see :func:`launch_runs`); returns the run afterwards.
+
+    If the claim is lost, nothing is launched and the current run is returned. A launcher error
+    fails the run (or requeues it while ``retries`` remain).
+    """
+    launch_runs(instance, [run_id], expected=expected, retries=retries)
+    return instance.storage.runs.require(run_id)
 
 
 from dagd.run_launcher.local import LocalProcessRunLauncher, LocalProcessRunLauncherConfig  # noqa: E402
 
 __all__ = [
+    "Launch",
     "LocalProcessRunLauncher",
     "LocalProcessRunLauncherConfig",
     "RunLauncher",
     "WorkerHandle",
+    "launch_runs",
     "launch_stored_run",
     "process_matches",
 ]

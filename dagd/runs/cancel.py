@@ -5,12 +5,16 @@ run monitoring.
 
 from __future__ import annotations
 
+import math
+import signal
 import threading
 import time
 from typing import TYPE_CHECKING
 
+import psutil
+
 from dagd.run_launcher import group_members, signal_group
-from dagd.runs.model import IN_PROGRESS_STATUSES, RunStatus
+from dagd.runs.model import IN_PROGRESS_STATUSES, Run, RunStatus
 
 if TYPE_CHECKING:
     from dagd.instance.instance import Instance
@@ -32,9 +36,30 @@ def finish_cancel(instance: Instance, run_id: str, grace: float = TERMINATE_GRAC
             time.sleep(0.05)
         if group_members(run.worker_pid):
             signal_group(run.worker_pid, 9)
-    elif run.worker_pid is not None:
-        signal_group(run.worker_pid, 9)  # the worker is gone; take any children with it
+    else:
+        kill_worker_group(run)  # the worker is gone; take any children with it
     runs.transition(run_id, RunStatus.CANCELED, expected=(RunStatus.CANCELING,), message="worker stopped")
+
+
+def kill_worker_group(run: Run) -> None:
+    """SIGKILL the run's worker's process group: the worker and any children it left behind.
+
+    Unless the recorded pid now belongs to another process (pids are reused): then that group is
+    someone else's, and the worker's own group is gone too, since Linux never hands out a pid
+    that is still some group's id.
+    """
+    if run.worker_pid is None:
+        return
+    try:
+        reused = run.worker_started_at is not None and not math.isclose(
+            psutil.Process(run.worker_pid).create_time(), run.worker_started_at, abs_tol=0.05
+        )
+    except psutil.NoSuchProcess:
+        reused = False
+    except psutil.AccessDenied:
+        reused = True
+    if not reused:
+        signal_group(run.worker_pid, signal.SIGKILL)
 
 
 def cancel_runs_in_progress(instance: Instance, message: str, grace: float = TERMINATE_GRACE_SECONDS) -> int:

@@ -118,6 +118,12 @@ class InstigatorStore:
             )
         return self.states(kind)[name]
 
+    def cursor(self, kind: str, name: str) -> str | None:
+        with self._storage.read() as conn:
+            return conn.execute(  # type: ignore[no-any-return]
+                sa.select(instigators.c.cursor).where(instigators.c.kind == kind, instigators.c.name == name)
+            ).scalar()
+
     def set_cursor(self, kind: str, name: str, cursor: str | None) -> None:
         with self._storage.write() as conn:
             conn.execute(

@@ -62,6 +62,7 @@ def _row_to_run(row: Any) -> Run:
         seq=row.seq,
         worker_pid=row.worker_pid,
         worker_started_at=row.worker_started_at,
+        worker_heartbeat_at=as_utc(row.worker_heartbeat_at),
         error=row.error,
         code_location=row.code_location,
     )
@@ -329,6 +330,64 @@ class RunStore:
                 changed.extend(matched)
         return changed
 
+    def claim_many(
+        self,
+        run_ids: Sequence[str],
+        *,
+        expected: Sequence[RunStatus],
+        claim_epoch: int | None = None,
+        fence: tuple[str, int] | None = None,
+        message: str = "launching",
+    ) -> builtins.list[Run]:
+        """Claim runs for launch (-> STARTING) in one transaction; returns the runs this call claimed.
+
+        The compare-and-set of :meth:`transition` for many runs in one statement per 500: a run
+        another writer moved first (canceled, claimed by another dequeuer) is left out, and with
+        ``fence=(lease_name, epoch)`` nothing is claimed unless the lease still has that epoch.
+        Unknown ids are left out too. The result follows the order of ``run_ids``.
+        """
+        to = RunStatus.STARTING
+        for source in expected:
+            if to not in TRANSITIONS[source]:
+                raise InvalidTransition(f"run cannot go from {source.value} to {to.value}")
+        now = utcnow()
+        values: dict[str, Any] = {"status": to.value, "updated_at": now}
+        if claim_epoch is not None:
+            values["claim_epoch"] = claim_epoch
+        wanted = builtins.list(dict.fromkeys(run_ids))
+        claimed: dict[str, Run] = {}
+        with self._storage.write() as conn:
+            for start in range(0, len(wanted), 500):
+                conditions: builtins.list[sa.ColumnElement[bool]] = [
+                    runs.c.run_id.in_(wanted[start : start + 500]),
+                    runs.c.status.in_([s.value for s in expected]),
+                ]
+                if fence is not None:
+                    from dagd.storage.leases import epoch_of
+
+                    conditions.append(epoch_of(fence[0]) == fence[1])
+                # UPDATE ... RETURNING: exactly the rows this statement changed.
+                rows = conn.execute(
+                    runs.update().where(*conditions).values(**values).returning(*runs.c)
+                ).all()
+                if not rows:
+                    continue
+                conn.execute(
+                    run_events.insert(),
+                    [
+                        {
+                            "run_id": row.run_id,
+                            "at": now,
+                            "kind": "status",
+                            "status": to.value,
+                            "message": message,
+                        }
+                        for row in rows
+                    ],
+                )
+                claimed.update((row.run_id, _row_to_run(row)) for row in rows)
+        return [claimed[run_id] for run_id in wanted if run_id in claimed]
+
     def add_event(self, run_id: str, message: str, *, kind: str = "info") -> None:
         with self._storage.write() as conn:
             conn.execute(run_events.insert().values(run_id=run_id, at=utcnow(), kind=kind, message=message))
@@ -339,6 +398,24 @@ class RunStore:
                 runs.update()
                 .where(runs.c.run_id == run_id)
                 .values(worker_pid=pid, worker_started_at=started_at, worker_heartbeat_at=utcnow())
+            )
+
+    def record_workers(self, workers: Sequence[tuple[str, int, float]]) -> None:
+        """:meth:`record_worker` for many (run_id, pid, started_at) in one transaction."""
+        if not workers:
+            return
+        statement = (
+            runs.update()
+            .where(runs.c.run_id == sa.bindparam("b_run_id"))
+            .values(
+                worker_pid=sa.bindparam("b_pid"),
+                worker_started_at=sa.bindparam("b_started_at"),
+                worker_heartbeat_at=utcnow(),
+            )
+        )
+        with self._storage.write() as conn:
+            conn.execute(
+                statement, [{"b_run_id": r, "b_pid": pid, "b_started_at": at} for r, pid, at in workers]
             )
 
     def worker_heartbeat(self, run_id: str) -> None:

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from dagd.errors import StorageUnavailable
 
@@ -91,9 +90,18 @@ class Storage:
         self.engine.dispose()
 
 
+def _dialect_insert(conn: sa.Connection) -> Any:
+    # Imported on use: a SQLite process never pays for the PostgreSQL dialect (and vice versa).
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
 def upsert(conn: sa.Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
     """An atomic insert-or-update in one statement (never insert-then-update)."""
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    dialect_insert = _dialect_insert(conn)
     stmt = dialect_insert(table).values(**values)
     update = {k: v for k, v in values.items() if k not in keys}
     conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=update))
@@ -101,7 +109,7 @@ def upsert(conn: sa.Connection, table: sa.Table, values: dict[str, Any], keys: l
 
 def insert_ignore(conn: sa.Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
     """Insert unless a row with the same key exists (atomic, one statement)."""
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    dialect_insert = _dialect_insert(conn)
     conn.execute(dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=keys))
 
 

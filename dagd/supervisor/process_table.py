@@ -43,7 +43,8 @@ from dagd.supervisor.states import (
 
 log = logging.getLogger("dagd.supervisor")
 
-TICK_SECONDS = 0.1
+# How often exits are reaped and decisions re-taken; a few idle wakeups a second cost little CPU.
+TICK_SECONDS = 0.25
 
 
 def policy_from(instance: Instance) -> RestartPolicy:
@@ -98,6 +99,7 @@ class ProcessTable:
         self.clock = clock
         self.procs = {name: DaemonProcess(name) for name in names}
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._create_times: dict[int, float] = {}
         self._command = command or self._default_command
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -146,6 +148,7 @@ class ProcessTable:
         if child is None or child.poll() is None:
             return
         del self._children[name]
+        self._create_times.pop(child.pid, None)
         code = child.returncode
         exit_code, sig = (None, -code) if code < 0 else (code, None)
         # Anything the daemon left in its group goes with it.
@@ -195,6 +198,10 @@ class ProcessTable:
                 close_fds=True,
             )
         self._children[name] = child
+        try:  # pid + start time identify the child later (leftover check) without asking again
+            self._create_times[child.pid] = psutil.Process(child.pid).create_time()
+        except psutil.NoSuchProcess:
+            pass
         assert child.stdout is not None
         threading.Thread(
             target=self._read_pipe, args=(name, child.pid, child.stdout), name=f"pipe-{name}", daemon=True
@@ -297,10 +304,9 @@ class ProcessTable:
         out = {}
         with self._lock:
             for name, child in self._children.items():
-                try:
-                    out[name] = (child.pid, psutil.Process(child.pid).create_time())
-                except psutil.NoSuchProcess:
-                    continue
+                started = self._create_times.get(child.pid)
+                if started is not None:
+                    out[name] = (child.pid, started)
         return out
 
     # -- status --------------------------------------------------------------------------------

@@ -122,6 +122,8 @@ def tree(home: pathlib.Path) -> list[Member]:
             role = cmd[cmd.index("dagd.daemons") + 1]
         elif "dagd.run_launcher.forkserver" in cmd:
             role = "fork server"
+        elif "dagd.codeserver" in cmd:
+            role = "code server"
         else:
             role = "other: " + " ".join(cmd[:4])
         members.append(Member(role, child))
@@ -213,6 +215,9 @@ def main() -> None:
     forks = [role for role in mem if role == "fork server"]
     fork_rss = sum(mem[r][0] for r in forks)
     fork_pss = sum(mem[r][1] for r in forks)
+    others = [role for role in mem if role not in core and role not in forks]
+    other_rss = sum(mem[r][0] for r in others)
+    other_pss = sum(mem[r][1] for r in others)
     total_cpu = sum(cpu.values())
     overshoot = [s - HANG_TIMEOUT for s in stopped]
     beyond_backoff = [s - BACKOFF_SECONDS for s in killed]
@@ -243,6 +248,8 @@ def main() -> None:
         f"| RSS supervisor + {len(core) - 1} daemons | {core_rss:.0f} MB (PSS {core_pss:.0f} MB) | < 200 MB |"
     )
     print(f"| RSS fork server(s) ({len(forks)}) | {fork_rss:.0f} MB (PSS {fork_pss:.0f} MB) | |")
+    if others:
+        print(f"| RSS others ({', '.join(others)}) | {other_rss:.0f} MB (PSS {other_pss:.0f} MB) | |")
     print("\n| process | idle CPU % of one core | RSS MB | PSS MB |")
     print("|---|---|---|---|")
     for role in sorted(mem, key=lambda r: (r != "supervisor", r)):

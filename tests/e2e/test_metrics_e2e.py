@@ -15,10 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dagd import __version__
 
+# Default heartbeat settings on purpose: a 3 s timeout on a busy CI machine adds stale-heartbeat
+# restarts that have nothing to do with what is measured here.
 CONFIG = """
 daemons:
-  heartbeat_interval_seconds: 0.5
-  heartbeat_timeout_seconds: 3
   restart:
     initial_backoff_seconds: 0.2
 metrics:
@@ -68,7 +68,7 @@ def test_metrics_report_daemons_runs_and_restarts_and_stop_with_the_supervisor(
     for name in NAMES:
         assert value(samples, "dagd_daemon_degraded", daemon=name) == 0
         age = value(samples, "dagd_daemon_heartbeat_age_seconds", daemon=name)
-        assert age is not None and 0 <= age < 3
+        assert age is not None and 0 <= age < 20  # within the default heartbeat timeout
         assert value(samples, "dagd_daemon_restarts_total", daemon=name, reason="SIGNAL") == 0
     assert value(samples, "dagd_runs", status="SUCCESS") == 0
 
@@ -86,15 +86,18 @@ def test_metrics_report_daemons_runs_and_restarts_and_stop_with_the_supervisor(
 
     old = dagd.daemons()["run_queue"]["pid"]
     os.kill(old, signal.SIGKILL)
-    wait_for(
-        lambda: (
-            (s := scrape(url))
-            and value(s, "dagd_daemon_restarts_total", daemon="run_queue", reason="SIGNAL") == 1
-            and value(s, "dagd_daemon_up", daemon="run_queue") == 1
-        ),
-        10,
-        "run_queue's SIGKILL counted as a SIGNAL restart and the daemon up again",
-    )
+    last: Samples = {}
+
+    def restarted() -> bool:
+        last.update(scrape(url))
+        signals = value(last, "dagd_daemon_restarts_total", daemon="run_queue", reason="SIGNAL")
+        return signals == 1 and value(last, "dagd_daemon_up", daemon="run_queue") == 1
+
+    try:
+        wait_for(restarted, 20, "run_queue's SIGKILL counted as a SIGNAL restart and the daemon up again")
+    except AssertionError as exc:
+        seen = {k: v for k, v in last.items() if ("daemon", "run_queue") in k[1]}
+        raise AssertionError(f"{exc}\nlast run_queue samples: {seen}\n{dagd.log()}") from None
     others = scrape(url)
     assert all(
         value(others, "dagd_daemon_restarts_total", daemon=n, reason="SIGNAL") == 0
