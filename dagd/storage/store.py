@@ -93,10 +93,12 @@ class Storage:
 def _dialect_insert(conn: sa.Connection) -> Any:
     # Imported on use: a SQLite process never pays for the PostgreSQL dialect (and vice versa).
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert
 
 
 def upsert(conn: sa.Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
