@@ -16,4 +16,10 @@ def first_line(context):
     context.log.info("t=%.6f", time.time())
 
 
-defs = Definitions(jobs=[noop, first_line])
+@job
+def sleeper(context):
+    # bench_monitoring SIGKILLs this run's worker while it sleeps.
+    time.sleep(float(context.run_config.get("seconds", 60)))
+
+
+defs = Definitions(jobs=[noop, first_line, sleeper])

@@ -1,0 +1,44 @@
+"""A launcher whose worker never reports in: the run stays STARTING until run monitoring acts.
+
+:class:`SilentLauncher` starts ``sleep 60`` in a new session (its own process group, as a real
+worker's) and returns its :class:`WorkerHandle`; nothing ever claims the run, so it stays
+STARTING. Name it in ``dagd.yaml``, with ``tests/`` on the daemons' ``PYTHONPATH``:
+
+    run_launcher: {module: helpers.launchers_monitoring, class: SilentLauncher}
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+
+import psutil
+
+from dagd.run_launcher import RunLauncher, WorkerHandle, process_matches, signal_group
+from dagd.runs.model import Run
+
+SILENT_SECONDS = 60
+
+
+class SilentLauncher(RunLauncher):
+    def launch(self, run: Run) -> WorkerHandle:
+        proc = subprocess.Popen(
+            ["sleep", str(SILENT_SECONDS)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        # Reap it when it ends, so a killed "worker" is gone rather than a zombie of this daemon.
+        threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+        return WorkerHandle(pid=proc.pid, started_at=psutil.Process(proc.pid).create_time())
+
+    def is_alive(self, run: Run) -> bool:
+        return process_matches(run.worker_pid, run.worker_started_at)
+
+    def terminate(self, run: Run, grace_seconds: float) -> bool:
+        if not self.is_alive(run):
+            return False
+        assert run.worker_pid is not None
+        signal_group(run.worker_pid, 15)
+        return True

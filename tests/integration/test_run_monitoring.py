@@ -1,0 +1,334 @@
+"""The ``run_monitoring`` daemon in-process against real storage, SQLite and PostgreSQL alike.
+
+Runs are written straight into storage in the status under test; their "workers" are real
+processes the test starts (``sleep``, each in its own session, as a real worker is), so liveness
+checks and signals are real. Each test calls ``RunMonitoringDaemon.run_iteration()`` itself, with
+the 1 s confirmation grace for a dead worker waited out between passes.
+
+What must hold: a worker is identified by pid *and* start time, so a pid reused by an unrelated
+process reads as a dead worker and that process is never signalled; every timeout and limit ends
+its run with the reason; a run that finishes on its own in the meantime is never overwritten; one
+run's bad tag never stops the others being monitored; a deadline found in a pass is kept.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+from helpers.procs import wait_for
+
+from dagd.daemons.base import DaemonRunner, StatusPipe
+from dagd.daemons.run_monitoring import FINISH_GRACE_SECONDS, RunMonitoringDaemon
+from dagd.instance.instance import Instance
+from dagd.runs.cancel import finish_cancel
+from dagd.runs.model import MAX_RUNTIME_TAG, Run, RunStatus
+from dagd.storage.runs import NewRun
+
+FAST = {"start_timeout_seconds": 1, "cancel_timeout_seconds": 1, "poll_interval_seconds": 0.2}
+
+
+# -- an instance on the test's database ----------------------------------------------------------
+
+
+def storage_section(url: str) -> dict[str, Any]:
+    """The ``storage:`` section that points an instance at ``url`` (a fixture's database)."""
+    if url.startswith("sqlite:///"):
+        db_file = pathlib.Path(url.removeprefix("sqlite:///"))
+        assert db_file.name == "dagd.db", url  # the instance names its SQLite file dagd.db
+        return {"sqlite": {"base_dir": str(db_file.parent)}}
+    return {"postgres": {"url": url}}
+
+
+MakeDaemon = Callable[..., RunMonitoringDaemon]
+
+
+@pytest.fixture
+def make_daemon(storage_url: str, tmp_path: pathlib.Path) -> Iterator[MakeDaemon]:
+    """``make_daemon(**run_monitoring)``: a daemon on the test's database; closed afterwards."""
+    made: list[RunMonitoringDaemon] = []
+
+    def make(**monitoring: Any) -> RunMonitoringDaemon:
+        home = tmp_path / f"home{len(made)}"
+        home.mkdir()
+        config = {"storage": storage_section(storage_url), "run_monitoring": {**FAST, **monitoring}}
+        (home / "dagd.yaml").write_text(yaml.safe_dump(config))
+        daemon = RunMonitoringDaemon(Instance.load(home))
+        made.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in made:
+        daemon.close()
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """``spawn()``: a live ``sleep 30`` in its own session (its pid is its process group)."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def create_time(pid: int) -> float:
+    return psutil.Process(pid).create_time()
+
+
+def alive(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is None
+
+
+def put_run(
+    daemon: RunMonitoringDaemon,
+    status: RunStatus,
+    pid: int | None = None,
+    started_at: float | None = None,
+    tags: dict[str, str] | None = None,
+) -> Run:
+    """A run in ``status``, taken there through the legal transitions, with this worker recorded."""
+    runs = daemon.instance.storage.runs
+    run = runs.create(NewRun("job", dict(tags or {}), {}, 0, RunStatus.NOT_STARTED))
+    runs.transition(run.run_id, RunStatus.STARTING, expected=(RunStatus.NOT_STARTED,), message="launching")
+    if pid is not None and started_at is None:
+        started_at = create_time(pid)
+    if status == RunStatus.STARTING:
+        if pid is not None and started_at is not None:
+            runs.record_worker(run.run_id, pid, started_at)
+        return runs.require(run.run_id)
+    runs.transition(
+        run.run_id,
+        RunStatus.STARTED,
+        expected=(RunStatus.STARTING,),
+        worker_pid=pid,
+        worker_started_at=started_at,
+    )
+    if status == RunStatus.CANCELING:
+        runs.transition(run.run_id, RunStatus.CANCELING, expected=(RunStatus.STARTED,), message="terminate")
+    return runs.require(run.run_id)
+
+
+def status_of(daemon: RunMonitoringDaemon, run_id: str) -> RunStatus:
+    return daemon.instance.storage.runs.require(run_id).status
+
+
+def two_passes(daemon: RunMonitoringDaemon) -> None:
+    """A pass, the confirmation grace for a worker that looked dead, and the pass that decides."""
+    daemon.run_iteration()
+    time.sleep(FINISH_GRACE_SECONDS + 0.05)
+    daemon.run_iteration()
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+# -- dead workers --------------------------------------------------------------------------------
+
+
+def test_worker_pid_reused_by_an_unrelated_process_counts_as_dead(
+    make_daemon: MakeDaemon, spawn: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    daemon = make_daemon()
+    stranger = spawn()
+    # The run's worker had this pid once, but started 100 s before the process that has it now.
+    run = put_run(daemon, RunStatus.STARTED, stranger.pid, create_time(stranger.pid) - 100)
+
+    daemon.run_iteration()
+    assert status_of(daemon, run.run_id) == RunStatus.STARTED, "failed before the confirmation grace"
+    time.sleep(FINISH_GRACE_SECONDS + 0.05)
+    daemon.run_iteration()
+
+    failed = daemon.instance.storage.runs.require(run.run_id)
+    assert failed.status == RunStatus.FAILURE
+    assert failed.error and failed.error.startswith("WORKER_DIED") and f"pid {stranger.pid}" in failed.error
+    time.sleep(0.2)
+    assert alive(stranger), "the process that reused the worker's pid was signalled"
+
+
+def test_live_worker_is_left_alone(
+    make_daemon: MakeDaemon, spawn: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    daemon = make_daemon()
+    worker = spawn()
+    run = put_run(daemon, RunStatus.STARTED, worker.pid)
+
+    two_passes(daemon)
+
+    assert status_of(daemon, run.run_id) == RunStatus.STARTED
+    assert alive(worker)
+
+
+def test_run_that_finishes_during_the_grace_keeps_its_own_status(make_daemon: MakeDaemon) -> None:
+    daemon = make_daemon()
+    run = put_run(daemon, RunStatus.STARTED, dead_pid(), started_at=1.0)
+    daemon.run_iteration()  # the worker looks gone: suspect, not failed
+    # ...because it just exited after writing its result.
+    daemon.instance.storage.runs.transition(run.run_id, RunStatus.SUCCESS, expected=(RunStatus.STARTED,))
+    time.sleep(FINISH_GRACE_SECONDS + 0.05)
+    daemon.run_iteration()
+
+    assert status_of(daemon, run.run_id) == RunStatus.SUCCESS
+
+
+def test_worker_death_fails_only_its_own_run(
+    make_daemon: MakeDaemon, spawn: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    daemon = make_daemon()
+    live = put_run(daemon, RunStatus.STARTED, spawn().pid)
+    dead = put_run(daemon, RunStatus.STARTED, dead_pid(), started_at=1.0)
+
+    two_passes(daemon)
+
+    assert status_of(daemon, dead.run_id) == RunStatus.FAILURE
+    assert status_of(daemon, live.run_id) == RunStatus.STARTED
+
+
+# -- timeouts ------------------------------------------------------------------------------------
+
+
+def test_start_timeout_fails_the_run_and_kills_its_silent_worker(
+    make_daemon: MakeDaemon, spawn: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    daemon = make_daemon(start_timeout_seconds=0.5)
+    silent = spawn()
+    run = put_run(daemon, RunStatus.STARTING, silent.pid)
+    daemon.run_iteration()
+    assert status_of(daemon, run.run_id) == RunStatus.STARTING and alive(silent)
+
+    time.sleep(0.6)
+    daemon.run_iteration()
+
+    failed = daemon.instance.storage.runs.require(run.run_id)
+    assert failed.status == RunStatus.FAILURE and failed.error and "START_TIMEOUT" in failed.error
+    wait_for(lambda: not alive(silent), 5, "the silent worker to be killed")
+
+
+def test_cancel_timeout_kills_the_worker_group_and_cancels(
+    make_daemon: MakeDaemon, spawn: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    daemon = make_daemon(cancel_timeout_seconds=0.5)
+    stubborn = spawn()
+    run = put_run(daemon, RunStatus.CANCELING, stubborn.pid)
+    daemon.run_iteration()
+    assert status_of(daemon, run.run_id) == RunStatus.CANCELING and alive(stubborn)
+
+    time.sleep(0.6)
+    daemon.run_iteration()
+
+    assert status_of(daemon, run.run_id) == RunStatus.CANCELED
+    events = daemon.instance.storage.runs.events(run.run_id)
+    assert events[-1].message == "still running 0.5s after cancel: killed"
+    wait_for(lambda: not alive(stubborn), 5, "the worker that ignored the cancel to be killed")
+
+
+def test_cancel_timeout_never_kills_a_process_that_reused_the_worker_pid(
+    make_daemon: MakeDaemon, spawn: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    """Regression: the CANCELING path killed the recorded pid's process group without checking
+    that the pid was still the worker, so an unrelated session leader that got the pid died."""
+    daemon = make_daemon(cancel_timeout_seconds=0.5)
+    stranger = spawn()
+    run = put_run(daemon, RunStatus.CANCELING, stranger.pid, create_time(stranger.pid) - 100)
+    time.sleep(0.6)
+
+    daemon.run_iteration()
+
+    assert status_of(daemon, run.run_id) == RunStatus.CANCELED
+    time.sleep(0.2)
+    assert alive(stranger), "run monitoring killed a process that merely reused the worker's pid"
+
+
+def test_terminate_never_kills_a_process_that_reused_the_worker_pid(
+    make_daemon: MakeDaemon, spawn: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    """Regression: ``finish_cancel`` (terminate, max runtime) SIGKILLed the recorded pid's group
+    when the worker was gone, even when that pid now belonged to an unrelated session leader."""
+    daemon = make_daemon()
+    stranger = spawn()
+    run = put_run(daemon, RunStatus.CANCELING, stranger.pid, create_time(stranger.pid) - 100)
+
+    finish_cancel(daemon.instance, run.run_id, grace=0.5)
+
+    assert status_of(daemon, run.run_id) == RunStatus.CANCELED
+    time.sleep(0.2)
+    assert alive(stranger), "terminate killed a process that merely reused the worker's pid"
+
+
+# -- max runtime ---------------------------------------------------------------------------------
+
+
+def test_max_runtime_terminates_the_run_with_the_reason(
+    make_daemon: MakeDaemon, spawn: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    daemon = make_daemon()
+    worker = spawn()  # sleep dies of the SIGTERM: the "job" stops when asked
+    run = put_run(daemon, RunStatus.STARTED, worker.pid, tags={MAX_RUNTIME_TAG: "0.5"})
+    daemon.run_iteration()
+    assert status_of(daemon, run.run_id) == RunStatus.STARTED
+
+    time.sleep(0.6)
+    daemon.run_iteration()
+
+    assert status_of(daemon, run.run_id) in (RunStatus.CANCELING, RunStatus.CANCELED)
+    reasons = [e.message for e in daemon.instance.storage.runs.events(run.run_id)]
+    assert any(m.startswith("MAX_RUNTIME:") and "limit of 0.5s" in m for m in reasons), reasons
+    wait_for(lambda: status_of(daemon, run.run_id) == RunStatus.CANCELED, 10, "the run to be CANCELED")
+    assert not alive(worker)
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "1e12", "abc", "-3"])
+def test_unusable_max_runtime_tag_never_stops_monitoring_of_other_runs(
+    make_daemon: MakeDaemon, spawn: Callable[[], subprocess.Popen[bytes]], raw: str
+) -> None:
+    """Regression: ``nan``, ``inf`` or a limit past the year 9999 made computing the run's deadline
+    raise, which failed every pass: no other run was monitored while that run was in progress."""
+    daemon = make_daemon()
+    tagged = put_run(daemon, RunStatus.STARTED, spawn().pid, tags={MAX_RUNTIME_TAG: raw})
+    dead = put_run(daemon, RunStatus.STARTED, dead_pid(), started_at=1.0)
+
+    two_passes(daemon)
+
+    assert status_of(daemon, dead.run_id) == RunStatus.FAILURE
+    assert status_of(daemon, tagged.run_id) == RunStatus.STARTED
+
+
+def test_deadline_found_in_a_pass_is_kept_by_the_loop(
+    make_daemon: MakeDaemon, spawn: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    """Regression: the daemon loop read ``interval_seconds`` *before* each pass, so a deadline that
+    pass found (here a 0.5 s max runtime) waited for the next poll (5 s) instead."""
+    daemon = make_daemon(poll_interval_seconds=5)
+    worker = spawn()
+    run = put_run(daemon, RunStatus.STARTED, worker.pid, tags={MAX_RUNTIME_TAG: "0.5"})
+    runner = DaemonRunner(daemon, incarnation=1, pipe=StatusPipe(None))
+    thread = threading.Thread(target=runner.run, name="run_monitoring", daemon=True)
+    began = time.monotonic()
+    thread.start()
+    try:
+        wait_for(lambda: status_of(daemon, run.run_id) != RunStatus.STARTED, 10, "the max runtime to act")
+        took = time.monotonic() - began
+        wait_for(lambda: status_of(daemon, run.run_id) == RunStatus.CANCELED, 10, "the run to be CANCELED")
+    finally:
+        runner.stopping.set()
+        runner.wake.set()
+        thread.join(10)
+    assert took < 2.5, f"terminated {took:.2f}s after the loop started (limit 0.5 s, poll 5 s)"
+    assert not alive(worker)
