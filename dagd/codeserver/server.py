@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 import socketserver
 import sys
 import threading
@@ -185,6 +186,10 @@ class _Handler(socketserver.StreamRequestHandler):
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    # socketserver's default backlog is 5. Callers connect with a timeout (a non-blocking connect),
+    # and on a Unix socket that fails at once with EAGAIN when the backlog is full: more than five
+    # concurrent sensor evaluations would fail ticks with "Resource temporarily unavailable".
+    request_queue_size = socket.SOMAXCONN
     code_server: CodeServer
 
 

@@ -54,6 +54,17 @@ class Tick:
     ended_at: datetime | None = None
 
 
+def _state(row: Any) -> InstigatorState:
+    return InstigatorState(
+        row.kind,
+        row.name,
+        row.status,
+        as_utc(row.status_changed_at),  # type: ignore[arg-type]
+        row.cursor,
+        as_utc(row.last_evaluated_at),
+    )
+
+
 def _tick(row: Any) -> Tick:
     return Tick(
         id=row.id,
@@ -81,17 +92,15 @@ class InstigatorStore:
     def states(self, kind: str) -> dict[str, InstigatorState]:
         with self._storage.read() as conn:
             rows = conn.execute(sa.select(instigators).where(instigators.c.kind == kind)).all()
-        return {
-            r.name: InstigatorState(
-                r.kind,
-                r.name,
-                r.status,
-                as_utc(r.status_changed_at),  # type: ignore[arg-type]
-                r.cursor,
-                as_utc(r.last_evaluated_at),
-            )
-            for r in rows
-        }
+        return {r.name: _state(r) for r in rows}
+
+    def state(self, kind: str, name: str) -> InstigatorState | None:
+        """One state (a single-row read: callers that loop over names must not read them all)."""
+        with self._storage.read() as conn:
+            row = conn.execute(
+                sa.select(instigators).where(instigators.c.kind == kind, instigators.c.name == name)
+            ).first()
+        return None if row is None else _state(row)
 
     def ensure(self, kind: str, name: str, default_status: str) -> InstigatorState:
         """The state, created from the code's default the first time the name is seen."""
@@ -104,7 +113,9 @@ class InstigatorStore:
                 {"kind": kind, "name": name, "status": default_status, "status_changed_at": utcnow()},
                 ["kind", "name"],
             )
-        return self.states(kind)[name]
+        state = self.state(kind, name)
+        assert state is not None  # just inserted, or already there; states are never deleted
+        return state
 
     def set_status(self, kind: str, name: str, status: str) -> InstigatorState:
         from dagd.storage.store import upsert
@@ -116,7 +127,9 @@ class InstigatorStore:
                 {"kind": kind, "name": name, "status": status, "status_changed_at": utcnow()},
                 ["kind", "name"],
             )
-        return self.states(kind)[name]
+        state = self.state(kind, name)
+        assert state is not None
+        return state
 
     def cursor(self, kind: str, name: str) -> str | None:
         with self._storage.read() as conn:

@@ -49,22 +49,33 @@ def postgres_schema() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def running_supervisor(config_yaml: str, backend: str = "sqlite") -> Iterator[pathlib.Path]:
-    """Start `dagctl daemon run -f bench_defs.py` on a temporary home; stop it afterwards."""
+def running_supervisor(
+    config_yaml: str,
+    backend: str = "sqlite",
+    extra_env: dict[str, str] | None = None,
+    defs: pathlib.Path = BENCH_DEFS,
+    ready_timeout: float = 30,
+) -> Iterator[pathlib.Path]:
+    """Start `dagctl daemon run -f bench_defs.py` on a temporary home; stop it afterwards.
+
+    ``extra_env`` is added to the supervisor's environment, which its daemons inherit (e.g. a
+    PYTHONPATH under which a benchmark's own launcher module imports). ``defs`` replaces the
+    default definitions file (e.g. one generated with many schedules).
+    """
     with contextlib.ExitStack() as stack:
         home = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dagd-bench-")))
         if backend == "postgres":
             url = stack.enter_context(postgres_schema())
             config_yaml = f"storage:\n  postgres:\n    url: '{url}'\n" + config_yaml
         (home / "dagd.yaml").write_text(config_yaml)
-        env = {**os.environ, "DAGD_HOME": str(home)}
+        env = {**os.environ, "DAGD_HOME": str(home), **(extra_env or {})}
         log = open(home / "supervisor.log", "w")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dagd.client.cli", "daemon", "run", "-f", str(BENCH_DEFS)],
+            [sys.executable, "-m", "dagd.client.cli", "daemon", "run", "-f", str(defs)],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + ready_timeout
             while True:
                 status = subprocess.run(
                     [sys.executable, "-m", "dagd.client.cli", "daemons", "status", "--json"],
