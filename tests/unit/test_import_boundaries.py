@@ -21,6 +21,10 @@ DAEMON_SIDE = [
 
 @pytest.mark.parametrize("module", DAEMON_SIDE)
 def test_daemon_side_modules_do_not_import_grpc(module: str) -> None:
-    code = f"import sys, {module}; print(sorted(m for m in sys.modules if m == 'grpc' or m.startswith('grpc.')))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    code = (
+        f"import sys, {module}; print(sorted(m for m in sys.modules if m == 'grpc' or m.startswith('grpc.')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert result.stdout.strip() == "[]", f"{module} pulls in grpc: {result.stdout.strip()}"
