@@ -36,7 +36,8 @@ from dagd.workspace import CodeLocationTarget, load_target
 
 log = logging.getLogger("dagd.codeserver")
 
-WATCH_SECONDS = 0.5
+# Edits are picked up within about a second; polling mtimes is cheap and needs no inotify.
+WATCH_SECONDS = 1.0
 MAX_ABANDONED = 8
 EVAL_THREADS = 32
 

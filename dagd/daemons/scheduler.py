@@ -32,6 +32,7 @@ log = logging.getLogger("dagd.daemon.scheduler")
 
 KIND = "schedule"
 MAX_SKIPPED_RECORDED = 100
+IDLE_SECONDS = 5.0
 TICK_WORKERS = 8  # schedules worked on at once; storage and code-server round trips overlap
 
 
@@ -45,9 +46,11 @@ class SchedulerDaemon(Daemon):
 
     @property
     def interval_seconds(self) -> float:
+        # Sleep until the next due tick, at most IDLE_SECONDS: starting a schedule or reloading
+        # code wakes us through the supervisor, so a long sleep misses nothing.
         if self._next_due is None:
-            return 1.0
-        return max(0.05, min(1.0, (self._next_due - utcnow()).total_seconds()))
+            return IDLE_SECONDS
+        return max(0.05, min(IDLE_SECONDS, (self._next_due - utcnow()).total_seconds()))
 
     def run_iteration(self) -> None:
         instance = self.instance

@@ -125,17 +125,13 @@ class SensorDaemon(Daemon):
         try:
             evaluation = location.client.evaluate_sensor(sensor.name, cursor, rfc3339(utcnow()), timeout)
         except DagdError as exc:
-            self._record(
-                store.create_tick(KIND, sensor.name, scheduled_time=None, status=TICK_FAILURE, epoch=epoch),
-                str(exc),
-            )
+            self._record_failure(sensor.name, str(exc))
             return
         finally:
             with self._lock:
                 self.evaluations += 1
         if evaluation.error:
-            tick = store.create_tick(KIND, sensor.name, scheduled_time=None, status=TICK_FAILURE, epoch=epoch)
-            self._record(tick, evaluation.error)
+            self._record_failure(sensor.name, evaluation.error)
             return
         new_cursor = evaluation.cursor if evaluation.cursor_updated else cursor
         if not evaluation.run_requests:
@@ -215,10 +211,12 @@ class SensorDaemon(Daemon):
         self.request_wake("run_queue")
         log.info("sensor %s: %d run(s)", tick.name, len(run_ids))
 
-    def _record(self, tick: Tick | None, error: str) -> None:
-        if tick is not None:
-            self.instance.storage.instigators.finish_tick(tick.id, TICK_FAILURE, error=error)
-        log.error("sensor tick failed: %s", error)
+    def _record_failure(self, name: str, error: str) -> None:
+        # One write: a FAILURE tick is never stored (or seen) without its error.
+        self.instance.storage.instigators.create_tick(
+            KIND, name, scheduled_time=None, status=TICK_FAILURE, epoch=self.instance.fence_epoch, error=error
+        )
+        log.error("sensor %s tick failed: %s", name, error)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

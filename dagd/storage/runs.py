@@ -214,9 +214,14 @@ class RunStore:
         with self._storage.read() as conn:
             return [_row_to_run(row) for row in conn.execute(query)]
 
-    def count_by_status(self) -> dict[RunStatus, int]:
-        """How many runs are in each status, in one GROUP BY; statuses with no runs are absent."""
+    def count_by_status(self, only: Iterable[RunStatus] | None = None) -> dict[RunStatus, int]:
+        """How many runs are in each status, in one GROUP BY; statuses with no runs are absent.
+
+        ``only`` restricts the count to those statuses (an index range, not a scan of history).
+        """
         query = sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status)
+        if only is not None:
+            query = query.where(runs.c.status.in_([s.value for s in only]))
         with self._storage.read() as conn:
             return {RunStatus(status): count for status, count in conn.execute(query)}
 
@@ -484,6 +489,17 @@ class RunStore:
                     in_progress.append((run_id, json.loads(tags)))
         queued.sort(key=lambda r: r[1])
         return queued, in_progress
+
+    def queued_after(self, seq: int, limit: int = 10_000) -> builtins.list[tuple[str, int]]:
+        """(run_id, seq) of QUEUED runs submitted after ``seq``, oldest first."""
+        query = (
+            sa.select(runs.c.run_id, runs.c.seq)
+            .where(runs.c.status == RunStatus.QUEUED.value, runs.c.seq > seq)
+            .order_by(runs.c.seq)
+            .limit(limit)
+        )
+        with self._storage.read() as conn:
+            return [(run_id, s) for run_id, s in conn.execute(query)]
 
     def ids_matching(self, flt: RunFilter) -> builtins.list[tuple[str, RunStatus]]:
         """(run_id, status) of every run matching the filter, no limit (for bulk operations)."""

@@ -91,6 +91,7 @@ class ControlPlane:
         self.instance = instance
         self.locations = locations
         self.instigators = Instigators(instance, locations)
+        self.instigators.on_change = self._wake_instigator_daemon
         self.draining = False
         self.daemons: ProcessTable | None = None  # set by the supervisor; None in tests without daemons
 
@@ -143,6 +144,10 @@ class ControlPlane:
         return run
 
     # -- daemons -------------------------------------------------------------------------------
+
+    def _wake_instigator_daemon(self, kind: str) -> None:
+        if self.daemons is not None:
+            self.daemons.wake("scheduler" if kind == "schedule" else "sensor")
 
     def daemon_status(self) -> list[tuple[DaemonView, Heartbeat | None]]:
         if self.daemons is None:

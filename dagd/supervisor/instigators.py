@@ -7,6 +7,7 @@ past; stopping persists STOPPED. Both survive restarts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -50,6 +51,12 @@ class Instigators:
     def __init__(self, instance: Instance, locations: CodeLocations) -> None:
         self.instance = instance
         self.locations = locations
+        # Called with the kind after a start/stop/cursor change, to wake the daemon that acts on it.
+        self.on_change: Callable[[str], None] | None = None
+
+    def _changed(self, kind: str) -> None:
+        if self.on_change is not None:
+            self.on_change(kind)
 
     def _definitions(self, kind: str) -> dict[str, tuple[str, ScheduleInfo | SensorInfo]]:
         out: dict[str, tuple[str, ScheduleInfo | SensorInfo]] = {}
@@ -93,6 +100,7 @@ class Instigators:
         if running and definition.error:
             raise InvalidArgument(f"cannot start {kind} {name}: {definition.error}")
         self.instance.storage.instigators.set_status(kind, name, RUNNING if running else STOPPED)
+        self._changed(kind)
         return self._view(kind, name, location, definition)
 
     def ticks(self, kind: str, name: str, limit: int) -> list[Tick]:
@@ -115,4 +123,5 @@ class Instigators:
         store = self.instance.storage.instigators
         store.ensure("sensor", name, definition.default_status)
         store.set_cursor("sensor", name, cursor)
+        self._changed("sensor")
         return self._view("sensor", name, location, definition)
