@@ -135,18 +135,7 @@ class SensorDaemon(Daemon):
             return
         new_cursor = evaluation.cursor if evaluation.cursor_updated else cursor
         if not evaluation.run_requests:
-            tick = store.create_tick(
-                KIND,
-                sensor.name,
-                scheduled_time=None,
-                status=TICK_SKIPPED,
-                epoch=epoch,
-                skip_reason=evaluation.skip_reason,
-                new_cursor=new_cursor,
-                cursor_updated=evaluation.cursor_updated,
-            )
-            if tick is not None and evaluation.cursor_updated:
-                store.set_cursor(KIND, sensor.name, new_cursor)
+            self._record_skip(sensor.name, evaluation.skip_reason, new_cursor, evaluation.cursor_updated)
             return
         # Run keys: one run per key per sensor, forever (and within this tick).
         seen: set[str] = set()
@@ -162,18 +151,8 @@ class SensorDaemon(Daemon):
         if existing:
             requests = [r for r in requests if f"sensor:{sensor.name}:{r.run_key}" not in existing]
         if not requests:
-            tick = store.create_tick(
-                KIND,
-                sensor.name,
-                scheduled_time=None,
-                status=TICK_SKIPPED,
-                epoch=epoch,
-                skip_reason=f"every run key was requested before ({len(existing)} duplicate(s))",
-                new_cursor=new_cursor,
-                cursor_updated=evaluation.cursor_updated,
-            )
-            if tick is not None and evaluation.cursor_updated:
-                store.set_cursor(KIND, sensor.name, new_cursor)
+            reason = f"every run key was requested before ({len(existing)} duplicate(s))"
+            self._record_skip(sensor.name, reason, new_cursor, evaluation.cursor_updated)
             return
         tick = store.create_tick(KIND, sensor.name, scheduled_time=None, status=TICK_STARTED, epoch=epoch)
         if tick is None:
@@ -191,6 +170,22 @@ class SensorDaemon(Daemon):
         ]
         store.plan_tick(tick.id, planned, new_cursor, evaluation.cursor_updated)
         self._finish_planned(location, store.get_tick(tick.id))
+
+    def _record_skip(self, name: str, reason: str | None, cursor: str | None, cursor_updated: bool) -> None:
+        """A tick that asks for no new run: recorded SKIPPED, and the cursor moves if the sensor moved it."""
+        store = self.instance.storage.instigators
+        tick = store.create_tick(
+            KIND,
+            name,
+            scheduled_time=None,
+            status=TICK_SKIPPED,
+            epoch=self.instance.fence_epoch,
+            skip_reason=reason,
+            new_cursor=cursor,
+            cursor_updated=cursor_updated,
+        )
+        if tick is not None and cursor_updated:
+            store.set_cursor(KIND, name, cursor)
 
     def _finish_planned(self, location: LoadedLocation, tick: Tick) -> None:
         store = self.instance.storage.instigators

@@ -68,6 +68,18 @@ def _row_to_run(row: Any) -> Run:
     )
 
 
+def _filtered(query: Any, flt: RunFilter) -> Any:
+    """Apply a RunFilter's statuses, job and tags (all must match) to a select over ``runs``."""
+    if flt.statuses:
+        query = query.where(runs.c.status.in_([s.value for s in flt.statuses]))
+    if flt.job_name:
+        query = query.where(runs.c.job_name == flt.job_name)
+    for key, value in flt.tags.items():
+        tagged = sa.select(run_tags.c.run_id).where(run_tags.c.key == key, run_tags.c.value == value)
+        query = query.where(runs.c.run_id.in_(tagged))
+    return query
+
+
 class RunStore:
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
@@ -195,14 +207,7 @@ class RunStore:
         return None if row is None else _row_to_run(row)
 
     def list(self, flt: RunFilter) -> builtins.list[Run]:
-        query = sa.select(runs).order_by(runs.c.seq.desc()).limit(flt.limit)
-        if flt.statuses:
-            query = query.where(runs.c.status.in_([s.value for s in flt.statuses]))
-        if flt.job_name:
-            query = query.where(runs.c.job_name == flt.job_name)
-        for key, value in flt.tags.items():
-            tagged = sa.select(run_tags.c.run_id).where(run_tags.c.key == key, run_tags.c.value == value)
-            query = query.where(runs.c.run_id.in_(tagged))
+        query = _filtered(sa.select(runs), flt).order_by(runs.c.seq.desc()).limit(flt.limit)
         if flt.before_seq is not None:
             query = query.where(runs.c.seq < flt.before_seq)
         with self._storage.read() as conn:
@@ -503,13 +508,6 @@ class RunStore:
 
     def ids_matching(self, flt: RunFilter) -> builtins.list[tuple[str, RunStatus]]:
         """(run_id, status) of every run matching the filter, no limit (for bulk operations)."""
-        query = sa.select(runs.c.run_id, runs.c.status)
-        if flt.statuses:
-            query = query.where(runs.c.status.in_([s.value for s in flt.statuses]))
-        if flt.job_name:
-            query = query.where(runs.c.job_name == flt.job_name)
-        for key, value in flt.tags.items():
-            tagged = sa.select(run_tags.c.run_id).where(run_tags.c.key == key, run_tags.c.value == value)
-            query = query.where(runs.c.run_id.in_(tagged))
+        query = _filtered(sa.select(runs.c.run_id, runs.c.status), flt)
         with self._storage.read() as conn:
             return [(run_id, RunStatus(status)) for run_id, status in conn.execute(query)]
