@@ -2,8 +2,9 @@
 
 A *code location* is one entry of the workspace. Its target (file or module, plus working
 directory) is plain data that can be stored with a run, so a run worker loads exactly the code
-location its run came from. Load failures become :class:`DefinitionError` with one clear line;
-a workspace keeps every location that loaded and reports the ones that did not.
+location its run came from. Load failures become :class:`DefinitionError` with one clear line.
+Only code servers and run workers call :func:`load_target`; the supervisor and the daemons never
+import user code.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from dagd.definitions import Definitions, JobDefinition
+from dagd.definitions import Definitions
 from dagd.errors import ConfigError, DefinitionError
 
 
@@ -188,48 +189,3 @@ def _find_definitions(module: ModuleType, target: CodeLocationTarget) -> Definit
     raise DefinitionError(
         f"{target.describe()}: several Definitions objects found; set `attribute` in the workspace"
     )
-
-
-@dataclass
-class LoadedLocation:
-    target: CodeLocationTarget
-    definitions: Definitions | None
-    error: str | None
-
-
-class Workspace:
-    """Every code location of the workspace, loaded (or with its load error)."""
-
-    def __init__(self, targets: list[CodeLocationTarget]) -> None:
-        self.targets = targets
-        self.locations: dict[str, LoadedLocation] = {}
-        self.reload()
-
-    def reload(self) -> None:
-        locations: dict[str, LoadedLocation] = {}
-        for target in self.targets:
-            try:
-                locations[target.name] = LoadedLocation(target, load_target(target), None)
-            except DefinitionError as exc:
-                previous = self.locations.get(target.name)
-                # A broken edit keeps the last good definitions running.
-                locations[target.name] = LoadedLocation(
-                    target, previous.definitions if previous else None, str(exc)
-                )
-        self.locations = locations
-
-    def find_job(self, job_name: str) -> tuple[CodeLocationTarget, JobDefinition] | None:
-        for location in self.locations.values():
-            if location.definitions is not None:
-                job = location.definitions.job_named(job_name)
-                if job is not None:
-                    return location.target, job
-        return None
-
-    def job_names(self) -> list[str]:
-        return sorted(
-            j.name
-            for loc in self.locations.values()
-            if loc.definitions is not None
-            for j in loc.definitions.jobs
-        )
