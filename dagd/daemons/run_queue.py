@@ -42,8 +42,9 @@ class RunQueueDaemon(Daemon):
 
     def __init__(self, instance: Instance) -> None:
         super().__init__(instance)
-        self.queue_config = queue_config(instance) or QueuedRunCoordinatorConfig()
-        self.queues_runs = queue_config(instance) is not None
+        configured = queue_config(instance)
+        self.queues_runs = configured is not None
+        self.queue_config = configured or QueuedRunCoordinatorConfig()
         self._reported: set[str] = set()
         self._last_pass = 0.0
         self._seen_seq = 0  # newest queued run already looked at while at capacity

@@ -192,7 +192,7 @@ def test_second_supervisor_on_the_same_postgres_refuses_or_stands_by(
         assert refused.code != 0 and "another supervisor" in refused.stderr
         # A standby takes over once the first stops, and not before.
         second.start("-f", str(defs_file), command=("daemon", "run", "--standby"), wait_healthy=False)
-        time.sleep(1.5)
+        wait_for(lambda: "standing by" in second.log(), 30, "the second supervisor to stand by")
         assert second.ctl("daemons", "status").code == 4, "a standby must not drive daemons"
         assert all(d["healthy"] for d in first.daemons().values())
         first.stop()
