@@ -31,6 +31,9 @@ log = logging.getLogger("dagd.daemon.run_queue")
 
 LAUNCH_THREADS = 8
 MIN_PASS_SPACING_SECONDS = 0.01
+# While at capacity a submission cannot launch anyway: its pass only logs it, so passes are spaced
+# further apart. A finished worker (freed capacity) still gets the short spacing.
+AT_CAPACITY_PASS_SPACING_SECONDS = 0.05
 # Runs claimed per transaction. Claiming (and recording workers) per batch rather than per run is
 # what makes thousands of launches a second possible; a small batch keeps the time between a
 # run's claim and its worker being recorded short.
@@ -48,6 +51,9 @@ class RunQueueDaemon(Daemon):
         self._reported: set[str] = set()
         self._last_pass = 0.0
         self._seen_seq = 0  # newest queued run already looked at while at capacity
+        self._queued = 0
+        self._at_capacity = False
+        self._queued_counted_at = float("-inf")
         self._pool = ThreadPoolExecutor(max_workers=LAUNCH_THREADS, thread_name_prefix="launch")
         # A finished worker frees capacity: look at the queue again at once.
         instance.launcher.on_worker_exit = self._worker_exited
@@ -57,6 +63,7 @@ class RunQueueDaemon(Daemon):
         return self.queue_config.dequeue_interval_seconds
 
     def _worker_exited(self) -> None:
+        self._at_capacity = False
         self.wake_event.set()
         # Run monitoring checks at once whether the run ended properly or its worker died.
         self.request_wake("run_monitoring")
@@ -68,7 +75,8 @@ class RunQueueDaemon(Daemon):
             return
         # Coalesce bursts: a stream of submissions wakes us per run; one pass every few ms serves
         # them all and leaves the CPU to the submissions themselves.
-        spacing = MIN_PASS_SPACING_SECONDS - (time.monotonic() - self._last_pass)
+        min_spacing = AT_CAPACITY_PASS_SPACING_SECONDS if self._at_capacity else MIN_PASS_SPACING_SECONDS
+        spacing = min_spacing - (time.monotonic() - self._last_pass)
         if spacing > 0:
             time.sleep(spacing)
         self._last_pass = time.monotonic()
@@ -77,9 +85,12 @@ class RunQueueDaemon(Daemon):
             return
         cap = self.queue_config.max_concurrent_runs
         if cap != -1:
-            counts = storage.runs.count_by_status(only=(RunStatus.QUEUED, *IN_PROGRESS_STATUSES))
-            in_progress = sum(counts.get(status, 0) for status in IN_PROGRESS_STATUSES)
-            if in_progress >= cap:
+            # Only the in-progress runs (a short index range): counting a deep queue on every pass
+            # would make each submission cost O(queue depth) while at capacity.
+            counts = storage.runs.count_by_status(only=IN_PROGRESS_STATUSES)
+            in_progress = sum(counts.values())
+            self._at_capacity = in_progress >= cap
+            if self._at_capacity:
                 # Nothing can launch: skip reading the whole queue; only log the newcomers.
                 for run_id, seq in storage.runs.queued_after(self._seen_seq):
                     self._seen_seq = max(self._seen_seq, seq)
@@ -92,7 +103,7 @@ class RunQueueDaemon(Daemon):
                             cap,
                         )
                 self.info = {
-                    "queued": counts.get(RunStatus.QUEUED, 0),
+                    "queued": self._queued_count(),
                     "in_progress": in_progress,
                     "at_capacity": True,
                     "paused": False,
@@ -136,6 +147,15 @@ class RunQueueDaemon(Daemon):
                     log.info("run %s dequeued: worker pid %d", item.run.run_id, item.handle.pid)
                     launched += 1
         self.info["launched"] = launched
+
+    def _queued_count(self) -> int:
+        """The queue depth for the heartbeat's info, counted at most once per heartbeat interval."""
+        now = time.monotonic()
+        if now - self._queued_counted_at >= self.instance.config.daemons.heartbeat_interval_seconds:
+            counts = self.instance.storage.runs.count_by_status(only=(RunStatus.QUEUED,))
+            self._queued = counts.get(RunStatus.QUEUED, 0)
+            self._queued_counted_at = now
+        return self._queued
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
