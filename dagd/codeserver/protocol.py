@@ -4,7 +4,12 @@ Requests (``op``):
 
 - ``snapshot``: the location's definitions as plain data (:class:`LocationSnapshot`);
 - ``schedule``: evaluate a schedule function for one scheduled time;
-- ``sensor``: evaluate a sensor function with its cursor.
+- ``sensor``: evaluate a sensor function with its cursor;
+- ``evaluate_many``: evaluate many schedules and sensors at once (``items``, each with a ``kind``
+  and the fields of the single requests); the answers stream back in groups as they finish, one
+  line per group (``{"answers": [{"index", "result"}...]}``), the last one with ``"done": true``.
+  The scheduler and sensor daemons use it so that a thousand evaluations are one connection, not
+  a thousand, and a slow function delays only its own answer.
 
 Evaluations answer an :class:`Evaluation`. A request that takes longer than its ``timeout`` is
 answered with an error by the server, and the client gives up a little later still, so a hung user
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -158,3 +164,52 @@ class CodeServerClient:
             "timeout": timeout,
         }
         return Evaluation.from_dict(self.call(request, timeout + 5))
+
+    def evaluate_many(
+        self,
+        items: list[dict[str, Any]],
+        timeout: float,
+        on_answers: Callable[[list[tuple[int, Evaluation]]], None],
+    ) -> None:
+        """Evaluate ``items`` in one request; ``on_answers([(index, evaluation)...])`` per group that arrives.
+
+        Raises :class:`CodeServerError` (or :class:`Unavailable`) if the server goes away before
+        answering every item; the items answered until then have had their ``on_result``.
+        """
+        if not items:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.connect_timeout)
+            try:
+                sock.connect(self.socket_path)
+            except OSError as exc:
+                raise Unavailable(
+                    f"code server at {self.socket_path} is not reachable: {exc.strerror or exc}"
+                ) from None
+            # Some answer (a result or a timeout) arrives at least every `timeout` seconds while
+            # anything is still running; a silent server for longer than that is gone.
+            sock.settimeout(timeout + 5)
+            sock.sendall(
+                json.dumps({"op": "evaluate_many", "items": items, "timeout": timeout}).encode() + b"\n"
+            )
+            reader = sock.makefile("rb")
+            while True:
+                try:
+                    line = reader.readline(MAX_LINE)
+                except TimeoutError:
+                    raise CodeServerError(f"code server did not answer within {timeout:.0f}s") from None
+                if not line:
+                    raise CodeServerError(
+                        "code server closed the connection before answering every evaluation"
+                    )
+                message = json.loads(line)
+                if "fatal" in message:
+                    raise CodeServerError(message["fatal"])
+                answers = message.get("answers") or []
+                if answers:
+                    on_answers([(int(a["index"]), Evaluation.from_dict(a["result"])) for a in answers])
+                if message.get("done"):
+                    return
+        finally:
+            sock.close()

@@ -4,7 +4,9 @@
   and is reported as ``load_error`` in every snapshot.
 - Watches the files it loaded (the target and every module imported from its working directory)
   and reloads within a second of an edit.
-- Evaluates on a thread pool with a per-request timeout. A function that overruns is abandoned
+- Evaluates on a thread pool with a per-evaluation timeout, one at a time (``schedule``,
+  ``sensor``) or many per request (``evaluate_many``: the answers stream back as each finishes, so
+  one slow function holds up only its own answer). A function that overruns is abandoned
   (Python cannot kill a thread); after too many abandoned threads the server exits on purpose and
   the supervisor starts a fresh one.
 - Speaks the daemon status protocol on stdout (readiness, progress pings) and exits when the
@@ -14,15 +16,18 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
+import queue
 import socket
 import socketserver
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
 from typing import Any
@@ -40,6 +45,7 @@ log = logging.getLogger("dagd.codeserver")
 WATCH_SECONDS = 1.0
 MAX_ABANDONED = 8
 EVAL_THREADS = 32
+GROUP_SECONDS = 0.05  # evaluate_many: answers finished this close together are sent as one group
 
 
 def _user_modules(target: CodeLocationTarget) -> dict[str, str]:
@@ -124,34 +130,106 @@ class CodeServer:
             return self.location.snapshot.to_dict()
         if op not in ("schedule", "sensor"):
             return {"fatal": f"unknown op {op!r}"}
-        name = str(request.get("name"))
         timeout = float(request.get("timeout") or 60)
-        if op == "schedule":
-            schedule = self.location.schedule(name)
-            if schedule is None:
-                return _as_dict(
-                    Evaluation(error=f"no schedule named {name!r} in {self.location.target.name}")
-                )
-            when = datetime.fromisoformat(str(request["scheduled_time"]).replace("Z", "+00:00"))
-            future = self.pool.submit(evaluate_schedule, schedule, when)
-        else:
-            sensor = self.location.sensor(name)
-            if sensor is None:
-                return _as_dict(Evaluation(error=f"no sensor named {name!r} in {self.location.target.name}"))
-            future = self.pool.submit(
-                evaluate_sensor, sensor, request.get("cursor"), request.get("last_tick_at")
-            )
+        item = {**request, "kind": op}
+        future = self._start(item)
+        if isinstance(future, Evaluation):
+            return _as_dict(future)
         try:
             return _as_dict(future.result(timeout=timeout))
         except FutureTimeout:
-            self.abandoned += 1
-            log.error(
-                "%s %s did not finish within %.0fs (abandoned threads: %d)", op, name, timeout, self.abandoned
-            )
-            if self.abandoned >= MAX_ABANDONED:
-                log.error("too many hung evaluations: exiting so the supervisor starts a fresh code server")
-                threading.Timer(0.5, lambda: os._exit(75)).start()
-            return _as_dict(Evaluation(error=f"{op} {name} timed out after {timeout:.0f}s"))
+            return _as_dict(self._abandon(item, timeout))
+
+    def handle_many(self, request: dict[str, Any], write: Callable[[dict[str, Any]], None]) -> None:
+        """Evaluate every item of ``request["items"]`` at once; ``write`` the answers as they are ready.
+
+        Answers go out in groups, ``{"answers": [{"index": i, "result": <Evaluation>}, ...]}``: what
+        finished within ``GROUP_SECONDS`` of the first answer of a group travels together, so a
+        thousand quick functions are a few groups (and a few transactions for the daemon), while
+        one quick answer is never held for a slow one. Then ``{"done": true}``. Each item's
+        timeout counts from the moment its function starts (items wait for a free evaluation
+        thread first), so a deep batch does not time out its tail.
+        """
+        timeout = float(request.get("timeout") or 60)
+        items = request.get("items") or []
+        started: dict[int, float] = {}
+        finished: queue.SimpleQueue[tuple[int, Evaluation]] = queue.SimpleQueue()
+        pending: set[int] = set()
+        answers: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
+            future = self._start(item, on_start=functools.partial(_stamp, started, index))
+            if isinstance(future, Evaluation):
+                answers.append({"index": index, "result": _as_dict(future)})
+                continue
+            pending.add(index)
+            future.add_done_callback(functools.partial(_report, finished, index))
+        group_ends: float | None = None
+        while pending:
+            now = time.monotonic()
+            deadlines = [started[i] + timeout for i in pending if i in started]
+            wait_for = max(0.0, min(deadlines) - now) if deadlines else 1.0
+            if group_ends is not None:
+                wait_for = min(wait_for, max(0.0, group_ends - now))
+            got: list[tuple[int, Evaluation]] = []
+            try:
+                got.append(finished.get(timeout=wait_for))
+                while True:  # and whatever else is ready, without waiting
+                    got.append(finished.get_nowait())
+            except queue.Empty:
+                pass
+            for index, evaluation in got:
+                if index in pending:  # not already answered as timed out
+                    pending.discard(index)
+                    answers.append({"index": index, "result": _as_dict(evaluation)})
+            now = time.monotonic()
+            for index in [i for i in pending if i in started and now - started[i] >= timeout]:
+                pending.discard(index)
+                answers.append({"index": index, "result": _as_dict(self._abandon(items[index], timeout))})
+            if answers and group_ends is None:
+                group_ends = now + GROUP_SECONDS
+            if answers and pending and group_ends is not None and now >= group_ends:
+                write({"answers": answers})
+                answers, group_ends = [], None
+        write({"answers": answers, "done": True})
+
+    def _start(
+        self, item: dict[str, Any], on_start: Callable[[], None] | None = None
+    ) -> Future[Evaluation] | Evaluation:
+        """Submit one evaluation; an :class:`Evaluation` with an error if it cannot even start."""
+        kind, name = item.get("kind"), str(item.get("name"))
+        where = self.location.target.name
+        call: functools.partial[Evaluation]
+        if kind == "schedule":
+            schedule = self.location.schedule(name)
+            if schedule is None:
+                return Evaluation(error=f"no schedule named {name!r} in {where}")
+            when = datetime.fromisoformat(str(item["scheduled_time"]).replace("Z", "+00:00"))
+            call = functools.partial(evaluate_schedule, schedule, when)
+        elif kind == "sensor":
+            sensor = self.location.sensor(name)
+            if sensor is None:
+                return Evaluation(error=f"no sensor named {name!r} in {where}")
+            call = functools.partial(evaluate_sensor, sensor, item.get("cursor"), item.get("last_tick_at"))
+        else:
+            return Evaluation(error=f"unknown evaluation kind {kind!r}")
+
+        def run() -> Evaluation:
+            if on_start is not None:
+                on_start()
+            return call()
+
+        return self.pool.submit(run)
+
+    def _abandon(self, item: dict[str, Any], timeout: float) -> Evaluation:
+        kind, name = item.get("kind"), item.get("name")
+        self.abandoned += 1
+        log.error(
+            "%s %s did not finish within %.0fs (abandoned threads: %d)", kind, name, timeout, self.abandoned
+        )
+        if self.abandoned >= MAX_ABANDONED:
+            log.error("too many hung evaluations: exiting so the supervisor starts a fresh code server")
+            threading.Timer(0.5, lambda: os._exit(75)).start()
+        return Evaluation(error=f"{kind} {name} timed out after {timeout:.0f}s")
 
     def watch(self) -> None:
         while True:
@@ -162,6 +240,20 @@ class CodeServer:
                 self.pipe.send(progress=self.location.generation, load_error=self.location.load_error)
             except Exception:  # the watcher must keep watching
                 log.exception("watch failed")
+
+
+def _stamp(started: dict[int, float], index: int) -> None:
+    started[index] = time.monotonic()
+
+
+def _report(
+    finished: queue.SimpleQueue[tuple[int, Evaluation]], index: int, future: Future[Evaluation]
+) -> None:
+    try:
+        evaluation = future.result()
+    except BaseException as exc:  # evaluate_* report user errors themselves; this is our own failure
+        evaluation = Evaluation(error=f"evaluation failed: {type(exc).__name__}: {exc}")
+    finished.put((index, evaluation))
 
 
 def _as_dict(evaluation: Evaluation) -> dict[str, Any]:
@@ -179,10 +271,17 @@ class _Handler(socketserver.StreamRequestHandler):
             return
         try:
             request = json.loads(line)
+            if isinstance(request, dict) and request.get("op") == "evaluate_many":
+                self.server.code_server.handle_many(request, self._write_message)
+                return
             response = self.server.code_server.handle(request)
         except Exception as exc:  # a bad request must not take the server down
             response = {"fatal": f"{type(exc).__name__}: {exc}"}
         self.wfile.write(json.dumps(response).encode() + b"\n")
+
+    def _write_message(self, message: dict[str, Any]) -> None:
+        self.wfile.write(json.dumps(message).encode() + b"\n")
+        self.wfile.flush()
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

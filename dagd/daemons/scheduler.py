@@ -1,48 +1,61 @@
 """The ``scheduler`` daemon: one tick per due time of every running schedule, never lost or doubled.
 
-Each pass: finish any tick a crash left STARTED (from its saved run requests), then for each
-running schedule plan the due ticks since the last one (:func:`plan_catch_up`: only the latest
-``scheduler.max_catchup_runs`` run after downtime, the others are recorded SKIPPED), create each
-tick (unique per schedule and time, fenced by the lease epoch), evaluate the schedule function in
-its code server, save the run requests on the tick, then submit them with idempotency keys.
-Schedules are independent, so their due ticks are worked on by a small thread pool (each
-schedule's own ticks in order): a thousand schedules on one cron are not a thousand round trips
-in a row, and one slow schedule function does not hold up the others.
+Each pass, in batches (one code-server request per location, a few transactions per chunk of
+answers, whatever the number of schedules):
+
+1. plan the due ticks of every running schedule since its last one (:func:`plan_catch_up`: only
+   the latest ``scheduler.max_catchup_runs`` run after downtime, the others are recorded SKIPPED);
+2. create them in one transaction (unique per schedule and time, fenced by the lease epoch), plus
+   any tick a crash left STARTED;
+3. evaluate every schedule function at once in its code server; as the answers stream back, save
+   each chunk's run requests on their ticks, submit the runs in one transaction with idempotency
+   keys, and end the ticks.
+
+A crash between any two of these steps is resumed from the saved tick: nothing lost, nothing
+doubled. A slow schedule function holds up only its own tick (its answer simply comes last).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from dagd.codeserver.protocol import ScheduleInfo
+from dagd.codeserver.protocol import Evaluation, ScheduleInfo
 from dagd.daemons.base import Daemon
-from dagd.daemons.user_code import LoadedLocation, load_locations, planned_request, submit_planned
+from dagd.daemons.user_code import (
+    LoadedLocation,
+    evaluate_in_chunks,
+    load_locations,
+    planned_request,
+    submit_ticks,
+)
 from dagd.errors import DagdError
 from dagd.scheduling.ticks import next_tick, plan_catch_up
-from dagd.storage.instigators import RUNNING, TICK_FAILURE, TICK_SKIPPED, TICK_STARTED, TICK_SUCCESS, Tick
+from dagd.storage.instigators import (
+    RUNNING,
+    TICK_FAILURE,
+    TICK_SKIPPED,
+    TICK_STARTED,
+    NewTick,
+    Tick,
+    TickEnd,
+)
 from dagd.timefmt import rfc3339, utcnow
-
-if TYPE_CHECKING:
-    from dagd.instance.instance import Instance
 
 log = logging.getLogger("dagd.daemon.scheduler")
 
 KIND = "schedule"
 MAX_SKIPPED_RECORDED = 100
 IDLE_SECONDS = 5.0
-TICK_WORKERS = 8  # schedules worked on at once; storage and code-server round trips overlap
+SKIPPED_REASON = "missed while the scheduler was not running (catch-up runs only the latest)"
+
+Work = tuple[LoadedLocation, ScheduleInfo, Tick]
 
 
 class SchedulerDaemon(Daemon):
     name = "scheduler"
     _next_due: datetime | None = None
-
-    def __init__(self, instance: Instance) -> None:
-        super().__init__(instance)
-        self.pool = ThreadPoolExecutor(max_workers=TICK_WORKERS, thread_name_prefix="schedule")
 
     @property
     def interval_seconds(self) -> float:
@@ -58,17 +71,18 @@ class SchedulerDaemon(Daemon):
         errors: list[str] = []
         locations = load_locations(instance, errors)
         by_schedule = {s.name: (loc, s) for loc in locations for s in loc.snapshot.schedules}
+        work: list[Work] = []
         for tick in store.unfinished_ticks(KIND):
             found = by_schedule.get(tick.name)
             if found is not None:
-                self._complete(found[0], found[1], tick)
+                work.append((found[0], found[1], tick))
         now = utcnow()
         states = store.states(KIND)
         last = store.last_scheduled_times()
         next_due: datetime | None = None
         running = 0
-        due: list[tuple[LoadedLocation, ScheduleInfo, list[datetime]]] = []
-        for name, (location, schedule) in by_schedule.items():
+        news: list[NewTick] = []
+        for name, (_location, schedule) in by_schedule.items():
             if schedule.error:
                 continue
             state = states.get(name) or store.ensure(KIND, name, schedule.default_status)
@@ -83,95 +97,106 @@ class SchedulerDaemon(Daemon):
                 instance.config.scheduler.max_catchup_runs,
                 start=state.status_changed_at,
             )
-            self._record_skipped(name, plan.skipped, plan.skipped_count)
-            if plan.to_run:
-                due.append((location, schedule, plan.to_run))
+            news += self._skipped_ticks(name, plan.skipped, plan.skipped_count)
+            news += [NewTick(KIND, name, scheduled_time=when) for when in plan.to_run]
             upcoming = next_tick(schedule.cron_schedule, schedule.execution_timezone, now)
             next_due = upcoming if next_due is None else min(next_due, upcoming)
-        # Every schedule's work ends before the pass does (no tick is worked on by two passes).
-        futures = [self.pool.submit(self._run_due, *work) for work in due]
-        wait(futures)
-        for future in futures:
-            future.result()  # the first failure (or injected crash) ends the pass, as before
+        # None: another pass (or scheduler) already has that tick.
+        for created in store.create_ticks(news, epoch=instance.fence_epoch):
+            if created is not None and created.status == TICK_STARTED:
+                location, schedule = by_schedule[created.name]
+                work.append((location, schedule, created))
+        self._complete(work)
         self._next_due = next_due
         self.info = {"schedules_running": running, "next_tick_at": rfc3339(next_due), "errors": errors[:5]}
         if errors:
             raise DagdError("; ".join(errors))
 
-    def _run_due(self, location: LoadedLocation, schedule: ScheduleInfo, times: list[datetime]) -> None:
-        store = self.instance.storage.instigators
-        for when in times:
-            created = store.create_tick(
-                KIND, schedule.name, scheduled_time=when, epoch=self.instance.fence_epoch
-            )
-            if created is not None:  # None: another pass (or scheduler) already has this tick
-                self._complete(location, schedule, created)
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-    def _record_skipped(self, name: str, skipped: list[datetime], count: int) -> None:
+    def _skipped_ticks(self, name: str, skipped: list[datetime], count: int) -> list[NewTick]:
         shown = skipped[-MAX_SKIPPED_RECORDED:]
-        for index, when in enumerate(shown):
-            reason = "missed while the scheduler was not running (catch-up runs only the latest)"
-            if index == 0 and count > len(shown):
-                reason += f"; {count - len(shown)} older missed tick(s) not listed"
-            self.instance.storage.instigators.create_tick(
+        if count:
+            log.warning("schedule %s: %d missed tick(s) skipped", name, count)
+        return [
+            NewTick(
                 KIND,
                 name,
                 scheduled_time=when,
                 status=TICK_SKIPPED,
-                skip_reason=reason,
-                epoch=self.instance.fence_epoch,
+                skip_reason=SKIPPED_REASON
+                + (
+                    f"; {count - len(shown)} older missed tick(s) not listed"
+                    if index == 0 and count > len(shown)
+                    else ""
+                ),
             )
-        if count:
-            log.warning("schedule %s: %d missed tick(s) skipped", name, count)
+            for index, when in enumerate(shown)
+        ]
 
-    def _complete(self, location: LoadedLocation, schedule: ScheduleInfo, tick: Tick) -> None:
+    def _complete(self, work: list[Work]) -> None:
         """Evaluate (unless the requests are already saved), save, submit, finish. Idempotent."""
+        self._submit([(loc, tick) for loc, _, tick in work if tick.planned is not None])
+        by_location: dict[str, list[Work]] = {}
+        for item in work:
+            if item[2].planned is None:
+                by_location.setdefault(item[0].published.name, []).append(item)
+        timeout = self.instance.config.scheduler.evaluation_timeout_seconds
+        for items in by_location.values():
+            self.phase = f"evaluating {len(items)} schedule tick(s)"
+            requests = [
+                {"kind": KIND, "name": schedule.name, "scheduled_time": rfc3339(tick.scheduled_time)}
+                for _, schedule, tick in items
+            ]
+            evaluate_in_chunks(items[0][0], requests, timeout, functools.partial(self._store_answers, items))
+
+    def _store_answers(self, items: list[Work], answers: list[tuple[int, Evaluation]]) -> None:
+        """One chunk of evaluations: requests saved on their ticks, then runs submitted, ticks ended."""
         store = self.instance.storage.instigators
-        assert tick.status == TICK_STARTED and tick.scheduled_time is not None
-        name = tick.name
-        planned = tick.planned
-        if planned is None:
-            timeout = self.instance.config.scheduler.evaluation_timeout_seconds
-            self.phase = f"evaluating schedule {name}"
-            try:
-                evaluation = location.client.evaluate_schedule(
-                    name, rfc3339(tick.scheduled_time) or "", timeout
-                )
-            except DagdError as exc:
-                store.finish_tick(tick.id, TICK_FAILURE, error=str(exc))
-                return
+        plans: list[tuple[int, list[dict[str, object]]]] = []
+        ends: list[TickEnd] = []
+        planned: list[tuple[LoadedLocation, Tick]] = []
+        for index, evaluation in answers:
+            location, schedule, tick = items[index]
+            assert tick.scheduled_time is not None
             if evaluation.error:
-                store.finish_tick(tick.id, TICK_FAILURE, error=evaluation.error)
-                log.error("schedule %s tick %s failed: %s", name, tick.scheduled_time, evaluation.error)
-                return
+                log.error("schedule %s tick %s failed: %s", tick.name, tick.scheduled_time, evaluation.error)
+                ends.append(TickEnd(tick.id, TICK_FAILURE, error=evaluation.error))
+                continue
             if not evaluation.run_requests:
-                store.finish_tick(
-                    tick.id, TICK_SKIPPED, skip_reason=evaluation.skip_reason or "no run requests"
-                )
-                return
+                reason = evaluation.skip_reason or "no run requests"
+                ends.append(TickEnd(tick.id, TICK_SKIPPED, skip_reason=reason))
+                continue
             stamp = rfc3339(tick.scheduled_time) or ""
-            system_tags = {
-                "dagd/schedule": name,
-                "dagd/scheduled_time": stamp,
-                **schedule.tags,
-            }
-            planned = [
-                planned_request(r, f"schedule:{name}:{stamp}:{r.run_key or i}", system_tags)
+            system_tags = {"dagd/schedule": tick.name, "dagd/scheduled_time": stamp, **schedule.tags}
+            requests = [
+                planned_request(r, f"schedule:{tick.name}:{stamp}:{r.run_key or i}", system_tags)
                 for i, r in enumerate(evaluation.run_requests)
             ]
-            store.plan_tick(tick.id, planned, None, False)
-        self.phase = f"submitting runs of schedule {name}"
-        try:
-            run_ids = submit_planned(self.instance, location, location.published.target.to_json(), planned)
-        except DagdError as exc:
-            store.finish_tick(tick.id, TICK_FAILURE, error=str(exc))
+            plans.append((tick.id, requests))
+            planned.append((location, _with_plan(tick, requests)))
+        store.plan_ticks(plans)  # saved before anything is submitted
+        store.finish_ticks(ends)
+        self._submit(planned)
+
+    def _submit(self, planned: list[tuple[LoadedLocation, Tick]]) -> None:
+        if not planned:
             return
-        store.finish_tick(tick.id, TICK_SUCCESS, run_ids=run_ids)
+        self.phase = f"submitting the runs of {len(planned)} schedule tick(s)"
+        ends = submit_ticks(self.instance, [(loc, tick) for loc, tick in planned])
+        self.instance.storage.instigators.finish_ticks(ends)
         self.request_wake("run_queue")
-        log.info("schedule %s tick %s: %d run(s)", name, tick.scheduled_time, len(run_ids))
+        ticks = {tick.id: tick for _, tick in planned}
+        for end in ends:
+            tick = ticks[end.tick_id]
+            if end.error:
+                log.error("schedule %s tick %s failed: %s", tick.name, tick.scheduled_time, end.error)
+            else:
+                log.info("schedule %s tick %s: %d run(s)", tick.name, tick.scheduled_time, len(end.run_ids))
+
+
+def _with_plan(tick: Tick, planned: list[dict[str, object]]) -> Tick:
+    from dataclasses import replace
+
+    return replace(tick, planned=planned)
 
 
 __all__ = ["SchedulerDaemon"]

@@ -1,33 +1,49 @@
 """The ``sensor`` daemon: every running sensor evaluated at most every ``minimum_interval_seconds``.
 
-Evaluations run on a thread pool (``sensors.max_concurrent_evaluations``) and each calls its code
-server with a timeout, so a slow or hung sensor fails its own tick and never delays the others.
-For each evaluation, one transaction saves the tick with its run requests and the new cursor
-*before* anything is submitted; then the runs are submitted with idempotency keys (run keys are
-deduplicated per sensor forever, and within one tick), and a second transaction ends the tick and
-moves the cursor. A crash in between is resumed from the saved tick. A failing sensor's cursor
-does not move.
+Each pass collects the sensors that are due (and not still being evaluated) and hands each code
+location's batch to a thread (``sensors.max_concurrent_evaluations`` batches at once): one read of
+their cursors, one code-server request that evaluates them all (each with its own timeout, the
+answers streaming back as they finish), and the answers stored a chunk at a time:
+
+1. one transaction creates every tick of the chunk: FAILURE (with the error; the cursor does not
+   move), SKIPPED (the cursor moves if the sensor moved it), or STARTED with its run requests and
+   new cursor saved *before* anything is submitted;
+2. one transaction submits the runs of the STARTED ticks with idempotency keys (run keys are
+   deduplicated per sensor forever, and within one tick);
+3. one transaction ends those ticks and moves their cursors.
+
+A crash between these steps is resumed from the saved ticks. A slow or hung sensor holds up only
+its own answer: the others in its batch are stored as they arrive, and it is not due again until
+its evaluation ends (at the latest, at its timeout).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from dagd.codeserver.protocol import SensorInfo
+from dagd.codeserver.protocol import Evaluation, RunRequestData, SensorInfo
 from dagd.daemons.base import Daemon
-from dagd.daemons.user_code import LoadedLocation, load_locations, planned_request, submit_planned
+from dagd.daemons.user_code import (
+    LoadedLocation,
+    evaluate_in_chunks,
+    load_locations,
+    planned_request,
+    submit_ticks,
+)
 from dagd.errors import DagdError
 from dagd.storage.instigators import (
     RUNNING,
     TICK_FAILURE,
     TICK_SKIPPED,
     TICK_STARTED,
-    TICK_SUCCESS,
     InstigatorState,
+    NewTick,
     Tick,
 )
 from dagd.timefmt import rfc3339, utcnow
@@ -51,6 +67,7 @@ class SensorDaemon(Daemon):
         self.pool = ThreadPoolExecutor(
             max_workers=config.max_concurrent_evaluations, thread_name_prefix="sensor"
         )
+        # One future per sensor being evaluated: done once its tick is stored (or it failed).
         self.in_flight: dict[str, Future[None]] = {}
         self.last_started: dict[str, float] = {}  # monotonic start of each sensor's latest evaluation
         self.evaluations = 0
@@ -81,10 +98,8 @@ class SensorDaemon(Daemon):
         self._refresh_locations()
         sensors = {s.name: (loc, s) for loc in self._locations for s in loc.snapshot.sensors}
         if not self._resumed:
-            for tick in store.unfinished_ticks(KIND):
-                found = sensors.get(tick.name)
-                if found is not None:
-                    self._finish_planned(found[0], tick)
+            resumed = [(sensors[t.name][0], t) for t in store.unfinished_ticks(KIND) if t.name in sensors]
+            self._submit(resumed)
             self._resumed = True
         now = time.monotonic()
         if now - self._states_at >= SNAPSHOT_SECONDS:
@@ -93,6 +108,7 @@ class SensorDaemon(Daemon):
         states = self._states
         running = 0
         next_due = now + SNAPSHOT_SECONDS
+        due: dict[str, tuple[LoadedLocation, list[SensorInfo]]] = {}
         for name, (location, sensor) in sensors.items():
             if sensor.error:
                 continue
@@ -110,108 +126,138 @@ class SensorDaemon(Daemon):
                 next_due = min(next_due, last + sensor.minimum_interval_seconds)
                 continue
             self.last_started[name] = now
-            self.in_flight[name] = self.pool.submit(self._evaluate, location, sensor)
+            due.setdefault(location.published.name, (location, []))[1].append(sensor)
+        for location, batch in due.values():
+            futures: dict[str, Future[None]] = {s.name: Future() for s in batch}
+            self.in_flight.update(futures)
+            self.pool.submit(self._evaluate_batch, location, batch, futures)
         self._next_due = next_due
         self.info = {"sensors_running": running, "evaluations": self.evaluations, "errors": self._errors[:5]}
         if self._errors:
             raise DagdError("; ".join(self._errors))
 
-    def _evaluate(self, location: LoadedLocation, sensor: SensorInfo) -> None:
-        store = self.instance.storage.instigators
-        # Read fresh: the state cache may predate our own last tick or a `sensors cursor --set`.
-        cursor = store.cursor(KIND, sensor.name)
-        epoch = self.instance.fence_epoch
-        timeout = self.instance.config.sensors.evaluation_timeout_seconds
+    def _evaluate_batch(
+        self, location: LoadedLocation, batch: list[SensorInfo], futures: dict[str, Future[None]]
+    ) -> None:
         try:
-            evaluation = location.client.evaluate_sensor(sensor.name, cursor, rfc3339(utcnow()), timeout)
-        except DagdError as exc:
-            self._record_failure(sensor.name, str(exc))
-            return
+            # Read fresh: the state cache may predate our own last tick or a `sensors cursor --set`.
+            cursors = self.instance.storage.instigators.cursors(KIND, [s.name for s in batch])
+            now = rfc3339(utcnow())
+            requests = [
+                {"kind": KIND, "name": s.name, "cursor": cursors.get(s.name), "last_tick_at": now}
+                for s in batch
+            ]
+            timeout = self.instance.config.sensors.evaluation_timeout_seconds
+            store = functools.partial(self._store_answers, location, batch, cursors, futures)
+            evaluate_in_chunks(location, requests, timeout, store)
+        except BaseException as exc:  # every sensor of the batch not yet stored learns of it
+            for future in futures.values():
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
         finally:
-            with self._lock:
-                self.evaluations += 1
-        if evaluation.error:
-            self._record_failure(sensor.name, evaluation.error)
-            return
-        new_cursor = evaluation.cursor if evaluation.cursor_updated else cursor
-        if not evaluation.run_requests:
-            self._record_skip(sensor.name, evaluation.skip_reason, new_cursor, evaluation.cursor_updated)
-            return
-        # Run keys: one run per key per sensor, forever (and within this tick).
-        seen: set[str] = set()
-        requests = []
-        for request in evaluation.run_requests:
-            if request.run_key is not None:
-                if request.run_key in seen:
-                    continue
-                seen.add(request.run_key)
-            requests.append(request)
-        keyed = {f"sensor:{sensor.name}:{r.run_key}": r for r in requests if r.run_key is not None}
-        existing = self.instance.storage.runs.by_idempotency_keys(list(keyed)) if keyed else {}
-        if existing:
-            requests = [r for r in requests if f"sensor:{sensor.name}:{r.run_key}" not in existing]
-        if not requests:
-            reason = f"every run key was requested before ({len(existing)} duplicate(s))"
-            self._record_skip(sensor.name, reason, new_cursor, evaluation.cursor_updated)
-            return
-        tick = store.create_tick(KIND, sensor.name, scheduled_time=None, status=TICK_STARTED, epoch=epoch)
-        if tick is None:
-            return
-        tags = {"dagd/sensor": sensor.name}
-        planned = [
-            planned_request(
-                r,
-                f"sensor:{sensor.name}:{r.run_key}"
-                if r.run_key is not None
-                else f"sensor:{sensor.name}:tick{tick.id}:{i}",
-                tags,
-            )
-            for i, r in enumerate(requests)
-        ]
-        store.plan_tick(tick.id, planned, new_cursor, evaluation.cursor_updated)
-        self._finish_planned(location, store.get_tick(tick.id))
+            # The loop skipped these sensors while they were in flight: let it plan their next
+            # evaluation now rather than at its next scheduled look.
+            self.wake_event.set()
 
-    def _record_skip(self, name: str, reason: str | None, cursor: str | None, cursor_updated: bool) -> None:
-        """A tick that asks for no new run: recorded SKIPPED, and the cursor moves if the sensor moved it."""
-        store = self.instance.storage.instigators
-        tick = store.create_tick(
-            KIND,
-            name,
-            scheduled_time=None,
-            status=TICK_SKIPPED,
-            epoch=self.instance.fence_epoch,
-            skip_reason=reason,
-            new_cursor=cursor,
-            cursor_updated=cursor_updated,
-        )
-        if tick is not None and cursor_updated:
-            store.set_cursor(KIND, name, cursor)
-
-    def _finish_planned(self, location: LoadedLocation, tick: Tick) -> None:
-        store = self.instance.storage.instigators
-        assert tick.status == TICK_STARTED
-        if tick.planned is None:
-            # Crashed before the requests were saved: nothing was submitted; the next tick re-evaluates.
-            store.finish_tick(tick.id, TICK_FAILURE, error="interrupted before its run requests were saved")
-            return
+    def _store_answers(
+        self,
+        location: LoadedLocation,
+        batch: list[SensorInfo],
+        cursors: dict[str, str | None],
+        futures: dict[str, Future[None]],
+        answers: list[tuple[int, Evaluation]],
+    ) -> None:
+        with self._lock:
+            self.evaluations += len(answers)
         try:
-            run_ids = submit_planned(
-                self.instance, location, location.published.target.to_json(), tick.planned
-            )
-        except DagdError as exc:
-            store.finish_tick(tick.id, TICK_FAILURE, error=str(exc))
-            return
-        cursor = (KIND, tick.name, tick.new_cursor) if tick.cursor_updated else None
-        store.finish_tick(tick.id, TICK_SUCCESS, run_ids=run_ids, cursor=cursor)
-        self.request_wake("run_queue")
-        log.info("sensor %s: %d run(s)", tick.name, len(run_ids))
+            self._record(location, [(batch[i], cursors.get(batch[i].name), ev) for i, ev in answers])
+        except BaseException as exc:
+            for index, _ in answers:
+                futures[batch[index].name].set_exception(exc)
+            raise
+        for index, _ in answers:
+            futures[batch[index].name].set_result(None)
 
-    def _record_failure(self, name: str, error: str) -> None:
-        # One write: a FAILURE tick is never stored (or seen) without its error.
-        self.instance.storage.instigators.create_tick(
-            KIND, name, scheduled_time=None, status=TICK_FAILURE, epoch=self.instance.fence_epoch, error=error
-        )
-        log.error("sensor %s tick failed: %s", name, error)
+    def _record(
+        self, location: LoadedLocation, answers: list[tuple[SensorInfo, str | None, Evaluation]]
+    ) -> None:
+        """Ticks for one chunk of answers (one transaction), then the runs of those that asked for any."""
+        store = self.instance.storage.instigators
+        news: list[NewTick] = []
+        wanted: dict[str, list[tuple[str, RunRequestData]]] = {}  # sensor -> [(idempotency key, request)]
+        outcome: dict[str, tuple[str | None, bool]] = {}
+        for sensor, cursor, evaluation in answers:
+            name = sensor.name
+            if evaluation.error:
+                # The cursor does not move, and the error is stored with the tick in one write.
+                news.append(NewTick(KIND, name, status=TICK_FAILURE, error=evaluation.error))
+                log.error("sensor %s tick failed: %s", name, evaluation.error)
+                continue
+            new_cursor = evaluation.cursor if evaluation.cursor_updated else cursor
+            outcome[name] = (new_cursor, evaluation.cursor_updated)
+            if not evaluation.run_requests:
+                news.append(_skipped(name, evaluation.skip_reason, new_cursor, evaluation.cursor_updated))
+                continue
+            # Run keys: one run per key per sensor, forever (and within this tick).
+            seen: set[str] = set()
+            unkeyed = uuid.uuid4().hex[:12]  # saved with the tick: a resumed tick reuses the keys
+            keyed = wanted[name] = []
+            for i, request in enumerate(evaluation.run_requests):
+                if request.run_key is not None:
+                    if request.run_key in seen:
+                        continue
+                    seen.add(request.run_key)
+                    keyed.append((f"sensor:{name}:{request.run_key}", request))
+                else:
+                    keyed.append((f"sensor:{name}:{unkeyed}:{i}", request))
+        all_keys = [key for items in wanted.values() for key, _ in items]
+        existing = self.instance.storage.runs.by_idempotency_keys(all_keys) if all_keys else {}
+        for name, items in wanted.items():
+            new_cursor, updated = outcome[name]
+            fresh = [(key, r) for key, r in items if key not in existing]
+            if not fresh:
+                reason = f"every run key was requested before ({len(items)} duplicate(s))"
+                news.append(_skipped(name, reason, new_cursor, updated))
+                continue
+            tags = {"dagd/sensor": name}
+            planned = [planned_request(r, key, tags) for key, r in fresh]
+            news.append(NewTick(KIND, name, planned=planned, new_cursor=new_cursor, cursor_updated=updated))
+        created = store.create_ticks(news, epoch=self.instance.fence_epoch)
+        self._submit([(location, t) for t in created if t is not None and t.status == TICK_STARTED])
+
+    def _submit(self, started: list[tuple[LoadedLocation, Tick]]) -> None:
+        store = self.instance.storage.instigators
+        if not started:
+            return
+        ready = [(loc, t) for loc, t in started if t.planned is not None]
+        # Crashed before the requests were saved: nothing was submitted; the next tick re-evaluates.
+        interrupted = [t for _, t in started if t.planned is None]
+        for tick in interrupted:
+            store.finish_tick(tick.id, TICK_FAILURE, error="interrupted before its run requests were saved")
+        ends = submit_ticks(self.instance, [(loc, t) for loc, t in ready])
+        store.finish_ticks(ends)
+        self.request_wake("run_queue")
+        names = {t.id: t.name for _, t in ready}
+        for end in ends:
+            if end.error:
+                log.error("sensor %s tick failed: %s", names[end.tick_id], end.error)
+            else:
+                log.info("sensor %s: %d run(s)", names[end.tick_id], len(end.run_ids))
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _skipped(name: str, reason: str | None, cursor: str | None, cursor_updated: bool) -> NewTick:
+    """A tick that asks for no new run: SKIPPED, and the cursor moves if the sensor moved it."""
+    return NewTick(
+        KIND,
+        name,
+        status=TICK_SKIPPED,
+        skip_reason=reason,
+        new_cursor=cursor,
+        cursor_updated=cursor_updated,
+        move_cursor=cursor_updated,
+    )

@@ -4,24 +4,34 @@ into runs exactly once.
 Every run a schedule or sensor asks for is submitted with an idempotency key derived from what
 asked for it (schedule name + scheduled time + run key; sensor name + run key), so a retry after a
 crash, or a duplicate run key, returns the run that already exists instead of making another.
+
+Both daemons work in batches: one code-server request evaluates every due schedule or sensor of a
+location, and the answers are stored a chunk at a time (a few transactions per chunk, not per
+tick). That is what lets a thousand schedules tick within seconds of the minute.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dagd.codeserver.protocol import CodeServerClient, LocationSnapshot, RunRequestData
+from dagd.codeserver.protocol import CodeServerClient, Evaluation, LocationSnapshot, RunRequestData
 from dagd.codeserver.registry import PublishedLocation, read_published
-from dagd.errors import DagdError
+from dagd.errors import DagdError, StorageUnavailable
 from dagd.run_coordinator import Submission
 from dagd.runs.model import RESUMABLE_TAG, parse_priority
+from dagd.storage.instigators import TICK_FAILURE, TICK_SUCCESS, Tick, TickEnd
 
 if TYPE_CHECKING:
     from dagd.instance.instance import Instance
 
 log = logging.getLogger("dagd.daemon")
+
+DAEMON_METADATA = {"x-dagd-client": "daemon"}
+# Answers of one evaluate_many request are stored at most this many per transaction.
+CHUNK_SIZE = 500
 
 
 @dataclass(frozen=True)
@@ -58,37 +68,97 @@ def planned_request(request: RunRequestData, key: str, tags: dict[str, str]) -> 
     }
 
 
-def submit_planned(
-    instance: Instance, location: LoadedLocation | None, target_json: str, planned: list[dict[str, Any]]
-) -> list[str]:
-    """Submit each planned request (idempotently); returns the run ids in order."""
-    run_ids = []
-    for item in planned:
-        job_tags: dict[str, str] = {}
-        if location is not None:
-            job = location.snapshot.job(item["job_name"])
-            if job is None:
-                raise DagdError(
-                    f"job {item['job_name']!r} does not exist in code location {location.snapshot.name}"
-                )
-            job_tags = dict(job.tags)
-            if job.resumable:
-                job_tags[RESUMABLE_TAG] = "true"
-        tags = {**job_tags, **item["tags"]}
+def evaluate_in_chunks(
+    location: LoadedLocation,
+    items: list[dict[str, Any]],
+    timeout: float,
+    handle: Callable[[list[tuple[int, Evaluation]]], None],
+) -> None:
+    """Evaluate ``items`` in one code-server request; ``handle`` the answers in chunks as they come.
+
+    The code server sends what finished together as one group (see ``evaluate_many``); each group,
+    at most ``CHUNK_SIZE`` answers at a time, is handed over at once, so the runs of fast functions
+    are stored while a slow one is still running. If the code server goes away, the items it did
+    not answer are handed over as failed evaluations with the reason.
+    """
+    answered: set[int] = set()
+
+    def on_answers(answers: list[tuple[int, Evaluation]]) -> None:
+        answered.update(index for index, _ in answers)
+        for start in range(0, len(answers), CHUNK_SIZE):
+            handle(answers[start : start + CHUNK_SIZE])
+
+    try:
+        location.client.evaluate_many(items, timeout, on_answers)
+    except DagdError as exc:
+        missing = [(i, Evaluation(error=str(exc))) for i in range(len(items)) if i not in answered]
+        if missing:
+            handle(missing)
+
+
+def submit_ticks(instance: Instance, work: list[tuple[LoadedLocation | None, Tick]]) -> list[TickEnd]:
+    """Submit the saved run requests of STARTED ticks; how each tick ends (not yet stored).
+
+    All runs go to the coordinator in one batch (one transaction) with idempotency keys, so a
+    resumed tick gets the runs it already has. A tick whose requests cannot be submitted (an
+    unknown job, a bad priority, a hook that refuses) fails alone: the batch is retried tick by
+    tick to find it.
+    """
+    ends: list[TickEnd] = []
+    batch: list[tuple[Tick, list[Submission]]] = []
+    for location, tick in work:
+        assert tick.planned is not None
         try:
-            priority = parse_priority(tags)
-        except ValueError as exc:
-            raise DagdError(str(exc)) from None
-        run = instance.coordinator.submit_run(
-            Submission(
-                job_name=item["job_name"],
-                tags=tags,
-                run_config=item["run_config"],
-                priority=priority,
-                code_location=target_json,
-                idempotency_key=item["idempotency_key"],
-            ),
-            {"x-dagd-client": "daemon"},
-        )
-        run_ids.append(run.run_id)
-    return run_ids
+            batch.append((tick, [_submission(location, item) for item in tick.planned]))
+        except DagdError as exc:
+            ends.append(TickEnd(tick.id, TICK_FAILURE, error=str(exc)))
+    flat = [s for _, subs in batch for s in subs]
+    try:
+        runs = iter(instance.coordinator.submit_runs(flat, DAEMON_METADATA))
+        ends += [_succeeded(tick, [next(runs).run_id for _ in subs]) for tick, subs in batch]
+    except StorageUnavailable:
+        raise  # not the ticks' fault: they stay STARTED and are resumed
+    except DagdError:
+        for tick, subs in batch:  # find the tick at fault; the others still get their runs
+            try:
+                ids = [r.run_id for r in instance.coordinator.submit_runs(subs, DAEMON_METADATA)]
+            except StorageUnavailable:
+                raise
+            except DagdError as exc:
+                ends.append(TickEnd(tick.id, TICK_FAILURE, error=str(exc)))
+            else:
+                ends.append(_succeeded(tick, ids))
+    return ends
+
+
+def _succeeded(tick: Tick, run_ids: list[str]) -> TickEnd:
+    cursor = (tick.kind, tick.name, tick.new_cursor) if tick.cursor_updated else None
+    return TickEnd(tick.id, TICK_SUCCESS, run_ids=run_ids, cursor=cursor)
+
+
+def _submission(location: LoadedLocation | None, item: dict[str, Any]) -> Submission:
+    job_tags: dict[str, str] = {}
+    target_json = None
+    if location is not None:
+        job = location.snapshot.job(item["job_name"])
+        if job is None:
+            raise DagdError(
+                f"job {item['job_name']!r} does not exist in code location {location.snapshot.name}"
+            )
+        job_tags = dict(job.tags)
+        if job.resumable:
+            job_tags[RESUMABLE_TAG] = "true"
+        target_json = location.published.target.to_json()
+    tags = {**job_tags, **item["tags"]}
+    try:
+        priority = parse_priority(tags)
+    except ValueError as exc:
+        raise DagdError(str(exc)) from None
+    return Submission(
+        job_name=item["job_name"],
+        tags=tags,
+        run_config=item["run_config"],
+        priority=priority,
+        code_location=target_json,
+        idempotency_key=item["idempotency_key"],
+    )

@@ -11,7 +11,7 @@ hook to override is :meth:`RunCoordinator.prepare_submission`: it sees the reque
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -53,29 +53,32 @@ class RunCoordinator:
         return submission
 
     def submit_run(self, submission: Submission, metadata: Mapping[str, str]) -> Run:
+        return self._store_and_dispatch(self._prepare(submission, metadata))
+
+    def submit_runs(self, submissions: Sequence[Submission], metadata: Mapping[str, str]) -> list[Run]:
+        """Several submissions (a schedule's or sensor's ticks) stored in one transaction."""
+        return self._store_and_dispatch_many([self._prepare(s, metadata) for s in submissions])
+
+    def _prepare(self, submission: Submission, metadata: Mapping[str, str]) -> Submission:
         submission = self.prepare_submission(submission, metadata)
         # A hook may have changed the priority tag: the stored priority always follows the tags.
         try:
             priority = parse_priority(submission.tags)
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
-        return self._store_and_dispatch(replace(submission, priority=priority))
+        return replace(submission, priority=priority)
 
     def _store_and_dispatch(self, submission: Submission) -> Run:
         raise NotImplementedError  # each concrete coordinator decides
 
+    def _store_and_dispatch_many(self, submissions: Sequence[Submission]) -> list[Run]:
+        return [self._store_and_dispatch(s) for s in submissions]
+
     def _store(self, submission: Submission, status: RunStatus) -> Run:
-        return self.instance.storage.runs.create(
-            NewRun(
-                job_name=submission.job_name,
-                tags=submission.tags,
-                run_config=submission.run_config,
-                priority=submission.priority,
-                status=status,
-                code_location=submission.code_location,
-                idempotency_key=submission.idempotency_key,
-            )
-        )
+        return self.instance.storage.runs.create(_new_run(submission, status))
+
+    def _store_many(self, submissions: Sequence[Submission], status: RunStatus) -> list[Run]:
+        return self.instance.storage.runs.create_many([_new_run(s, status) for s in submissions])
 
     @property
     def describe(self) -> str:
@@ -101,6 +104,21 @@ class QueuedRunCoordinator(RunCoordinator):
 
     def _store_and_dispatch(self, submission: Submission) -> Run:
         return self._store(submission, RunStatus.QUEUED)
+
+    def _store_and_dispatch_many(self, submissions: Sequence[Submission]) -> list[Run]:
+        return self._store_many(submissions, RunStatus.QUEUED)
+
+
+def _new_run(submission: Submission, status: RunStatus) -> NewRun:
+    return NewRun(
+        job_name=submission.job_name,
+        tags=submission.tags,
+        run_config=submission.run_config,
+        priority=submission.priority,
+        status=status,
+        code_location=submission.code_location,
+        idempotency_key=submission.idempotency_key,
+    )
 
 
 __all__ = ["DefaultRunCoordinator", "QueuedRunCoordinator", "RunCoordinator", "Submission"]

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from dagd.storage.store import Storage
 
 RUNNING, STOPPED = "RUNNING", "STOPPED"
+# Rows per multi-row INSERT: well under SQLite's bound-variable limit at a dozen columns a row.
+INSERT_CHUNK = 500
 TICK_STARTED, TICK_SUCCESS, TICK_SKIPPED, TICK_FAILURE = "STARTED", "SUCCESS", "SKIPPED", "FAILURE"
 
 
@@ -54,6 +56,34 @@ class Tick:
     ended_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class NewTick:
+    """A tick to create in a batch (see :meth:`InstigatorStore.create_ticks`)."""
+
+    kind: str
+    name: str
+    scheduled_time: datetime | None = None
+    status: str = TICK_STARTED
+    skip_reason: str | None = None
+    error: str | None = None
+    planned: list[dict[str, Any]] | None = None
+    new_cursor: str | None = None
+    cursor_updated: bool = False
+    move_cursor: bool = False  # a finished tick whose cursor move is stored in the same transaction
+
+
+@dataclass(frozen=True)
+class TickEnd:
+    """How a STARTED tick ends (see :meth:`InstigatorStore.finish_ticks`)."""
+
+    tick_id: int
+    status: str
+    run_ids: list[str] = field(default_factory=list)
+    skip_reason: str | None = None
+    error: str | None = None
+    cursor: tuple[str, str, str | None] | None = None  # (kind, name, value): the cursor moves too
+
+
 def _state(row: Any) -> InstigatorState:
     return InstigatorState(
         row.kind,
@@ -81,6 +111,13 @@ def _tick(row: Any) -> Tick:
         started_at=as_utc(row.started_at),
         ended_at=as_utc(row.ended_at),
     )
+
+
+_CURSOR_UPDATE = (
+    instigators.update()
+    .where(instigators.c.kind == sa.bindparam("k"), instigators.c.name == sa.bindparam("n"))
+    .values(cursor=sa.bindparam("c"))
+)
 
 
 class InstigatorStore:
@@ -187,10 +224,7 @@ class InstigatorStore:
         }
         try:
             with self._storage.write() as conn:
-                if epoch is not None:
-                    current = conn.execute(sa.select(epoch_of(SUPERVISOR_LEASE))).scalar()
-                    if current is not None and current != epoch:
-                        raise Conflict(f"lease epoch {epoch} is stale (now {current}): not creating ticks")
+                self._check_epoch(conn, epoch)
                 tick_id = conn.execute(ticks.insert().values(**values).returning(ticks.c.id)).scalar_one()
         except sa.exc.IntegrityError:
             return None
@@ -230,25 +264,143 @@ class InstigatorStore:
         cursor: tuple[str, str, str | None] | None = None,
     ) -> None:
         """End a tick; with ``cursor=(kind, name, value)`` the instigator's cursor moves in the same transaction."""
+        self.finish_ticks([TickEnd(tick_id, status, run_ids or [], skip_reason, error, cursor)])
+
+    # -- ticks in batches (the daemons at scale) -------------------------------------------------
+
+    def create_ticks(self, news: list[NewTick], epoch: int | None) -> list[Tick | None]:
+        """Insert many ticks in one transaction, fenced by ``epoch``; None where one already exists.
+
+        A schedule's tick is unique per (name, scheduled time): an existing one is left alone and
+        its slot in the answer is None. Sensor ticks (no scheduled time) never clash; a batch holds
+        at most one per sensor. Finished ticks with ``move_cursor`` move their sensor's cursor in
+        the same transaction.
+        """
+        from dagd.storage.store import dialect_insert
+
+        if not news:
+            return []
+        now = utcnow()
+        rows = [
+            {
+                "kind": n.kind,
+                "name": n.name,
+                "scheduled_time": n.scheduled_time,
+                "status": n.status,
+                "skip_reason": n.skip_reason,
+                "error": n.error,
+                "planned": json.dumps(n.planned) if n.planned is not None else None,
+                "new_cursor": n.new_cursor,
+                "cursor_updated": n.cursor_updated,
+                "epoch": epoch,
+                "started_at": now,
+                "ended_at": now if n.status != TICK_STARTED else None,
+            }
+            for n in news
+        ]
+        ids: dict[tuple[str, str, Any], int] = {}
+        with self._storage.write() as conn:
+            self._check_epoch(conn, epoch)
+            insert = dialect_insert(conn)
+            for start in range(0, len(rows), INSERT_CHUNK):
+                stmt = (
+                    insert(ticks)
+                    .values(rows[start : start + INSERT_CHUNK])
+                    .on_conflict_do_nothing()
+                    .returning(ticks.c.id, ticks.c.kind, ticks.c.name, ticks.c.scheduled_time)
+                )
+                for tick_id, kind, name, scheduled_time in conn.execute(stmt):
+                    ids[(kind, name, as_utc(scheduled_time))] = tick_id
+            moves = [
+                {"k": n.kind, "n": n.name, "c": n.new_cursor}
+                for n in news
+                if n.move_cursor and (n.kind, n.name, as_utc(n.scheduled_time)) in ids
+            ]
+            if moves:
+                conn.execute(_CURSOR_UPDATE, moves)
+        out: list[Tick | None] = []
+        for n in news:
+            tick_id = ids.get((n.kind, n.name, as_utc(n.scheduled_time)))
+            out.append(
+                None
+                if tick_id is None
+                else Tick(
+                    id=tick_id,
+                    kind=n.kind,
+                    name=n.name,
+                    scheduled_time=n.scheduled_time,
+                    status=n.status,
+                    planned=n.planned,
+                    new_cursor=n.new_cursor,
+                    cursor_updated=n.cursor_updated,
+                    skip_reason=n.skip_reason,
+                    error=n.error,
+                    started_at=now,
+                    ended_at=now if n.status != TICK_STARTED else None,
+                )
+            )
+        return out
+
+    def plan_ticks(self, plans: list[tuple[int, list[dict[str, Any]]]]) -> None:
+        """Save the run requests of many STARTED ticks (before any of them is submitted)."""
+        if not plans:
+            return
+        with self._storage.write() as conn:
+            conn.execute(
+                ticks.update().where(ticks.c.id == sa.bindparam("tick_id")).values(planned=sa.bindparam("p")),
+                [{"tick_id": tick_id, "p": json.dumps(planned)} for tick_id, planned in plans],
+            )
+
+    def finish_ticks(self, ends: list[TickEnd]) -> None:
+        """End many ticks in one transaction, with the cursor moves they carry."""
+        if not ends:
+            return
+        now = utcnow()
         with self._storage.write() as conn:
             conn.execute(
                 ticks.update()
-                .where(ticks.c.id == tick_id)
+                .where(ticks.c.id == sa.bindparam("tick_id"))
                 .values(
-                    status=status,
-                    run_ids=json.dumps(run_ids or []),
-                    skip_reason=skip_reason,
-                    error=error,
-                    ended_at=utcnow(),
-                )
+                    status=sa.bindparam("s"),
+                    run_ids=sa.bindparam("r"),
+                    skip_reason=sa.bindparam("why"),
+                    error=sa.bindparam("e"),
+                    ended_at=sa.bindparam("at"),
+                ),
+                [
+                    {
+                        "tick_id": end.tick_id,
+                        "s": end.status,
+                        "r": json.dumps(end.run_ids),
+                        "why": end.skip_reason,
+                        "e": end.error,
+                        "at": now,
+                    }
+                    for end in ends
+                ],
             )
-            if cursor is not None:
-                kind, name, value = cursor
-                conn.execute(
-                    instigators.update()
-                    .where(instigators.c.kind == kind, instigators.c.name == name)
-                    .values(cursor=value)
+            moves = [{"k": e.cursor[0], "n": e.cursor[1], "c": e.cursor[2]} for e in ends if e.cursor]
+            if moves:
+                conn.execute(_CURSOR_UPDATE, moves)
+
+    def cursors(self, kind: str, names: list[str]) -> dict[str, str | None]:
+        """The current cursors of ``names`` in one read."""
+        if not names:
+            return {}
+        with self._storage.read() as conn:
+            rows = conn.execute(
+                sa.select(instigators.c.name, instigators.c.cursor).where(
+                    instigators.c.kind == kind, instigators.c.name.in_(names)
                 )
+            ).all()
+        return {name: cursor for name, cursor in rows}
+
+    @staticmethod
+    def _check_epoch(conn: sa.Connection, epoch: int | None) -> None:
+        if epoch is not None:
+            current = conn.execute(sa.select(epoch_of(SUPERVISOR_LEASE))).scalar()
+            if current is not None and current != epoch:
+                raise Conflict(f"lease epoch {epoch} is stale (now {current}): not creating ticks")
 
     def unfinished_ticks(self, kind: str) -> list[Tick]:
         with self._storage.read() as conn:

@@ -90,7 +90,7 @@ class Storage:
         self.engine.dispose()
 
 
-def _dialect_insert(conn: sa.Connection) -> Any:
+def dialect_insert(conn: sa.Connection) -> Any:
     # Imported on use: a SQLite process never pays for the PostgreSQL dialect (and vice versa).
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects import postgresql
@@ -103,16 +103,16 @@ def _dialect_insert(conn: sa.Connection) -> Any:
 
 def upsert(conn: sa.Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
     """An atomic insert-or-update in one statement (never insert-then-update)."""
-    dialect_insert = _dialect_insert(conn)
-    stmt = dialect_insert(table).values(**values)
+    insert = dialect_insert(conn)
+    stmt = insert(table).values(**values)
     update = {k: v for k, v in values.items() if k not in keys}
     conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=update))
 
 
 def insert_ignore(conn: sa.Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
     """Insert unless a row with the same key exists (atomic, one statement)."""
-    dialect_insert = _dialect_insert(conn)
-    conn.execute(dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=keys))
+    insert = dialect_insert(conn)
+    conn.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=keys))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from dagd.storage.instigators import RUNNING, STOPPED
+from dagd.errors import Conflict
+from dagd.storage.instigators import (
+    RUNNING,
+    STOPPED,
+    TICK_SKIPPED,
+    TICK_STARTED,
+    TICK_SUCCESS,
+    NewTick,
+    TickEnd,
+)
+from dagd.storage.leases import SUPERVISOR_LEASE
 from dagd.storage.schema import instigators
 from dagd.timefmt import utcnow
 
@@ -45,3 +56,69 @@ def test_ensure_cost_does_not_grow_with_the_number_of_schedules(storage: Any) ->
     )
     # Existing states are left as they are.
     assert storage.instigators.ensure("schedule", "existing00007", RUNNING).status == STOPPED
+
+
+@pytest.mark.timeout(60)
+def test_create_ticks_in_one_batch_skips_existing_schedule_ticks_and_moves_cursors(storage: Any) -> None:
+    """The daemons' batched writes: a clash leaves the existing tick alone, cursor moves are atomic."""
+    store = storage.instigators
+    store.set_status("sensor", "s1", RUNNING)
+    store.set_status("sensor", "s2", RUNNING)
+    due = datetime(2030, 1, 7, 10, 0, tzinfo=timezone.utc)
+    (first,) = store.create_ticks([NewTick("schedule", "hourly", scheduled_time=due)], epoch=None)
+    assert first is not None and first.status == TICK_STARTED
+
+    news = [
+        NewTick("schedule", "hourly", scheduled_time=due),  # already there
+        NewTick("schedule", "hourly", scheduled_time=due + timedelta(hours=1)),
+        NewTick("schedule", "other", scheduled_time=due),
+        NewTick(
+            "sensor",
+            "s1",
+            status=TICK_SKIPPED,
+            skip_reason="idle",
+            new_cursor="7",
+            cursor_updated=True,
+            move_cursor=True,
+        ),
+        NewTick("sensor", "s2", planned=[{"job_name": "noop"}], new_cursor="9", cursor_updated=True),
+    ]
+    created = store.create_ticks(news, epoch=None)
+    assert created[0] is None
+    assert [t is not None for t in created[1:]] == [True] * 4
+    assert created[1].scheduled_time == due + timedelta(hours=1) and created[1].status == TICK_STARTED
+    stored = {t.id: t for t in store.ticks("sensor", "s2")}
+    assert (
+        stored[created[4].id].planned == [{"job_name": "noop"}]
+        and stored[created[4].id].status == TICK_STARTED
+    )
+    # The SKIPPED tick moved its cursor with it; the STARTED one moves it only when it ends.
+    assert store.cursors("sensor", ["s1", "s2", "nope"]) == {"s1": "7", "s2": None}
+
+    store.finish_ticks(
+        [
+            TickEnd(created[4].id, TICK_SUCCESS, run_ids=["r1"], cursor=("sensor", "s2", "9")),
+            TickEnd(created[1].id, TICK_SKIPPED, skip_reason="why"),
+        ]
+    )
+    assert store.cursors("sensor", ["s2"]) == {"s2": "9"}
+    assert (
+        store.get_tick(created[4].id).run_ids == ["r1"] and store.get_tick(created[4].id).ended_at is not None
+    )
+    assert store.get_tick(created[1].id).skip_reason == "why"
+    assert {t.id for t in store.unfinished_ticks("schedule")} == {first.id, created[2].id}
+
+
+@pytest.mark.timeout(60)
+def test_create_ticks_with_a_stale_epoch_creates_nothing(storage: Any) -> None:
+    lease, _ = storage.leases.acquire(SUPERVISOR_LEASE, "me", 30)
+    assert lease is not None
+    storage.instigators.set_status("sensor", "s1", RUNNING)
+    news = [
+        NewTick("sensor", "s1", status=TICK_SKIPPED, new_cursor="x", cursor_updated=True, move_cursor=True)
+    ]
+    with pytest.raises(Conflict, match="stale"):
+        storage.instigators.create_ticks(news, epoch=lease.epoch + 1)
+    assert storage.instigators.ticks("sensor", "s1") == []
+    assert storage.instigators.cursors("sensor", ["s1"]) == {"s1": None}
+    assert [t is not None for t in storage.instigators.create_ticks(news, epoch=lease.epoch)] == [True]

@@ -36,6 +36,7 @@ from dagd.storage.instigators import (
     TICK_STARTED,
     TICK_SUCCESS,
     InstigatorStore,
+    NewTick,
     Tick,
 )
 from dagd.storage.schema import instigators
@@ -200,40 +201,30 @@ def crash_after(
     monkeypatch.setattr(owner, method, crashing)
 
 
-def crash_on_second_submission(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first run is stored; the process dies as the second is about to be."""
-    original = QueuedRunCoordinator.submit_run
-    calls = []
-
-    def submit_run(self: QueuedRunCoordinator, *args: Any, **kwargs: Any) -> Run:
-        calls.append(args)
-        if len(calls) == 2:
-            raise Crash("crashed between two submissions")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(QueuedRunCoordinator, "submit_run", submit_run)
+def crash_after_runs_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runs are stored (one transaction for the whole batch); the process dies before the tick ends."""
+    crash_after(monkeypatch, QueuedRunCoordinator, "submit_runs")
 
 
 # -- scheduler -----------------------------------------------------------------------------------
 
 
+def _started(news: list[NewTick], *args: Any, **kwargs: Any) -> bool:
+    return any(n.status == TICK_STARTED for n in news)
+
+
 def _crash_after_tick_created(monkeypatch: pytest.MonkeyPatch) -> None:
-    crash_after(
-        monkeypatch,
-        InstigatorStore,
-        "create_tick",
-        lambda *a, **k: k.get("status", TICK_STARTED) == TICK_STARTED,
-    )
+    crash_after(monkeypatch, InstigatorStore, "create_ticks", _started)
 
 
 def _crash_after_plan(monkeypatch: pytest.MonkeyPatch) -> None:
-    crash_after(monkeypatch, InstigatorStore, "plan_tick")
+    crash_after(monkeypatch, InstigatorStore, "plan_ticks")
 
 
 SCHEDULER_CRASHES = {
     "after_tick_created": (_crash_after_tick_created, None, 0),
     "after_plan_saved": (_crash_after_plan, 2, 0),
-    "between_submissions": (crash_on_second_submission, 2, 1),
+    "after_runs_stored": (crash_after_runs_stored, 2, 2),
 }
 
 
@@ -355,8 +346,9 @@ def test_two_schedulers_on_one_database_make_one_tick_and_one_run_per_due_time(
 
 
 SENSOR_CRASHES = {
-    "after_plan_saved": (_crash_after_plan, 0),
-    "between_submissions": (crash_on_second_submission, 1),
+    # A sensor's tick is created with its run requests and new cursor in one write.
+    "after_plan_saved": (_crash_after_tick_created, 0),
+    "after_runs_stored": (crash_after_runs_stored, 2),
 }
 
 
@@ -411,7 +403,7 @@ def test_failed_sensor_tick_is_stored_with_its_error_even_if_the_daemon_dies_rig
     instance = instances(served)
     instance.storage.instigators.set_status("sensor", "broken", RUNNING)
     with monkeypatch.context() as patch:
-        crash_after(patch, InstigatorStore, "create_tick")
+        crash_after(patch, InstigatorStore, "create_ticks")
         assert [type(e) for e in sensor_pass(SensorDaemon(instance))] == [Crash]
 
     (tick,) = ticks_of(instance, "sensor", "broken")
