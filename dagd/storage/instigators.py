@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from dagd.storage.store import Storage
 
 RUNNING, STOPPED = "RUNNING", "STOPPED"
-# Rows per multi-row INSERT: well under SQLite's bound-variable limit at a dozen columns a row.
-INSERT_CHUNK = 500
 TICK_STARTED, TICK_SUCCESS, TICK_SKIPPED, TICK_FAILURE = "STARTED", "SUCCESS", "SKIPPED", "FAILURE"
 
 
@@ -301,16 +299,15 @@ class InstigatorStore:
         ids: dict[tuple[str, str, Any], int] = {}
         with self._storage.write() as conn:
             self._check_epoch(conn, epoch)
-            insert = dialect_insert(conn)
-            for start in range(0, len(rows), INSERT_CHUNK):
-                stmt = (
-                    insert(ticks)
-                    .values(rows[start : start + INSERT_CHUNK])
-                    .on_conflict_do_nothing()
-                    .returning(ticks.c.id, ticks.c.kind, ticks.c.name, ticks.c.scheduled_time)
-                )
-                for tick_id, kind, name, scheduled_time in conn.execute(stmt):
-                    ids[(kind, name, as_utc(scheduled_time))] = tick_id
+            # executemany form: one cached compiled statement, sent as multi-row batches by
+            # SQLAlchemy's "insertmanyvalues" (a .values(list) statement is compiled every time).
+            stmt = (
+                dialect_insert(conn)(ticks)
+                .on_conflict_do_nothing()
+                .returning(ticks.c.id, ticks.c.kind, ticks.c.name, ticks.c.scheduled_time)
+            )
+            for tick_id, kind, name, scheduled_time in conn.execute(stmt, rows):
+                ids[(kind, name, as_utc(scheduled_time))] = tick_id
             moves = [
                 {"k": n.kind, "n": n.name, "c": n.new_cursor}
                 for n in news
