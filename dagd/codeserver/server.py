@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from dagd.codeserver.evaluate import evaluate_schedule, evaluate_sensor, snapshot_of
+from dagd.codeserver.last_good import save_last_good, target_root
 from dagd.codeserver.protocol import MAX_LINE, Evaluation, LocationSnapshot
 from dagd.daemons.base import StatusPipe
 from dagd.definitions import Definitions
@@ -50,7 +51,7 @@ GROUP_SECONDS = 0.05  # evaluate_many: answers finished this close together are 
 
 def _user_modules(target: CodeLocationTarget) -> dict[str, str]:
     """Module name -> file, for every loaded module that lives under the location's directory."""
-    root = os.path.realpath(target.working_directory or os.path.dirname(target.python_file or "."))
+    root = target_root(target)
     out = {}
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
@@ -60,8 +61,9 @@ def _user_modules(target: CodeLocationTarget) -> dict[str, str]:
 
 
 class Location:
-    def __init__(self, target: CodeLocationTarget) -> None:
+    def __init__(self, target: CodeLocationTarget, home: str | None = None) -> None:
         self.target = target
+        self.home = home  # where the last good copy of the source goes (None: nowhere)
         self.definitions: Definitions | None = None
         self.load_error: str | None = None
         self.generation = 0
@@ -99,8 +101,13 @@ class Location:
             self.snapshot = snapshot_of(self.target.name, self.generation, self.definitions, self.load_error)
         if error:
             log.error("load failed (keeping the last good definitions): %s", error)
-        else:
-            log.info("loaded %s (generation %d)", self.target.describe(), self.generation)
+            return
+        log.info("loaded %s (generation %d)", self.target.describe(), self.generation)
+        if self.home is not None:
+            try:
+                save_last_good(self.home, self.target, sorted(set(files)))
+            except OSError as exc:  # runs fall back to nothing; the location itself is fine
+                log.error("could not save the last good copy of the source: %s", exc)
 
     def changed(self) -> bool:
         with self._lock:
@@ -118,8 +125,8 @@ class Location:
 
 
 class CodeServer:
-    def __init__(self, target: CodeLocationTarget) -> None:
-        self.location = Location(target)
+    def __init__(self, target: CodeLocationTarget, home: str | None = None) -> None:
+        self.location = Location(target, home)
         self.pool = ThreadPoolExecutor(max_workers=EVAL_THREADS, thread_name_prefix="eval")
         self.abandoned = 0
         self.pipe = StatusPipe(None)
@@ -304,7 +311,7 @@ def serve(home: str, target: CodeLocationTarget, socket_path: str) -> None:
     pipe = StatusPipe(os.fdopen(os.dup(1), "w", buffering=1))
     os.dup2(2, 1)  # user code that prints must not corrupt the status pipe
     watch_parent_eof()
-    server_state = CodeServer(target)
+    server_state = CodeServer(target, home)
     server_state.pipe = pipe
     server_state.location.load()
     if os.path.exists(socket_path):

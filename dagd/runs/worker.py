@@ -20,13 +20,17 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from dagd.errors import DagdError
+from dagd.errors import DagdError, DefinitionError
 from dagd.runs.model import Run, RunStatus
 from dagd.timefmt import utcnow
+
+if TYPE_CHECKING:
+    from dagd.definitions import Definitions
+    from dagd.workspace import CodeLocationTarget
 
 HEARTBEAT_SECONDS = 2.0
 FLUSH_SECONDS = 0.2
@@ -127,9 +131,24 @@ def _make_logger(run: Run, sink: LogSink) -> logging.Logger:
     return logger
 
 
+def _load_definitions(home: str, target: CodeLocationTarget, sink: LogSink) -> Definitions:
+    """The location's definitions from disk, or, while its files do not load, the last good copy."""
+    from dagd.codeserver.last_good import load_last_good
+    from dagd.workspace import load_target
+
+    try:
+        return load_target(target)
+    except DefinitionError as exc:
+        fallback = load_last_good(home, target)
+        if fallback is None:
+            raise
+        sink.add("stderr", "WARNING", f"{exc}: running the last good definitions of {target.name} instead")
+        return fallback
+
+
 def execute(home: str, run_id: str) -> int:
     from dagd.instance.instance import Instance
-    from dagd.workspace import CodeLocationTarget, load_target
+    from dagd.workspace import CodeLocationTarget
 
     instance = Instance.load(home, create=False)
     runs = instance.storage.runs
@@ -177,7 +196,7 @@ def execute(home: str, run_id: str) -> int:
     try:
         if not run.code_location:
             raise DagdError("run has no code location")
-        definitions = load_target(CodeLocationTarget.from_json(run.code_location))
+        definitions = _load_definitions(home, CodeLocationTarget.from_json(run.code_location), sink)
         job = definitions.job_named(run.job_name)
         if job is None:
             raise DagdError(f"job {run.job_name!r} no longer exists in {run.code_location}")

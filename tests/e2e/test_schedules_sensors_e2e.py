@@ -478,11 +478,6 @@ def test_edited_definitions_reload_live_and_a_broken_edit_keeps_the_last_good_on
     assert fixed["server"]["generation"] == generation + 2 and fixed["server"]["pid"] == server_pid
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: the run worker imports the job's file from disk, so while the file has a "
-    "syntax error a run of a job from the last good definitions fails with the SyntaxError",
-)
 @pytest.mark.timeout(60)
 def test_run_submitted_while_the_file_is_broken_runs_the_last_good_definitions(
     dagd: DagdProcess, tmp_path: pathlib.Path
@@ -492,7 +487,12 @@ def test_run_submitted_while_the_file_is_broken_runs_the_last_good_definitions(
     dagd.start("-f", str(defs))
     defs.write_text(defs.read_text() + "\ndef broken(:\n    pass\n")
     wait_for(lambda: (loc := location(dagd, "broken_defs")) and loc["load_error"], 10, "the load error")
-    wait_run_status(dagd, submit(dagd, "a"))
+    run_id = submit(dagd, "a")
+    wait_run_status(dagd, run_id)
+    # The run's log says it ran the last good copy, and why.
+    logs = ok(dagd.ctl("runs", "logs", run_id), "runs logs").stdout
+    assert "running the last good definitions of broken_defs instead" in logs, logs
+    assert "SyntaxError" in logs, logs
 
 
 @pytest.mark.timeout(120)
