@@ -17,6 +17,10 @@ Server side, :mod:`dagd.supervisor.servicer` maps these to gRPC status codes; cl
 
 from __future__ import annotations
 
+#: Trailing metadata key on every error the server answers (value: the error's class name), so the
+#: client can tell "the supervisor said UNAVAILABLE" (e.g. storage down) from "no supervisor answered".
+ERROR_METADATA_KEY = "dagd-error"
+
 
 class DagdError(Exception):
     """Base of every error dagd raises on purpose. The message is one line for the user."""

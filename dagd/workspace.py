@@ -68,6 +68,8 @@ def targets_from_workspace_file(path: str | pathlib.Path) -> list[CodeLocationTa
         data = yaml.safe_load(file.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: workspace file not found") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -89,6 +91,9 @@ def targets_from_workspace_file(path: str | pathlib.Path) -> list[CodeLocationTa
             spec = {"relative_path" if kind == "python_file" else "module_name": spec}
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}.{kind}: expected a path or a mapping")
+        for key in ("working_directory", "location_name", "attribute"):
+            if spec.get(key) is not None and not isinstance(spec[key], str):
+                raise ConfigError(f"{where}.{kind}.{key}: expected a string, got {type(spec[key]).__name__}")
         workdir = spec.get("working_directory")
         workdir_path = (base / workdir).resolve() if workdir else base
         if kind == "python_file":
@@ -152,7 +157,7 @@ def _import(target: CodeLocationTarget) -> ModuleType:
 
 def _user_frame(exc: BaseException, target: CodeLocationTarget) -> str:
     if isinstance(exc, SyntaxError):
-        return f" (line {exc.lineno})"
+        return f" (line {exc.lineno})" if exc.lineno else ""
     frames = [
         f for f in traceback.extract_tb(exc.__traceback__) if "dagd/" not in f.filename.replace("\\", "/")
     ]
@@ -167,11 +172,11 @@ def load_target(target: CodeLocationTarget) -> Definitions:
         module = _import(target)
     except DefinitionError as exc:
         raise DefinitionError(f"{target.describe()}: {exc}") from None
-    except Exception as exc:  # user code may raise anything while importing
+    except BaseException as exc:  # user code may raise anything while importing, even SystemExit
         detail = exc.msg if isinstance(exc, SyntaxError) else str(exc)
-        raise DefinitionError(
-            f"{target.describe()}: {type(exc).__name__}: {detail}{_user_frame(exc, target)}"
-        ) from None
+        # One line: a multi-line message would break `dagctl instance info` and the API's field.
+        detail = " ".join(f"{type(exc).__name__}: {detail}".split())
+        raise DefinitionError(f"{target.describe()}: {detail}{_user_frame(exc, target)}") from None
     return _find_definitions(module, target)
 
 

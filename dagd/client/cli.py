@@ -142,34 +142,60 @@ def _serve(
     python_file: str | None,
     module: str | None,
     *,
-    web_port: int | None,
+    web: bool = False,
+    web_port: int | None = None,
     stop_runs: bool = False,
     standby: bool = False,
 ) -> None:
     from dagd.instance.instance import Instance
     from dagd.supervisor.app import configure_logging, run_supervisor
+    from dagd.webserver.child import WebserverChild
 
     configure_logging()
     targets = resolve_targets(workspace, python_file, module)
     if workspace is None and python_file is None and module is None:
         workspace = "workspace.yaml"  # resolve_targets found it in the current directory
     instance = Instance.load(ctx.home)
-    code = run_supervisor(
-        instance, targets, workspace_file=workspace, standby=standby, cancel_runs_on_exit=stop_runs
-    )
+    # The web UI is its own process, started once the supervisor serves (it talks to it over gRPC).
+    webserver = WebserverChild(instance.home, port=web_port) if web else None
+    try:
+        code = run_supervisor(
+            instance,
+            targets,
+            workspace_file=workspace,
+            standby=standby,
+            cancel_runs_on_exit=stop_runs,
+            on_started=webserver.start if webserver else None,
+        )
+    finally:
+        if webserver is not None:
+            webserver.stop()
     sys.exit(code)
 
 
 @cli.command()
 @code_options
-@click.option("--web-port", type=int, default=None, help="Web UI port (the web UI lands in a later release).")
+@click.option(
+    "--web-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Web UI port (default webserver.port, 3000; 0 = any free port, see $DAGD_HOME/webserver.json).",
+)
+@click.option("--no-web", is_flag=True, help="Do not start the web UI.")
 @click.pass_obj
 @handle_errors
 def dev(
-    ctx: Ctx, workspace: str | None, python_file: str | None, module: str | None, web_port: int | None
+    ctx: Ctx,
+    workspace: str | None,
+    python_file: str | None,
+    module: str | None,
+    web_port: int | None,
+    no_web: bool,
 ) -> None:
-    """Supervisor, daemons and (later) the web UI in the foreground; Ctrl-C stops everything."""
-    _serve(ctx, workspace, python_file, module, web_port=web_port, stop_runs=True)
+    """Supervisor, daemons and the web UI in the foreground; Ctrl-C stops everything."""
+    if no_web and web_port is not None:
+        raise InvalidArgument("give --web-port or --no-web, not both")
+    _serve(ctx, workspace, python_file, module, web=not no_web, web_port=web_port, stop_runs=True)
 
 
 @cli.group()
@@ -188,7 +214,26 @@ def daemon_run(
     ctx: Ctx, workspace: str | None, python_file: str | None, module: str | None, standby: bool
 ) -> None:
     """Run the supervisor and its daemons in the foreground."""
-    _serve(ctx, workspace, python_file, module, web_port=None, standby=standby)
+    _serve(ctx, workspace, python_file, module, standby=standby)
+
+
+@cli.command()
+@click.option("--host", default=None, help="Listen address (default webserver.host, 127.0.0.1).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port (default webserver.port, 3000; 0 = any).",
+)
+@click.pass_obj
+@handle_errors
+def webserver(ctx: Ctx, host: str | None, port: int | None) -> None:
+    """The web UI alone, in the foreground; it talks to the running supervisor over gRPC."""
+    from dagd.webserver.server import configure_logging, load_settings, serve
+
+    configure_logging()
+    settings = load_settings(ctx.home, host=host, port=port, grpc_address=ctx.address, grpc_token=ctx.token)
+    sys.exit(serve(settings))
 
 
 # -- runs ---------------------------------------------------------------------------------------
@@ -219,6 +264,10 @@ def submit(
             config = json.loads(config_json)
         except json.JSONDecodeError as exc:
             raise InvalidArgument(f"--config is not valid JSON: {exc.msg} at column {exc.colno}") from None
+        except RecursionError:
+            raise InvalidArgument("--config is nested too deeply") from None
+        except ValueError:  # an integer past Python's 4,300-digit conversion limit
+            raise InvalidArgument("--config is not valid JSON: a number is too long") from None
         if not isinstance(config, dict):
             raise InvalidArgument("--config must be a JSON object")
     with ctx.client() as client:

@@ -18,6 +18,7 @@ import psutil
 from dagd.api.v1 import dagd_pb2 as pb
 from dagd.api.v1 import dagd_pb2_grpc as pb_grpc
 from dagd.errors import (
+    ERROR_METADATA_KEY,
     Conflict,
     DagdError,
     InvalidArgument,
@@ -209,7 +210,15 @@ class Client:
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
             details = exc.details() if hasattr(exc, "details") else str(exc)
-            if code == grpc.StatusCode.UNAVAILABLE and ("connect" in (details or "").lower() or not details):
+            # The supervisor's own answers carry ERROR_METADATA_KEY: an UNAVAILABLE it sent (its
+            # storage is down) means it is reachable, whatever the message says about connections.
+            trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+            answered = any(item[0] == ERROR_METADATA_KEY for item in trailing or ())
+            if (
+                code == grpc.StatusCode.UNAVAILABLE
+                and not answered
+                and ("connect" in (details or "").lower() or not details)
+            ):
                 raise SupervisorUnreachable(
                     f"cannot reach the supervisor at {self.address}: {details}"
                 ) from None

@@ -17,6 +17,7 @@ also checked at load, so ``max_concurrent_runs: -5`` fails at start rather than 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -363,10 +364,33 @@ class GrpcConfig(_Model):
         return self
 
 
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses: a listener only this machine can reach."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a hostname may resolve anywhere
+
+
 class WebserverConfig(_Model):
     host: NonEmptyStr = "127.0.0.1"
-    port: Port = 3000
+    port: Port = 3000  # 0 = any free port (the URL is published in $DAGD_HOME/webserver.json)
+    # Optional access token: the browser signs in with it once; scripts may send it as a bearer token.
     token: NonEmptyStr | None = None
+    token_file: NonEmptyStr | None = None
+    # How often open pages refresh their live parts (runs, daemons, banner) in the browser.
+    refresh_interval_seconds: float = Field(default=2.0, ge=0.5, le=3600)
+
+    @model_validator(mode="after")
+    def _exposed_needs_token(self) -> WebserverConfig:
+        if self.token is not None and self.token_file is not None:
+            raise _KeyProblem("token_file", "give token or token_file, not both")
+        # Like grpc.tcp: a UI reachable from other machines can terminate runs, so it needs a token.
+        if not is_loopback_host(self.host) and self.token is None and self.token_file is None:
+            raise _KeyProblem("host", f"{self.host!r} is not a loopback address: set token or token_file")
+        return self
 
 
 class MetricsConfig(_Model):
@@ -403,7 +427,11 @@ def load_instance_config(path: Path, environ: Mapping[str, str] | None = None) -
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: expected a mapping of sections at the top level, got {_describe(raw)}")
-    raw = _substitute_env(raw, os.environ if environ is None else environ, file=file, path=())
+    try:
+        raw = _substitute_env(raw, os.environ if environ is None else environ, file=file, path=())
+    except RecursionError:
+        # `a: &a [*a]` is valid YAML: an alias to its own ancestor makes an endless structure.
+        raise ConfigError(f"{file}: nested too deeply (an alias that refers to itself?)") from None
     config = validate_section(InstanceConfig, raw, file=file, prefix="")
     coordinator = config.run_coordinator
     if (coordinator.module, coordinator.class_name) == (
@@ -466,6 +494,8 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from exc
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise ConfigError(f"{file}: invalid YAML: nested too deeply") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "syntax error"

@@ -82,7 +82,13 @@ class Instance:
         from dagd.storage.engine import sqlite_url
 
         base = pathlib.Path(storage.sqlite.base_dir if storage.sqlite else "storage")
-        return sqlite_url(base if base.is_absolute() else self.home / base)
+        base = base if base.is_absolute() else self.home / base
+        try:
+            return sqlite_url(base)
+        except OSError as exc:
+            raise ConfigError(
+                f"{self.config_file}: storage.sqlite.base_dir: cannot create {base}: {exc.strerror or exc}"
+            ) from None
 
     @cached_property
     def storage(self) -> Storage:
@@ -92,8 +98,13 @@ class Instance:
 
     # -- pluggable classes -----------------------------------------------------------------
 
-    def _plugin(self, key: str, section: Any, *args: Any) -> Any:
+    def _plugin(self, key: str, section: Any, base: type[Any], *args: Any) -> Any:
         cls = load_class(section.module, section.class_name, key=key, file=self.config_file)
+        if not issubclass(cls, base):
+            raise ConfigError(
+                f"{self.config_file}: {key}.class: {section.module}.{section.class_name} "
+                f"is not a subclass of {base.__module__}.{base.__name__}"
+            )
         model = getattr(cls, "config_model", None)
         config: Any = section.config
         if model is not None:
@@ -103,10 +114,14 @@ class Instance:
         return cls(self, config, *args)
 
     def make_coordinator(self) -> RunCoordinator:
-        return self._plugin("run_coordinator", self.config.run_coordinator)
+        from dagd.run_coordinator import RunCoordinator
+
+        return self._plugin("run_coordinator", self.config.run_coordinator, RunCoordinator)
 
     def make_launcher(self) -> RunLauncher:
-        return self._plugin("run_launcher", self.config.run_launcher)
+        from dagd.run_launcher import RunLauncher
+
+        return self._plugin("run_launcher", self.config.run_launcher, RunLauncher)
 
     @cached_property
     def coordinator(self) -> RunCoordinator:

@@ -70,15 +70,24 @@ BACKFILL_TAG = "dagd/backfill"
 RESUMABLE_TAG = "dagd/resumable"
 
 
+# The priority column is a 32-bit integer on PostgreSQL.
+MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
+
+
 def parse_priority(tags: dict[str, str]) -> int:
     """The run's priority from its tags; raises ValueError naming the bad value."""
     raw = tags.get(PRIORITY_TAG)
     if raw is None:
         return 0
     try:
-        return int(str(raw).strip())
+        value = int(str(raw).strip())
     except ValueError:
-        raise ValueError(f"tag {PRIORITY_TAG} must be an integer, got {raw!r}") from None
+        raise ValueError(f"tag {PRIORITY_TAG} must be an integer, got {str(raw)[:40]!r}") from None
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise ValueError(
+            f"tag {PRIORITY_TAG} must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {str(raw)[:40]!r}"
+        )
+    return value
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,8 @@ class RunStore:
         keys = [n.idempotency_key for n in news if n.idempotency_key]
         existing = self.by_idempotency_keys(keys) if keys else {}
         if len(set(keys)) != len(keys):
-            return [self._create_batch([n], {})[0] for n in news]
+            # One key twice (a client's retries): one by one, each finding the run an earlier copy made.
+            return [self.create_many([n])[0] for n in news]
         try:
             return self._create_batch(news, existing)
         except sa.exc.IntegrityError:

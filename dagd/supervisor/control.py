@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +48,12 @@ MAX_TAG_VALUE = 4096
 MAX_NAME = 255
 MAX_RUN_CONFIG_BYTES = 1 << 20
 MAX_LIST_LIMIT = 1000
+# `daemons status` answers within a second even when the database hangs (SPEC: status answers
+# throughout an outage); the process table, not storage, is what health is judged on.
+HEARTBEAT_READ_SECONDS = 0.25
+# runs.seq (page tokens) and run_logs.id are 32-bit integers on PostgreSQL: a larger bound
+# parameter is a database error, not an empty answer.
+MAX_SEQ = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,10 @@ def parse_run_config(raw: str) -> dict[str, Any]:
         raise InvalidArgument(
             f"run config is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise InvalidArgument("run config is nested too deeply") from None
+    except ValueError:  # an integer past Python's 4,300-digit conversion limit
+        raise InvalidArgument("run config is not valid JSON: a number is too long") from None
     if not isinstance(value, dict):
         raise InvalidArgument("run config must be a JSON object")
     return value
@@ -94,6 +106,9 @@ class ControlPlane:
         self.instigators.on_change = self._wake_instigator_daemon
         self.draining = False
         self.daemons: ProcessTable | None = None  # set by the supervisor; None in tests without daemons
+        self._beats_read: Future[dict[str, Heartbeat]] | None = None
+        self._beats_last: dict[str, Heartbeat] = {}
+        self._beats_lock = threading.Lock()
 
     @property
     def runs(self):  # noqa: ANN201 - RunStore, imported lazily with storage
@@ -153,10 +168,38 @@ class ControlPlane:
         if self.daemons is None:
             return []
         try:
-            beats = self.instance.storage.daemons.all()
+            beats = self._heartbeats()
         except StorageUnavailable:
             beats = {}  # status must answer during a database outage; the pipe still knows
         return [(view, beats.get(view.name)) for view in self.daemons.snapshot()]
+
+    def _heartbeats(self) -> dict[str, Heartbeat]:
+        """The heartbeat rows; the last ones read if storage does not answer within HEARTBEAT_READ_SECONDS.
+
+        A database that hangs instead of refusing (frozen, partitioned) would otherwise hold every
+        status call for as long as it hangs. One read at a time: while it hangs, status calls
+        share it rather than piling up threads blocked on the database.
+        """
+        with self._beats_lock:
+            if self._beats_read is None or self._beats_read.done():
+                future: Future[dict[str, Heartbeat]] = Future()
+
+                def read() -> None:
+                    try:
+                        future.set_result(self.instance.storage.daemons.all())
+                    except BaseException as exc:
+                        future.set_exception(exc)
+
+                # A daemon thread, not an executor: a read stuck on a dead socket must not hold up exit.
+                threading.Thread(target=read, name="read-heartbeats", daemon=True).start()
+                self._beats_read = future
+            pending = self._beats_read
+        try:
+            beats = pending.result(timeout=HEARTBEAT_READ_SECONDS)
+        except FutureTimeout:
+            return self._beats_last  # each carries its own heartbeat_at: stale shows as stale
+        self._beats_last = beats
+        return beats
 
     def restart_daemon(self, name: str) -> tuple[DaemonView, Heartbeat | None]:
         if self.daemons is None or name not in self.daemons.procs:
@@ -172,6 +215,8 @@ class ControlPlane:
         return run, self.runs.events(run_id)
 
     def list_runs(self, flt: RunFilter) -> list[Run]:
+        if flt.before_seq is not None and not 0 <= flt.before_seq <= MAX_SEQ:
+            raise InvalidArgument(f"invalid page token {str(flt.before_seq)[:40]!r}")
         if flt.limit <= 0:
             flt.limit = 100
         flt.limit = min(flt.limit, MAX_LIST_LIMIT)
@@ -181,7 +226,8 @@ class ControlPlane:
     def read_logs(self, run_id: str, after_seq: int, limit: int) -> tuple[list[LogLine], RunStatus]:
         run = self.runs.require(run_id)
         limit = 1000 if limit <= 0 else min(limit, 10_000)
-        return self.runs.read_logs(run_id, after_seq=max(after_seq, 0), limit=limit), run.status
+        after_seq = min(max(after_seq, 0), MAX_SEQ)
+        return self.runs.read_logs(run_id, after_seq=after_seq, limit=limit), run.status
 
     # -- terminate -----------------------------------------------------------------------------
 

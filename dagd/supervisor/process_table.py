@@ -82,6 +82,18 @@ class DaemonView:
     last_progress_age: float | None  # seconds since the last progress; None without a process
 
 
+def child_environment() -> dict[str, str]:
+    """The environment of daemons and code servers: ours, with glibc's malloc arenas capped.
+
+    glibc gives each thread that allocates its own 64 MB malloc arena; a daemon whose pool threads
+    take turns with large short-lived buffers (a thousand sensors' answers a second) fragments
+    several of them, and its RSS creeps up by tens of MB over an hour. Two arenas keep it flat at
+    no measurable cost for these mostly single-threaded, I/O-bound processes. A value the user
+    set is kept.
+    """
+    return {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
+
+
 class ProcessTable:
     def __init__(
         self,
@@ -196,6 +208,7 @@ class ProcessTable:
                 stderr=stderr,
                 start_new_session=True,
                 close_fds=True,
+                env=child_environment(),
             )
         self._children[name] = child
         try:  # pid + start time identify the child later (leftover check) without asking again

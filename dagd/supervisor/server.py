@@ -25,6 +25,7 @@ from dagd.api.v1 import dagd_pb2_grpc as pb_grpc
 from dagd.errors import ConfigError
 from dagd.instance.instance import Instance
 from dagd.supervisor.control import ControlPlane
+from dagd.supervisor.request_guard import RequestGuardInterceptor
 from dagd.supervisor.servicer import (
     DaemonServicer,
     InstanceServicer,
@@ -105,10 +106,46 @@ def _new_server(instance: Instance, interceptors: list[grpc.ServerInterceptor]) 
     limit = instance.config.grpc.max_message_bytes
     return grpc.server(
         ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"),
-        interceptors=interceptors,
+        # The guard runs inside the token check: an unauthenticated caller learns nothing.
+        interceptors=[*interceptors, RequestGuardInterceptor()],
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
         maximum_concurrent_rpcs=256,
     )
+
+
+def _read_tls(instance: Instance, key: str, file: str) -> bytes:
+    try:
+        return pathlib.Path(file).read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"{instance.config_file}: grpc.tls.{key}: cannot read {file}: {exc.strerror or exc}"
+        ) from None
+
+
+def listen_tcp(server: grpc.Server, instance: Instance) -> str:
+    """Bind the TCP listener (with TLS if configured); its address, with the port chosen for 0.
+
+    Unreadable key or certificate files and addresses that cannot be bound are configuration
+    errors naming the key, not tracebacks.
+    """
+    tcp = instance.config.grpc.tcp
+    assert tcp is not None
+    bind = f"{tcp.host}:{tcp.port}"
+    tls = instance.config.grpc.tls
+    try:
+        if tls:
+            pair = (
+                _read_tls(instance, "key_file", tls.key_file),
+                _read_tls(instance, "cert_file", tls.cert_file),
+            )
+            port = server.add_secure_port(bind, grpc.ssl_server_credentials([pair]))
+        else:
+            port = server.add_insecure_port(bind)
+    except RuntimeError:  # grpc's "Failed to bind to address ..."
+        port = 0
+    if port == 0:
+        raise ConfigError(f"{instance.config_file}: grpc.tcp: cannot listen on {bind}")
+    return f"{tcp.host}:{port}"
 
 
 def prepare_socket_dir(path: pathlib.Path) -> None:
@@ -147,19 +184,7 @@ def start_servers(instance: Instance, control: ControlPlane) -> Servers:
         if kind is None:
             server.add_insecure_port(f"unix:{socket}")
         else:
-            assert tcp is not None
-            bind = f"{tcp.host}:{tcp.port}"
-            tls = instance.config.grpc.tls
-            if tls:
-                creds = grpc.ssl_server_credentials(
-                    [(pathlib.Path(tls.key_file).read_bytes(), pathlib.Path(tls.cert_file).read_bytes())]
-                )
-                port = server.add_secure_port(bind, creds)
-            else:
-                port = server.add_insecure_port(bind)
-            if port == 0:
-                raise ConfigError(f"{instance.config_file}: grpc.tcp: cannot listen on {bind}")
-            addresses[1] = f"{tcp.host}:{port}"
+            addresses[1] = listen_tcp(server, instance)
         server.start()
         out.servers.append(server)
     os.chmod(socket, 0o600)

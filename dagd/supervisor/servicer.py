@@ -20,6 +20,7 @@ from dagd import __version__
 from dagd.api.v1 import dagd_pb2 as pb
 from dagd.api.v1 import dagd_pb2_grpc as pb_grpc
 from dagd.errors import (
+    ERROR_METADATA_KEY,
     Conflict,
     DagdError,
     DefinitionError,
@@ -68,6 +69,7 @@ def translate_errors(method: F) -> F:
             return method(self, request, context)
         except DagdError as exc:
             code = next((c for t, c in STATUS_CODES.items() if isinstance(exc, t)), grpc.StatusCode.INTERNAL)
+            context.set_trailing_metadata(((ERROR_METADATA_KEY, type(exc).__name__),))
             context.abort(code, _one_line(str(exc)))
         except Exception as exc:  # a bug: log it fully here, answer one line there
             log.exception("unexpected error in %s", method.__name__)

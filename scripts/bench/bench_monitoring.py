@@ -35,7 +35,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from common import address, percentile, postgres_schema, running_supervisor  # noqa: E402
+from common import address, distribution, percentile, postgres_schema, running_supervisor, write_json  # noqa: E402
 
 from dagd.client.client import Client  # noqa: E402
 from dagd.daemons.run_monitoring import RunMonitoringDaemon  # noqa: E402
@@ -77,9 +77,9 @@ def run_reaching(client: Client, run_id: str, statuses: set[str], timeout: float
     return run
 
 
-def death_to_failure(samples: int) -> list[float]:
+def death_to_failure(samples: int, backend: str = "sqlite") -> list[float]:
     out = []
-    with running_supervisor("") as home, contextlib.closing(Client(address(home))) as client:
+    with running_supervisor("", backend) as home, contextlib.closing(Client(address(home))) as client:
         for _ in range(samples):
             run_id = client.submit("sleeper", run_config={"seconds": 120})["run_id"]
             started = run_reaching(client, run_id, {"STARTED"})
@@ -156,13 +156,17 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--skip-death", action="store_true")
     parser.add_argument("--skip-pass", action="store_true")
+    parser.add_argument("--death-backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
+    results: dict[str, dict] = {}
 
     print(f"\n### Run monitoring benchmark ({os.cpu_count()} CPUs, Python {sys.version.split()[0]})\n")
     print("| measure | result |")
     print("|---|---|")
     if not args.skip_death:
-        deaths = death_to_failure(args.samples)
+        deaths = death_to_failure(args.samples, args.death_backend)
+        results["worker_death_to_failure_s"] = {"backend": args.death_backend, **distribution(deaths)}
         print(
             f"| SIGKILL of a worker -> FAILURE (SQLite, default settings) | median "
             f"{statistics.median(deaths):.2f} s, p90 {percentile(deaths, 90):.2f} s, "
@@ -172,11 +176,14 @@ def main() -> None:
         backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
         for backend in backends:
             r = one_pass(backend, args.runs, args.passes)
+            results.setdefault("pass", {})[backend] = {"runs": args.runs, **r}
             print(
                 f"| one pass, {args.runs:,} runs STARTED ({backend}) | median {r['pass'] * 1000:.0f} ms "
                 f"(max {r['pass_max'] * 1000:.0f} ms, n={args.passes}); of which reading the runs "
                 f"{r['read'] * 1000:.0f} ms, checking the workers {r['check'] * 1000:.0f} ms |"
             )
+
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ sys.path.insert(0, str(BENCH_DIR.parents[1]))
 sys.path.insert(0, str(BENCH_DIR))
 
 import sqlalchemy as sa  # noqa: E402
-from common import address, running_supervisor, summary_ms  # noqa: E402
+from common import address, distribution, running_supervisor, summary_ms, write_json  # noqa: E402
 
 from dagd.client.client import Client  # noqa: E402
 from dagd.instance.instance import Instance  # noqa: E402
@@ -176,7 +176,9 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=PARTS, action="append", help="Run only this part (repeatable); default all."
     )
+    parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
+    results: dict[str, dict] = {}
     parts = args.only or PARTS
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     for backend in backends:
@@ -184,11 +186,17 @@ def main() -> None:
             with running_supervisor("", backend) as home:
                 latency(home, 5)  # warm-up: starts the fork server
                 samples = latency(home, args.latency_runs)
+                results.setdefault(backend, {})["launch_latency_ms"] = distribution(samples, 1000)
                 print(f"[{backend}] submit -> STARTING, free capacity: {summary_ms(samples)}", flush=True)
         if "throughput" in parts:
             with running_supervisor(queue(-1) + NOOP_LAUNCHER, backend, extra_env=BENCH_ENV) as home:
                 throughput(home, 50)  # warm-up
                 rate, event_rate = throughput(home, args.throughput_runs)
+                results.setdefault(backend, {})["launch_throughput"] = {
+                    "runs": args.throughput_runs,
+                    "runs_per_s": rate,
+                    "event_runs_per_s": event_rate,
+                }
                 print(
                     f"[{backend}] launch throughput, no-op launcher, {args.throughput_runs} queued runs: "
                     f"{rate:,.0f} runs/s from resume to all STARTING ({event_rate:,.0f} runs/s between the "
@@ -198,12 +206,18 @@ def main() -> None:
         if "cancel" in parts:
             with running_supervisor(queue(0), backend) as home:
                 cli_seconds, grpc_seconds = bulk_cancel(home, args.cancel_runs)
+                results.setdefault(backend, {})["bulk_cancel"] = {
+                    "runs": args.cancel_runs,
+                    "cli_s": cli_seconds,
+                    "grpc_s": grpc_seconds,
+                }
                 print(
                     f"[{backend}] bulk cancel of {args.cancel_runs} queued runs: `dagctl runs terminate "
                     f"--status QUEUED` {cli_seconds * 1000:,.0f} ms wall; over gRPC from a warm client "
                     f"{grpc_seconds * 1000:,.0f} ms",
                     flush=True,
                 )
+    write_json(args.json, results)
     if "selection" in parts:
         subprocess.run([sys.executable, str(BENCH_DIR / "bench_selection.py")], check=True)
 

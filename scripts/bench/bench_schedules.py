@@ -36,7 +36,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from common import running_supervisor  # noqa: E402
+from common import running_supervisor, write_json  # noqa: E402
 
 from dagd.client.client import Client  # noqa: E402
 from dagd.instance.instance import Instance  # noqa: E402
@@ -301,7 +301,9 @@ def main() -> None:
     parser.add_argument("--cadence-seconds", type=float, default=60)
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--only", choices=["schedules", "sensors"], default=None)
+    parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
+    results: dict[str, Any] = {"backend": args.backend, "load_start": os.getloadavg()[0]}
 
     load = os.getloadavg()[0]
     print(
@@ -310,6 +312,7 @@ def main() -> None:
     )
     if args.only in (None, "schedules"):
         s = bench_schedules(args.schedules, args.minutes, args.backend)
+        results["schedules"] = {"count": args.schedules, **s}
         print(f"{args.schedules} schedules on `* * * * *`, runs queued only:\n")
         print(
             "| minute | ticks (SUCCESS) | runs | M -> last tick started | M -> last run created | M -> last tick ended |"
@@ -336,6 +339,7 @@ def main() -> None:
         )
     if args.only in (None, "sensors"):
         n = bench_sensors(args.sensors, args.minutes, args.cadence_seconds, args.backend)
+        results["sensors"] = {"count": args.sensors, **n}
         print(f"{args.sensors} sensors at minimum_interval_seconds=1:\n")
         print("| measure | result | target |")
         print("|---|---|---|")
@@ -359,6 +363,8 @@ def main() -> None:
                 for at, rss in n["rss_samples"]
             )
         )
+
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

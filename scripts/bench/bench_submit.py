@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from common import address, running_supervisor, summary_ms  # noqa: E402
+from common import address, distribution, running_supervisor, summary_ms, write_json  # noqa: E402
 
 from dagd.client.client import Client  # noqa: E402
 
@@ -72,20 +72,28 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--latency-runs", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (the median is kept)")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    results: dict[str, dict] = {}
     for backend in backends:
+        out = results.setdefault(backend, {"throughput": {}})
         with running_supervisor("run_coordinator:\n  config:\n    max_concurrent_runs: 0\n", backend) as home:
             for threads in (1, 8):
-                rate = statistics.median(throughput(home, threads, args.seconds) for _ in range(3))
+                rates = [throughput(home, threads, args.seconds) for _ in range(args.rounds)]
+                rate = statistics.median(rates)
+                out["throughput"][str(threads)] = {"median": rate, "rounds": rates}
                 print(
-                    f"[{backend}] submit throughput, {threads} client thread(s): {rate:,.0f} runs/s (median of 3)"
+                    f"[{backend}] submit throughput, {threads} client thread(s): {rate:,.0f} runs/s "
+                    f"(median of {args.rounds})"
                 )
         with running_supervisor("", backend) as home:
             latency(home, 3)  # warm-up
-            print(
-                f"[{backend}] submit -> first line of user code: {summary_ms(latency(home, args.latency_runs))}"
-            )
+            samples = latency(home, args.latency_runs)
+            out["user_code_latency_ms"] = distribution(samples, 1000)
+            print(f"[{backend}] submit -> first line of user code: {summary_ms(samples)}")
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

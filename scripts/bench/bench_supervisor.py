@@ -36,7 +36,7 @@ import psutil
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from common import address, percentile, running_supervisor  # noqa: E402
+from common import address, distribution, percentile, running_supervisor, write_json  # noqa: E402
 
 from dagd.client.client import Client  # noqa: E402
 
@@ -197,6 +197,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20, help="recoveries per signal")
     parser.add_argument("--settle", type=float, default=5)
     parser.add_argument("--idle-seconds", type=float, default=30)
+    parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
 
     with running_supervisor("", args.backend) as home:
@@ -206,7 +207,8 @@ def main() -> None:
     imports = cold_start()
     with running_supervisor(FIRST_CRASH, args.backend) as home:
         killed = recovery(home, signal.SIGKILL, args.samples, timeout=30)
-    with running_supervisor(HANG, args.backend) as home:
+    # A 3 s heartbeat timeout on a loaded machine can take a while to see all four daemons healthy.
+    with running_supervisor(HANG, args.backend, ready_timeout=120) as home:
         stopped = recovery(home, signal.SIGSTOP, args.samples, timeout=30)
 
     core = [role for role in mem if role == "supervisor" or role in NAMES]
@@ -219,6 +221,22 @@ def main() -> None:
     other_rss = sum(mem[r][0] for r in others)
     other_pss = sum(mem[r][1] for r in others)
     total_cpu = sum(cpu.values())
+    write_json(
+        args.json,
+        {
+            "backend": args.backend,
+            "sigkill_recovery_s": distribution(killed),
+            "sigstop_recovery_s": distribution(stopped),
+            "hang_timeout_s": HANG_TIMEOUT,
+            "cold_start_s": distribution(imports),
+            "idle_seconds": args.idle_seconds,
+            "idle_cpu_percent": {**cpu, "total": total_cpu},
+            "rss_mb": {role: rss for role, (rss, _) in mem.items()},
+            "pss_mb": {role: pss for role, (_, pss) in mem.items()},
+            "core_rss_mb": core_rss,
+            "core_pss_mb": core_pss,
+        },
+    )
     overshoot = [s - HANG_TIMEOUT for s in stopped]
     beyond_backoff = [s - BACKOFF_SECONDS for s in killed]
 

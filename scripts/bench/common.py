@@ -14,12 +14,31 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import sqlalchemy as sa
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BENCH_DEFS = pathlib.Path(__file__).with_name("bench_defs.py")
 PG_BASE = os.environ.get("DAGD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def write_json(path: str | None, data: dict[str, Any]) -> None:
+    """Machine-readable results for ``scripts/bench/run`` (``--json PATH``); the tables stay printed."""
+    if path:
+        pathlib.Path(path).write_text(json.dumps(data, indent=2, default=str))
+
+
+def distribution(values: list[float], scale: float = 1.0) -> dict[str, Any]:
+    """Median, p90, p99 and the raw samples (times ``scale``, e.g. 1000 for ms)."""
+    scaled = [v * scale for v in values]
+    return {
+        "p50": statistics.median(scaled),
+        "p90": percentile(scaled, 90),
+        "p99": percentile(scaled, 99),
+        "n": len(scaled),
+        "samples": scaled,
+    }
 
 
 def percentile(values: list[float], pct: float) -> float:

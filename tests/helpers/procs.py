@@ -117,6 +117,8 @@ class DagdProcess:
         env: dict[str, str] | None = None,
     ) -> None:
         env = {**os.environ, "DAGD_HOME": str(self.home), "PYTHONUNBUFFERED": "1", **(env or {})}
+        if tuple(command) == ("dev",) and not {"--web-port", "--no-web"} & set(args):
+            args = (*args, "--no-web")  # the web UI has its own tests (tests/web); spare the others its start
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [*DAGCTL, *command, *args], stdout=log, stderr=subprocess.STDOUT, env=env, text=True,

@@ -1,7 +1,10 @@
 """A TCP proxy the test controls, to make a database unreachable and bring it back.
 
 ``outage()`` closes every proxied connection and refuses new ones (connection refused, so clients
-fail fast instead of hanging); ``restore()`` accepts again. Only loopback addresses are used.
+fail fast instead of hanging); ``restore()`` accepts again. ``stall()`` is the nastier network
+partition: connections stay open and new ones are accepted, but nothing is forwarded either way
+(clients hang until their own timeouts); ``resume()`` lets the held bytes through. Only loopback
+addresses are used.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ class TcpProxy:
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.restore()
 
     def restore(self) -> None:
@@ -43,8 +48,16 @@ class TcpProxy:
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
 
+    def stall(self) -> None:
+        """Forward nothing, in either direction, until :meth:`resume` (connections stay open)."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
     def close(self) -> None:
         self._closed = True
+        self._flowing.set()
         self.outage()
 
     def _accept(self, listener: socket.socket) -> None:
@@ -58,18 +71,20 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            upstream.settimeout(None)
             with self._lock:
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+                threading.Thread(target=_pump, args=(a, b, self._flowing), daemon=True).start()
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
+def _pump(src: socket.socket, dst: socket.socket, flowing: threading.Event) -> None:
     try:
         while True:
             data = src.recv(65536)
             if not data:
                 break
+            flowing.wait()  # stalled: hold the bytes, as a partitioned network would
             dst.sendall(data)
     except OSError:
         pass

@@ -1,0 +1,77 @@
+"""How times, durations and statuses read on the pages (pure; also the templates' filters)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+QUEUED_STATUSES = ("QUEUED",)
+IN_PROGRESS_STATUSES = ("NOT_STARTED", "STARTING", "STARTED", "CANCELING")
+FINISHED_STATUSES = ("SUCCESS", "FAILURE", "CANCELED")
+# The Runs page's tabs: which statuses each shows.
+TABS: dict[str, tuple[str, ...]] = {
+    "queued": QUEUED_STATUSES,
+    "in_progress": IN_PROGRESS_STATUSES,
+    "finished": FINISHED_STATUSES,
+}
+TAB_TITLES = {"queued": "Queued", "in_progress": "In progress", "finished": "Finished"}
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An RFC 3339 string from the API (``...Z``) as an aware UTC datetime; None when unset or bad."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+
+
+def duration(seconds: float | None) -> str:
+    """``850ms``, ``42s``, ``3m 07s``, ``2h 05m``, ``3d 4h``: short, and exact enough to compare."""
+    if seconds is None:
+        return "-"
+    if seconds < 0:
+        seconds = 0
+    if seconds < 1:
+        return f"{int(seconds * 1000)}ms"
+    if seconds < 60:
+        return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
+
+
+def age(value: str | None, now: datetime) -> str:
+    """``12s ago`` for a past RFC 3339 time; ``in 3m 00s`` for a future one; ``-`` when unset."""
+    when = parse_time(value)
+    if when is None:
+        return "-"
+    delta = (now - when).total_seconds()
+    return f"{duration(delta)} ago" if delta >= 0 else f"in {duration(-delta)}"
+
+
+def between(start: str | None, end: str | None, now: datetime) -> str:
+    """How long something took (or has taken so far, when ``end`` is unset)."""
+    began = parse_time(start)
+    if began is None:
+        return "-"
+    finished = parse_time(end) or now
+    return duration((finished - began).total_seconds())
+
+
+def clock(value: str | None) -> str:
+    """``2026-05-01 12:00:03Z``: the API's UTC time, shortened for tables."""
+    when = parse_time(value)
+    return "-" if when is None else when.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def status_class(status: str | None) -> str:
+    """The CSS class of a status badge (a fixed set, so a status can never inject a class)."""
+    known = {*QUEUED_STATUSES, *IN_PROGRESS_STATUSES, *FINISHED_STATUSES, "RUNNING", "STOPPED", "SKIPPED"}
+    return f"st-{status.lower()}" if status in known else "st-other"

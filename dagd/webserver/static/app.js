@@ -1,0 +1,133 @@
+// dagd web UI: two small behaviours, written for this project (no libraries).
+//
+// 1. Auto-refresh: every element with `data-live` and an `id` is replaced, every
+//    `data-refresh-ms` milliseconds, by the same element from a fresh copy of the page. Nothing
+//    is refreshed while the tab is hidden or while the user is typing inside a live element.
+// 2. Live log: `#run-log` polls `data-log-url?after=SEQ` (JSON) and appends new lines as text
+//    (never as HTML) until the run has finished and no lines are left.
+"use strict";
+
+(function () {
+  function liveElements(root) {
+    return Array.prototype.filter.call(root.querySelectorAll("[data-live][id]"), function (el) {
+      return el.id;
+    });
+  }
+
+  function userIsEditing(el) {
+    var active = document.activeElement;
+    return active && el.contains(active) && /^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName);
+  }
+
+  function refresh() {
+    var targets = liveElements(document);
+    if (!targets.length || document.hidden) {
+      return Promise.resolve();
+    }
+    return fetch(window.location.href, {
+      credentials: "same-origin",
+      headers: { "X-Dagd-Refresh": "1" },
+      redirect: "manual",
+    })
+      .then(function (response) {
+        if (!response.ok) {
+          throw new Error("refresh failed: " + response.status);
+        }
+        return response.text();
+      })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        targets.forEach(function (el) {
+          var replacement = fresh.getElementById(el.id);
+          if (replacement && !userIsEditing(el)) {
+            el.replaceWith(document.importNode(replacement, true));
+          }
+        });
+        document.body.removeAttribute("data-refresh-error");
+      })
+      .catch(function () {
+        document.body.setAttribute("data-refresh-error", "true");
+      });
+  }
+
+  function startRefresh() {
+    var every = parseInt(document.body.getAttribute("data-refresh-ms") || "0", 10);
+    if (!every || !liveElements(document).length) {
+      return;
+    }
+    var tick = function () {
+      refresh().then(function () {
+        window.setTimeout(tick, every);
+      });
+    };
+    window.setTimeout(tick, every);
+  }
+
+  function formatLine(line) {
+    var at = (line.at || "").replace("T", " ").replace(/\.\d+Z$/, "Z");
+    return at + " " + line.stream + " " + line.level + " " + line.message + "\n";
+  }
+
+  function startLogFollow() {
+    var pre = document.getElementById("run-log");
+    if (!pre) {
+      return;
+    }
+    var url = pre.getAttribute("data-log-url");
+    var after = parseInt(pre.getAttribute("data-after") || "0", 10);
+    var state = document.getElementById("log-state");
+    var poll = function () {
+      fetch(url + "?after=" + after, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (response) {
+          if (!response.ok) {
+            throw new Error("log fetch failed: " + response.status);
+          }
+          return response.json();
+        })
+        .then(function (data) {
+          var atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
+          if (data.lines.length) {
+            var text = data.lines.map(formatLine).join("");
+            pre.appendChild(document.createTextNode(text));
+            after = data.last_seq;
+            pre.setAttribute("data-after", String(after));
+            if (atBottom) {
+              pre.scrollTop = pre.scrollHeight;
+            }
+          }
+          if (data.more) {
+            window.setTimeout(poll, 0);
+          } else if (data.finished) {
+            pre.setAttribute("data-finished", "true");
+            if (state) {
+              state.textContent = "The run has finished (" + data.status + ").";
+            }
+          } else {
+            window.setTimeout(poll, 1000);
+          }
+        })
+        .catch(function () {
+          if (state) {
+            state.textContent = "Lost the log stream; retrying…";
+          }
+          window.setTimeout(poll, 3000);
+        });
+    };
+    poll();
+  }
+
+  // `?done=...` shows a one-time notice after a form; drop it so refreshes and reloads do not repeat it.
+  function forgetNotice() {
+    var url = new URL(window.location.href);
+    if (url.searchParams.has("done")) {
+      url.searchParams.delete("done");
+      window.history.replaceState(null, "", url.pathname + url.search + url.hash);
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    forgetNotice();
+    startRefresh();
+    startLogFollow();
+  });
+})();

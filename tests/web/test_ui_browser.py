@@ -1,0 +1,269 @@
+"""The web UI in a real headless Chromium against a real ``dagctl dev`` (supervisor, daemons, webserver).
+
+One deployment serves the whole module. Its run coordinator is the attribution example
+(``examples/custom_coordinator``), which tags each run with the ``x-dagd-user`` header of its
+submission and refuses submissions without it: browser pages send that header unless a test says
+otherwise. Daemon restarts back off 3 s, so an unhealthy daemon stays visible for a few refreshes.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+import pytest
+from helpers.procs import DagdProcess, wait_for
+from helpers.web import WebDeployment, form_session, request
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+DEFS = REPO / "tests" / "fixtures" / "defs.py"
+CONFIG = """
+run_coordinator:
+  module: attribution
+  class: AttributingRunCoordinator
+  config: {max_concurrent_runs: 10}
+daemons:
+  restart: {initial_backoff_seconds: 3, max_backoff_seconds: 3}
+webserver:
+  refresh_interval_seconds: 0.5
+"""
+DAEMONS = {"scheduler", "run_queue", "sensor", "run_monitoring"}
+RUN_URL = re.compile(r"/runs/([0-9a-f-]{36})$")
+
+
+@pytest.fixture(scope="module")
+def web(module_dagd: DagdProcess) -> Iterator[WebDeployment]:
+    module_dagd.write_config(CONFIG)
+    pythonpath = os.pathsep.join(
+        p for p in (str(REPO / "examples" / "custom_coordinator"), os.environ.get("PYTHONPATH")) if p
+    )
+    deployment = WebDeployment(module_dagd)
+    deployment.start("-f", str(DEFS), env={"PYTHONPATH": pythonpath})
+    yield deployment
+    # Ctrl-C, as a user would: the webserver must go with everything else (module_dagd then
+    # checks that no process of this home is left).
+    module_dagd.signal(signal.SIGINT)
+    assert module_dagd.wait_exit(timeout=30) == 0, module_dagd.log()
+    assert not (module_dagd.home / "webserver.json").exists(), "webserver.json left behind"
+
+
+def launch(page: Any, web: WebDeployment, job: str, *, config: str = "", tags: str = "") -> str:
+    """Launch from the launchpad like a user; returns the run id from the page we land on."""
+    page.goto(f"{web.url}/launchpad")
+    page.select_option("select[name=job]", job)
+    if tags:
+        page.fill("textarea[name=tags]", tags)
+    if config:
+        page.fill("textarea[name=run_config]", config)
+    page.click("button:has-text('Launch run')")
+    page.wait_for_url(RUN_URL)
+    match = RUN_URL.search(page.url)
+    assert match, page.url
+    return match.group(1)
+
+
+def status_cell(page: Any) -> Any:
+    return page.locator("#run-head dd[data-field=status]")
+
+
+# -- Deployment → Daemons ------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_daemons_page_lists_four_healthy_daemons(web: WebDeployment, page: Any) -> None:
+    page.goto(f"{web.url}/deployment/daemons")
+    rows = page.locator("tr[data-daemon]")
+    assert {rows.nth(i).get_attribute("data-daemon") for i in range(rows.count())} == DAEMONS
+    for name in DAEMONS:
+        row = page.locator(f"tr[data-daemon={name}]")
+        assert row.get_attribute("data-healthy") == "true", row.inner_text()
+        assert row.locator("[data-health]").inner_text() == "healthy"
+    assert page.locator("[data-summary]").inner_text().startswith("4 of 4 daemons healthy")
+    assert page.locator("[data-banner]").count() == 0
+
+
+@pytest.mark.timeout(60)
+def test_killed_daemon_shows_unhealthy_then_healthy_again(web: WebDeployment, page: Any) -> None:
+    page.goto(f"{web.url}/deployment/daemons")
+    row = page.locator("tr[data-daemon=run_queue]")
+    pid = int(row.get_attribute("data-pid"))
+    assert psutil.Process(pid).is_running()
+
+    os.kill(pid, signal.SIGKILL)
+    # The page refreshes itself: no reload here.
+    row.and_(page.locator("[data-healthy=false]")).wait_for(timeout=15_000)
+    assert row.locator("[data-health]").inner_text() == "unhealthy"
+    banner = page.locator("[data-banner]", has_text="run_queue daemon is not healthy")
+    banner.wait_for(timeout=10_000)
+
+    row.and_(page.locator("[data-healthy=true]")).wait_for(timeout=30_000)
+    new_pid = int(page.locator("tr[data-daemon=run_queue]").get_attribute("data-pid"))
+    assert new_pid != pid
+    banner.wait_for(state="detached", timeout=10_000)
+    assert web.daemons()["run_queue"]["healthy"]
+
+
+# -- runs ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_run_launched_from_launchpad_goes_from_queue_to_finished_success(
+    web: WebDeployment, page: Any
+) -> None:
+    run_id = launch(page, web, "sleeper", config='{"seconds": 4}', tags="team=web")
+    assert page.locator(".notice").inner_text() == "Run launched."
+
+    def listed_unfinished() -> str | None:
+        for tab in ("queued", "in_progress"):
+            page.goto(f"{web.url}/runs?tab={tab}")
+            if page.locator(f"tr[data-run-id='{run_id}']").count():
+                return tab
+        return None
+
+    tab = wait_for(listed_unfinished, 20, f"run {run_id} on the Queued or In progress tab", interval=0.2)
+    assert tab in {"queued", "in_progress"}
+
+    page.goto(f"{web.url}/runs?tab=finished")
+    row = page.locator(f"tr[data-run-id='{run_id}']")
+    row.wait_for(timeout=30_000)  # the tab refreshes itself until the run has finished
+    assert row.get_attribute("data-status") == "SUCCESS"
+    assert row.locator(".badge").inner_text() == "SUCCESS"
+    assert web.run(run_id)["status"] == "SUCCESS"
+
+    page.goto(f"{web.url}/runs/{run_id}")
+    assert status_cell(page).inner_text() == "SUCCESS"
+    page.locator("#run-log", has_text="worker pid").wait_for()
+    assert page.locator("ol.timeline li", has_text="SUCCESS").count() == 1
+
+
+@pytest.mark.timeout(90)
+def test_terminate_from_run_page_cancels_the_run(web: WebDeployment, page: Any) -> None:
+    run_id = launch(page, web, "sleeper", config='{"seconds": 120}')
+    page.locator("#run-head dd[data-field=status]", has_text="STARTED").wait_for(timeout=30_000)
+    page.locator("#run-log", has_text="worker pid").wait_for(timeout=10_000)  # the log follows live
+
+    page.click("button:has-text('Terminate')")
+    page.wait_for_url(re.compile(rf"/runs/{run_id}"))
+    status_cell(page).and_(page.locator("dd", has_text="CANCELED")).wait_for(timeout=30_000)
+    assert web.run(run_id)["status"] == "CANCELED"
+    assert page.locator("button:has-text('Terminate')").count() == 0
+
+
+@pytest.mark.timeout(60)
+def test_tag_with_script_is_shown_as_text(web: WebDeployment, page: Any) -> None:
+    payload = (
+        '<script>window.__dagd_xss = 1; alert("xss")</script><img src=x onerror="window.__dagd_xss = 2">'
+    )
+    run_id = web.submit("hello", tags={"note": payload})["run_id"]
+
+    page.goto(f"{web.url}/runs/{run_id}")
+    assert page.locator("td.tag-value", has_text="<script>").inner_text() == payload
+    page.goto(f"{web.url}/runs?tab=all")
+    note = page.locator(".tag-key", has_text="note")
+    tag = page.locator(f"tr[data-run-id='{run_id}'] .tag", has=note).locator(".tag-value")
+    assert tag.inner_text() == payload
+    assert page.evaluate("window.__dagd_xss") is None
+    assert page.locator("script:not([src])").count() == 0
+    assert page.dialogs == []
+    assert "&lt;script&gt;" in page.content()
+
+    # The launchpad echoes what was typed when it refuses a submission: as text too.
+    page.goto(f"{web.url}/launchpad")
+    page.select_option("select[name=job]", "hello")
+    page.fill("textarea[name=tags]", f"note={payload}")
+    page.fill("input[name=priority]", "<script>alert(2)</script>")
+    page.click("button:has-text('Launch run')")
+    page.locator("[data-error]", has_text="priority must be an integer").wait_for()
+    assert page.locator("textarea[name=tags]").input_value() == f"note={payload}"
+    assert page.evaluate("window.__dagd_xss") is None
+    assert page.dialogs == []
+
+
+# -- attribution -----------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_launchpad_passes_request_headers_to_the_coordinator_hook(web: WebDeployment, page: Any) -> None:
+    run_id = launch(page, web, "hello")
+    assert web.run(run_id)["tags"]["submitted_by"] == "alice"
+    assert page.locator("td.tag-value", has_text="alice").count() == 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("page", [{}], indirect=True)
+def test_launchpad_without_attribution_header_is_refused_by_the_hook(web: WebDeployment, page: Any) -> None:
+    before = len(web.runs())
+    page.goto(f"{web.url}/launchpad")
+    page.select_option("select[name=job]", "hello")
+    page.click("button:has-text('Launch run')")
+    page.locator("[data-error]", has_text="needs the x-dagd-user header").wait_for()
+    assert len(web.runs()) == before
+
+
+# -- CSRF ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_post_without_csrf_token_is_refused_and_changes_nothing(web: WebDeployment) -> None:
+    user = {"x-dagd-user": "mallory"}
+    before = len(web.runs())
+    restarts = web.daemons()["sensor"]["restarts"]
+    cookies, token = form_session(web.url)
+    forged = [
+        ({}, {"job": "hello"}),  # neither cookie nor token
+        (cookies, {"job": "hello"}),  # the victim's cookie rides along, no token
+        ({}, {"job": "hello", "csrf_token": token}),  # a stolen token without its cookie
+        (cookies, {"job": "hello", "csrf_token": token + "x"}),  # a wrong token
+        ({"dagd_csrf": "forged.value"}, {"job": "hello", "csrf_token": "forged.value"}),  # self-made pair
+    ]
+    for jar, form in forged:
+        refused = request(web.url, "/launchpad", method="POST", form=form, cookies=jar, headers=user)
+        assert refused.status == 403, (jar, form, refused.status, refused.body[:200])
+    cross_site = request(
+        web.url,
+        "/launchpad",
+        method="POST",
+        form={"job": "hello", "csrf_token": token},
+        cookies=cookies,
+        headers={**user, "Origin": "http://evil.example"},
+    )
+    assert cross_site.status == 403, cross_site.body[:200]
+    restart = request(web.url, "/deployment/daemons/sensor/restart", method="POST", form={}, cookies=cookies)
+    assert restart.status == 403
+    assert len(web.runs()) == before
+    assert web.daemons()["sensor"]["restarts"] == restarts
+
+    # The same request with the token goes through: the refusals above were the CSRF check.
+    allowed = request(
+        web.url, "/launchpad", method="POST", form={"job": "hello", "csrf_token": token}, cookies=cookies,
+        headers=user,
+    )  # fmt: skip
+    assert allowed.status == 303, allowed.body[:300]
+    assert len(web.runs()) == before + 1
+
+
+@pytest.mark.timeout(60)
+def test_pages_render_and_send_security_headers(web: WebDeployment, page: Any) -> None:
+    for path, heading in [
+        ("/", "Overview"),
+        ("/runs", "Runs"),
+        ("/launchpad", "Launchpad"),
+        ("/deployment/configuration", "Deployment"),
+        ("/schedules", "Schedules"),
+        ("/sensors", "Sensors"),
+    ]:
+        response = page.goto(f"{web.url}{path}")
+        assert response.status == 200, path
+        assert page.locator("h1").first.inner_text() == heading
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+    page.goto(f"{web.url}/")
+    assert page.locator("svg.queue-chart").count() == 1
+    assert page.locator("svg.gantt a").count() >= 1  # one row per recent run, each a link
+    page.goto(f"{web.url}/deployment/configuration")
+    assert "AttributingRunCoordinator" in page.locator("main").inner_text()
+    assert page.locator("[data-storage]").inner_text().startswith("sqlite:")
