@@ -120,18 +120,28 @@ class CodeServerClient:
         self.socket_path = socket_path
         self.connect_timeout = connect_timeout
 
-    def call(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    def _send(self, request: dict[str, Any], read_timeout: float) -> socket.socket:
+        """A connection with ``request`` sent on it (one request per connection)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(self.connect_timeout)
-            try:
-                sock.connect(self.socket_path)
-            except OSError as exc:
-                raise Unavailable(
-                    f"code server at {self.socket_path} is not reachable: {exc.strerror or exc}"
-                ) from None
-            sock.settimeout(timeout)
+            sock.connect(self.socket_path)
+        except OSError as exc:
+            sock.close()
+            raise Unavailable(
+                f"code server at {self.socket_path} is not reachable: {exc.strerror or exc}"
+            ) from None
+        try:
+            sock.settimeout(read_timeout)
             sock.sendall(json.dumps(request).encode() + b"\n")
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def call(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        sock = self._send(request, timeout)
+        try:
             reader = sock.makefile("rb")
             try:
                 line = reader.readline(MAX_LINE)
@@ -174,25 +184,14 @@ class CodeServerClient:
         """Evaluate ``items`` in one request; ``on_answers([(index, evaluation)...])`` per group that arrives.
 
         Raises :class:`CodeServerError` (or :class:`Unavailable`) if the server goes away before
-        answering every item; the items answered until then have had their ``on_result``.
+        answering every item; the items answered until then have had their ``on_answers``.
         """
         if not items:
             return
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Some answer (a result or a timeout) arrives at least every `timeout` seconds while
+        # anything is still running; a silent server for longer than that is gone.
+        sock = self._send({"op": "evaluate_many", "items": items, "timeout": timeout}, timeout + 5)
         try:
-            sock.settimeout(self.connect_timeout)
-            try:
-                sock.connect(self.socket_path)
-            except OSError as exc:
-                raise Unavailable(
-                    f"code server at {self.socket_path} is not reachable: {exc.strerror or exc}"
-                ) from None
-            # Some answer (a result or a timeout) arrives at least every `timeout` seconds while
-            # anything is still running; a silent server for longer than that is gone.
-            sock.settimeout(timeout + 5)
-            sock.sendall(
-                json.dumps({"op": "evaluate_many", "items": items, "timeout": timeout}).encode() + b"\n"
-            )
             reader = sock.makefile("rb")
             while True:
                 try:
