@@ -17,6 +17,7 @@ doubled. A slow schedule function holds up only its own tick (its answer simply 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from datetime import datetime
@@ -194,9 +195,7 @@ class SchedulerDaemon(Daemon):
 
 
 def _with_plan(tick: Tick, planned: list[dict[str, object]]) -> Tick:
-    from dataclasses import replace
-
-    return replace(tick, planned=planned)
+    return dataclasses.replace(tick, planned=planned)
 
 
 __all__ = ["SchedulerDaemon"]

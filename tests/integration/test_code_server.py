@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from helpers.codeserver import code_server
@@ -50,54 +52,58 @@ defs = Definitions(jobs=[noop], sensors=[slowish, hangs, quick])
 CALLERS = 64  # more than the 16 sensor evaluations (default) plus the scheduler and supervisor
 
 
-@pytest.mark.timeout(60)
-def test_concurrent_callers_are_all_answered_not_refused_by_a_full_listen_backlog(
+@pytest.fixture
+def served(
     home: pathlib.Path, tmp_path: pathlib.Path
-) -> None:
+) -> Iterator[tuple[CodeServerClient, subprocess.Popen[bytes]]]:
+    """A real code server for DEFS, a client of it, and its process."""
     defs_file = tmp_path / "slow_defs.py"
     defs_file.write_text(DEFS)
     instance = Instance.load(home)
-    with code_server(instance, defs_file, name="slow_defs"):
-        client = CodeServerClient(socket_for(instance, "slow_defs"))
-        barrier = threading.Barrier(CALLERS)
-        answers: list[Evaluation] = []
-        errors: list[str] = []
+    with code_server(instance, defs_file, name="slow_defs") as proc:
+        yield CodeServerClient(socket_for(instance, "slow_defs")), proc
 
-        def call() -> None:
-            barrier.wait(timeout=10)
-            try:
-                answers.append(client.evaluate_sensor("slowish", None, None, timeout=20))
-            except DagdError as exc:
-                errors.append(str(exc))
 
-        threads = [threading.Thread(target=call) for _ in range(CALLERS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
+@pytest.mark.timeout(60)
+def test_concurrent_callers_are_all_answered_not_refused_by_a_full_listen_backlog(
+    served: tuple[CodeServerClient, subprocess.Popen[bytes]],
+) -> None:
+    client, _ = served
+    barrier = threading.Barrier(CALLERS)
+    answers: list[Evaluation] = []
+    errors: list[str] = []
+
+    def call() -> None:
+        barrier.wait(timeout=10)
+        try:
+            answers.append(client.evaluate_sensor("slowish", None, None, timeout=20))
+        except DagdError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=call) for _ in range(CALLERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
     assert errors == [], f"{len(errors)} of {CALLERS} refused, e.g. {errors[0]}"
     assert len(answers) == CALLERS and all(a.skip_reason == "nothing new" for a in answers)
 
 
 @pytest.mark.timeout(60)
 def test_evaluate_many_answers_quick_items_at_once_and_times_out_a_hung_one_alone(
-    home: pathlib.Path, tmp_path: pathlib.Path
+    served: tuple[CodeServerClient, subprocess.Popen[bytes]],
 ) -> None:
     """One request for many sensors: a hung one delays only its own answer, which is a timeout."""
-    defs_file = tmp_path / "slow_defs.py"
-    defs_file.write_text(DEFS)
-    instance = Instance.load(home)
-    with code_server(instance, defs_file, name="slow_defs"):
-        client = CodeServerClient(socket_for(instance, "slow_defs"))
-        items = [{"kind": "sensor", "name": "hangs"}] + [
-            {"kind": "sensor", "name": "quick", "cursor": str(i)} for i in range(200)
-        ]
-        items.append({"kind": "sensor", "name": "no_such_sensor"})
-        arrived: dict[int, tuple[float, Evaluation]] = {}
-        start = time.monotonic()
-        client.evaluate_many(
-            items, 2.0, lambda answers: arrived.update((i, (time.monotonic() - start, e)) for i, e in answers)
-        )
+    client, _ = served
+    items = [{"kind": "sensor", "name": "hangs"}] + [
+        {"kind": "sensor", "name": "quick", "cursor": str(i)} for i in range(200)
+    ]
+    items.append({"kind": "sensor", "name": "no_such_sensor"})
+    arrived: dict[int, tuple[float, Evaluation]] = {}
+    start = time.monotonic()
+    client.evaluate_many(
+        items, 2.0, lambda answers: arrived.update((i, (time.monotonic() - start, e)) for i, e in answers)
+    )
     assert sorted(arrived) == list(range(len(items)))
     hung_at, hung = arrived[0]
     assert hung.error == "sensor hangs timed out after 2s" and hung_at >= 2.0, (hung_at, hung)
@@ -111,20 +117,16 @@ def test_evaluate_many_answers_quick_items_at_once_and_times_out_a_hung_one_alon
 
 @pytest.mark.timeout(60)
 def test_evaluate_many_reports_the_unanswered_items_when_the_code_server_dies(
-    home: pathlib.Path, tmp_path: pathlib.Path
+    served: tuple[CodeServerClient, subprocess.Popen[bytes]],
 ) -> None:
-    defs_file = tmp_path / "slow_defs.py"
-    defs_file.write_text(DEFS)
-    instance = Instance.load(home)
-    with code_server(instance, defs_file, name="slow_defs") as proc:
-        client = CodeServerClient(socket_for(instance, "slow_defs"))
-        answered: list[int] = []
+    client, proc = served
+    answered: list[int] = []
 
-        def on_answers(answers: list[tuple[int, Evaluation]]) -> None:
-            answered.extend(i for i, _ in answers)
-            os.kill(proc.pid, signal.SIGKILL)  # after the first group: the rest is never answered
+    def on_answers(answers: list[tuple[int, Evaluation]]) -> None:
+        answered.extend(i for i, _ in answers)
+        os.kill(proc.pid, signal.SIGKILL)  # after the first group: the rest is never answered
 
-        items = [{"kind": "sensor", "name": "quick"}, {"kind": "sensor", "name": "hangs"}]
-        with pytest.raises(DagdError, match="closed the connection before answering every evaluation"):
-            client.evaluate_many(items, 30.0, on_answers)
+    items = [{"kind": "sensor", "name": "quick"}, {"kind": "sensor", "name": "hangs"}]
+    with pytest.raises(DagdError, match="closed the connection before answering every evaluation"):
+        client.evaluate_many(items, 30.0, on_answers)
     assert answered == [0]
