@@ -7,6 +7,10 @@ and one compiled statement serve a whole batch; with a single caller the cost is
 A caller waits on a bare lock rather than a ``concurrent.futures.Future``: the committer releases
 it once the result is in place. This is the cheapest hand-off CPython has, and at thousands of
 submissions a second the hand-offs are a large part of the supervisor's CPU.
+
+Leader/follower (the first waiting caller commits the batch in its own thread, saving the hop to
+a committer thread) was tried and measured: with 8 gRPC clients the batches shrank to single
+items and the supervisor's CPU per submission rose by about a tenth, so the committer stays.
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ class GroupCommit(Generic[In, Out]):
                 batch.append(nxt)
             try:
                 results = self._flush([item for item, _ in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"group commit: {len(results)} results for {len(batch)} items")
             except BaseException as exc:  # every waiter learns of the failure; nothing is acknowledged
                 for _, slot in batch:
                     slot.error = exc

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from dagd.errors import Conflict
 from dagd.storage.leases import SUPERVISOR_LEASE, epoch_of
 from dagd.storage.schema import instigators, ticks
+from dagd.storage.store import padded, pieces
 from dagd.timefmt import as_utc, utcnow
 
 if TYPE_CHECKING:
@@ -306,8 +307,9 @@ class InstigatorStore:
                 .on_conflict_do_nothing()
                 .returning(ticks.c.id, ticks.c.kind, ticks.c.name, ticks.c.scheduled_time)
             )
-            for tick_id, kind, name, scheduled_time in conn.execute(stmt, rows):
-                ids[(kind, name, as_utc(scheduled_time))] = tick_id
+            for piece in pieces(rows):
+                for tick_id, kind, name, scheduled_time in conn.execute(stmt, piece):
+                    ids[(kind, name, as_utc(scheduled_time))] = tick_id
             moves = [
                 {"k": n.kind, "n": n.name, "c": n.new_cursor}
                 for n in news
@@ -384,13 +386,16 @@ class InstigatorStore:
         """The current cursors of ``names`` in one read."""
         if not names:
             return {}
+        out: dict[str, str | None] = {}
         with self._storage.read() as conn:
-            rows = conn.execute(
-                sa.select(instigators.c.name, instigators.c.cursor).where(
-                    instigators.c.kind == kind, instigators.c.name.in_(names)
-                )
-            ).all()
-        return {name: cursor for name, cursor in rows}
+            for chunk in padded(names):
+                rows = conn.execute(
+                    sa.select(instigators.c.name, instigators.c.cursor).where(
+                        instigators.c.kind == kind, instigators.c.name.in_(chunk)
+                    )
+                ).all()
+                out.update((name, cursor) for name, cursor in rows)
+        return out
 
     @staticmethod
     def _check_epoch(conn: sa.Connection, epoch: int | None) -> None:

@@ -28,11 +28,19 @@ from dagd.runs.model import (
     RunFilter,
     RunStatus,
 )
+from dagd.storage.driver import DriverInsert, driver_transaction
 from dagd.storage.schema import run_events, run_logs, run_tags, runs
+from dagd.storage.store import padded
 from dagd.timefmt import as_utc, utcnow
 
 if TYPE_CHECKING:
     from dagd.storage.store import Storage
+
+
+NEW_RUN_COLUMNS = (
+    "run_id", "job_name", "status", "priority", "tags", "run_config",
+    "code_location", "idempotency_key", "created_at", "updated_at",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -80,9 +88,29 @@ def _filtered(query: Any, flt: RunFilter) -> Any:
     return query
 
 
+@dataclass(frozen=True)
+class _CreateInserts:
+    """The three INSERTs that store a new run, compiled once for the storage's dialect."""
+
+    runs: DriverInsert
+    tags: DriverInsert
+    events: DriverInsert
+
+
 class RunStore:
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
+        self._inserts: _CreateInserts | None = None
+
+    def _driver_inserts(self) -> _CreateInserts:
+        if self._inserts is None:
+            dialect = self._storage.engine.dialect
+            self._inserts = _CreateInserts(
+                runs=DriverInsert(runs, NEW_RUN_COLUMNS, dialect, returning=("run_id", "seq")),
+                tags=DriverInsert(run_tags, ("run_id", "key", "value"), dialect),
+                events=DriverInsert(run_events, ("run_id", "at", "kind", "status", "message"), dialect),
+            )
+        return self._inserts
 
     # -- creation ---------------------------------------------------------------------------
 
@@ -152,15 +180,11 @@ class RunStore:
             )
             out.append(None)
         if rows:
-            with self._storage.write() as conn:
-                seqs: dict[str, int] = dict(
-                    conn.execute(
-                        runs.insert().returning(runs.c.run_id, runs.c.seq, sort_by_parameter_order=True), rows
-                    ).all()
-                )
-                if tag_rows:
-                    conn.execute(run_tags.insert(), tag_rows)
-                conn.execute(run_events.insert(), event_rows)
+            inserts = self._driver_inserts()
+            with driver_transaction(self._storage.engine) as cursor:
+                seqs: dict[str, int] = dict(inserts.runs.execute_many(cursor, rows))
+                inserts.tags.execute_many(cursor, tag_rows)
+                inserts.events.execute_many(cursor, event_rows)
         created = iter(rows)
         result: builtins.list[Run] = []
         for new, item in zip(news, out, strict=True):
@@ -185,9 +209,12 @@ class RunStore:
         return result
 
     def by_idempotency_keys(self, keys: Sequence[str]) -> dict[str, Run]:
+        found: dict[str, Run] = {}
         with self._storage.read() as conn:
-            rows = conn.execute(sa.select(runs).where(runs.c.idempotency_key.in_(list(keys)))).all()
-        return {row.idempotency_key: _row_to_run(row) for row in rows}
+            for chunk in padded(builtins.list(keys)):
+                rows = conn.execute(sa.select(runs).where(runs.c.idempotency_key.in_(chunk))).all()
+                found.update((row.idempotency_key, _row_to_run(row)) for row in rows)
+        return found
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -315,8 +342,7 @@ class RunStore:
         if to in FINISHED_STATUSES:
             values["ended_at"] = now
         with self._storage.write() as conn:
-            for start in range(0, len(run_ids), 500):
-                chunk = list(run_ids[start : start + 500])
+            for chunk in padded(builtins.list(run_ids)):
                 # UPDATE ... RETURNING: only the rows this statement changed, even if another
                 # writer moved some of them between our read and our write.
                 matched = (
@@ -368,9 +394,9 @@ class RunStore:
         wanted = builtins.list(dict.fromkeys(run_ids))
         claimed: dict[str, Run] = {}
         with self._storage.write() as conn:
-            for start in range(0, len(wanted), 500):
+            for chunk in padded(wanted):
                 conditions: builtins.list[sa.ColumnElement[bool]] = [
-                    runs.c.run_id.in_(wanted[start : start + 500]),
+                    runs.c.run_id.in_(chunk),
                     runs.c.status.in_([s.value for s in expected]),
                 ]
                 if fence is not None:

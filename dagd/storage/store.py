@@ -118,3 +118,34 @@ def insert_ignore(conn: sa.Connection, table: sa.Table, values: dict[str, Any], 
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# Batched statements come in a few fixed sizes, whatever the size of the batch. A multi-row
+# ``INSERT ... RETURNING`` (SQLAlchemy's insertmanyvalues) or an ``IN (?, ?, ...)`` is a different
+# SQL string for every row count, and SQLite keeps up to 128 prepared statements per pooled
+# connection (a 500-row insert is ~400 KB of compiled program): with the sensor daemon's batch
+# sizes varying from pass to pass (more so on a loaded machine, when sensors fall behind), every
+# connection filled its cache with one-off statements and the churn fragmented the C heap, so the
+# daemon's RSS crept up for as long as it ran (docs/performance.md, "Sensor daemon memory"). The
+# run queue's claims and the bulk status changes use the same helpers for the same reason.
+# Powers of two: a batch of n rows is at most log2(n) + n / MAX_PIECE statements.
+MAX_PIECE = 256
+_PIECES = tuple(2**i for i in range(MAX_PIECE.bit_length() - 1, -1, -1))  # 256, 128, ..., 2, 1
+
+
+def pieces(items: list[Any]) -> Iterator[list[Any]]:
+    """``items`` cut into consecutive slices whose lengths are powers of two, at most ``MAX_PIECE``."""
+    start = 0
+    for size in _PIECES:
+        while len(items) - start >= size:
+            yield items[start : start + size]
+            start += size
+
+
+def padded(names: list[str]) -> Iterator[list[str]]:
+    """``names`` in slices of at most ``MAX_PIECE``, each padded (by repeating its last name) to a
+    power of two: an ``IN`` list with a duplicate matches the same rows, with one statement per size."""
+    for start in range(0, len(names), MAX_PIECE):
+        chunk = names[start : start + MAX_PIECE]
+        size = 1 << (len(chunk) - 1).bit_length()
+        yield chunk + [chunk[-1]] * (size - len(chunk))

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from helpers.procs import wait_for
+from helpers.tcp_proxy import proxy_to
 
 from dagd.errors import InvalidTransition, NotFound, SchemaOutOfDate, StorageUnavailable
 from dagd.runs.model import FINISHED_STATUSES, RunFilter, RunStatus
@@ -90,6 +92,45 @@ def test_fresh_database_is_created_at_head(storage: Storage) -> None:
     with storage.read() as conn:
         tables = set(sa.inspect(conn).get_table_names())
     assert {"runs", "run_tags", "run_events", "run_logs", "daemon_heartbeats", "leases", "settings"} <= tables
+
+
+def reflect_schema(conn: sa.Connection) -> dict[str, Any]:
+    """Everything about each table that a migration could get wrong, as comparable plain data."""
+    inspector = sa.inspect(conn)
+    out: dict[str, Any] = {}
+    for table in sorted(inspector.get_table_names()):
+        out[table] = {
+            "columns": [
+                (c["name"], str(c["type"]), c["nullable"], str(c.get("default")), c.get("autoincrement"))
+                for c in inspector.get_columns(table)
+            ],
+            "primary_key": inspector.get_pk_constraint(table)["constrained_columns"],
+            "indexes": sorted(
+                (i["name"], tuple(i["column_names"]), i["unique"]) for i in inspector.get_indexes(table)
+            ),
+            "unique": sorted(tuple(u["column_names"]) for u in inspector.get_unique_constraints(table)),
+            "foreign_keys": sorted(
+                (tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]))
+                for f in inspector.get_foreign_keys(table)
+            ),
+        }
+    return out
+
+
+def test_a_fresh_database_has_exactly_the_schema_the_migrations_build(storage: Storage) -> None:
+    """Fresh databases are created from the table definitions; replaying the migrations must agree."""
+    with storage.read() as conn:
+        created = reflect_schema(conn)
+    with storage.write() as conn:
+        for table in sa.inspect(conn).get_table_names():
+            conn.execute(sa.text(f'DROP TABLE "{table}"'))
+    upgrade(storage.engine)  # every migration, from an empty database, through alembic
+    with storage.read() as conn:
+        migrated = reflect_schema(conn)
+
+    assert "runs" in created and "alembic_version" in created
+    assert migrated == created
+    assert alembic_versions(storage) == [head_revision()]
 
 
 def test_reopening_a_database_at_head_changes_nothing(
@@ -253,6 +294,74 @@ def test_concurrent_creates_with_same_idempotency_key_create_one_run(
 
     assert len(run_ids) == 1
     assert [r.run_id for r in storage.runs.list(RunFilter())] == list(run_ids)
+
+
+def test_a_batch_is_stored_in_order_exactly_as_single_creates_are(storage: Storage) -> None:
+    """create_many writes through the driver's cursor: rows must read back as SQLAlchemy wrote them."""
+    single = storage.runs.create(new_run("etl", tags={"team": "a"}, idempotency_key="k-single"))
+    batch = storage.runs.create_many(
+        [
+            new_run("etl", tags={"team": "b", "dagd/priority": "2"}, priority=2, run_config={"n": 1}),
+            new_run("load", code_location='{"name": "repo"}', idempotency_key="k-batch"),
+            new_run("etl", tags={"team": "b"}, status=RunStatus.NOT_STARTED),
+        ]
+    )
+
+    assert [r.seq for r in batch] == sorted(r.seq for r in batch)
+    assert batch[0].seq > single.seq
+    for created in [single, *batch]:
+        assert storage.runs.get(created.run_id) == created
+        [event] = storage.runs.events(created.run_id)
+        assert (event.status, event.message) == (created.status, "submitted")
+    team_b = storage.runs.list(RunFilter(tags={"team": "b"}))
+    assert {r.run_id for r in team_b} == {batch[0].run_id, batch[2].run_id}
+    # Idempotency keys stored by the batch are found again; a retry returns the stored run.
+    again = storage.runs.create_many([new_run("other", idempotency_key="k-batch"), new_run("etl")])
+    assert again[0] == batch[1]
+    assert again[1].run_id not in {r.run_id for r in batch}
+
+
+def test_a_batch_with_a_clashing_key_stores_the_rest(storage: Storage) -> None:
+    """A key inserted by another writer between the lookup and the insert: no run is lost or doubled."""
+    taken = storage.runs.create(new_run(idempotency_key="raced"))
+    # Simulate the race: the batch's lookup of existing keys misses the stored one.
+    original = storage.runs.by_idempotency_keys
+    storage.runs.by_idempotency_keys = lambda keys: {}  # type: ignore[method-assign]
+    try:
+        created = storage.runs.create_many(
+            [new_run("a"), new_run("b", idempotency_key="raced"), new_run("c")]
+        )
+    finally:
+        storage.runs.by_idempotency_keys = original  # type: ignore[method-assign]
+
+    assert [r.job_name for r in created] == ["a", "job_a", "c"]
+    assert created[1].run_id == taken.run_id
+    assert len(storage.runs.list(RunFilter())) == 3
+
+
+@pytest.mark.timeout(60)
+def test_creating_during_a_postgres_outage_is_storage_unavailable_then_recovers(pg_url: str) -> None:
+    """The driver-cursor path maps a dead connection to StorageUnavailable and never reuses it."""
+    url = sa.make_url(pg_url)
+    with proxy_to(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        storage = open_storage(pg_url.replace(f"{url.host}:{url.port}", f"127.0.0.1:{proxy.port}"))
+        try:
+            first = storage.runs.create(new_run())
+            proxy.outage()
+            with pytest.raises(StorageUnavailable):
+                storage.runs.create(new_run())
+            proxy.restore()
+
+            def create_after() -> Any:
+                try:
+                    return storage.runs.create(new_run("after"))
+                except StorageUnavailable:
+                    return None
+
+            second = wait_for(create_after, 20, "storage to recover after the outage", interval=0.2)
+            assert [r.run_id for r in storage.runs.list(RunFilter())] == [second.run_id, first.run_id]
+        finally:
+            storage.dispose()
 
 
 # -- runs: status changes -------------------------------------------------------------------------
