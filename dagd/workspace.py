@@ -9,6 +9,7 @@ import user code.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import json
@@ -18,8 +19,6 @@ import traceback
 from dataclasses import asdict, dataclass
 from types import ModuleType
 from typing import Any
-
-import yaml
 
 from dagd.definitions import Definitions
 from dagd.errors import ConfigError, DefinitionError
@@ -34,6 +33,11 @@ class CodeLocationTarget:
     attribute: str | None = None
 
     def to_json(self) -> str:
+        return self._json
+
+    @functools.cached_property
+    def _json(self) -> str:
+        # Stored with every run: computed once per target, not once per submission.
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
@@ -63,6 +67,8 @@ def target_from_module(module: str, *, working_directory: str | None = None) -> 
 
 def targets_from_workspace_file(path: str | pathlib.Path) -> list[CodeLocationTarget]:
     """Parse Dagster's workspace shape: ``load_from: [{python_file: ...}, {python_module: ...}]``."""
+    import yaml  # here, not at the top: daemons import this module and never read YAML
+
     file = pathlib.Path(path)
     try:
         data = yaml.safe_load(file.read_text())

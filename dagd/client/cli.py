@@ -10,24 +10,40 @@ Exit codes (docs/cli.md): 0 ok, 1 failed, 2 bad input, 3 a daemon is unhealthy,
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from dagd.client.client import Client, SupervisorUnreachable
 from dagd.errors import ConfigError, DagdError, DefinitionError, InvalidArgument, NotFound, SchemaOutOfDate
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNHEALTHY, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 1, 2, 3, 4, 5
 F = TypeVar("F", bound=Callable[..., Any])
 
-out = Console(highlight=False, soft_wrap=True)
+
+@functools.cache
+def out() -> Console:
+    """The console for command output, built on first use: `dagctl daemon run` (the supervisor,
+    which lives long and counts against the memory budget) prints nothing with it."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _table(*headers: str) -> Table:
+    from rich.table import Table
+
+    return Table(*headers)
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
@@ -68,8 +84,6 @@ def _login() -> str:
 
 
 def handle_errors(fn: F) -> F:
-    import functools
-
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -315,14 +329,14 @@ def runs_list(
     if as_json:
         emit_json(items)
         return
-    table = Table("RUN ID", "JOB", "STATUS", "PRIORITY", "CREATED", "ENDED")
+    table = _table("RUN ID", "JOB", "STATUS", "PRIORITY", "CREATED", "ENDED")
     for run in items:
         style = STATUS_STYLE.get(run["status"], "")
         table.add_row(
             run["run_id"], run["job_name"], f"[{style}]{run['status']}[/]" if style else run["status"],
             str(run["priority"]), run["created_at"] or "", run["ended_at"] or "",
         )  # fmt: skip
-    out.print(table)
+    out().print(table)
 
 
 @runs.command("show")
@@ -347,13 +361,13 @@ def runs_show(ctx: Ctx, run_id: str, as_json: bool) -> None:
         "ended_at",
         "worker_pid",
     ):
-        out.print(f"[bold]{key:<11}[/] {run[key] if run[key] is not None else '-'}")
-    out.print(f"[bold]{'tags':<11}[/] {' '.join(f'{k}={v}' for k, v in run['tags'].items()) or '-'}")
+        out().print(f"[bold]{key:<11}[/] {run[key] if run[key] is not None else '-'}")
+    out().print(f"[bold]{'tags':<11}[/] {' '.join(f'{k}={v}' for k, v in run['tags'].items()) or '-'}")
     if run["error"]:
-        out.print(f"[bold]{'error':<11}[/] [red]{run['error']}[/]", markup=True)
-    out.print("[bold]timeline[/]")
+        out().print(f"[bold]{'error':<11}[/] [red]{run['error']}[/]", markup=True)
+    out().print("[bold]timeline[/]")
     for event in events:
-        out.print(f"  {event['at']}  {event['status'] or event['kind']:<10} {event['message']}")
+        out().print(f"  {event['at']}  {event['status'] or event['kind']:<10} {event['message']}")
 
 
 @runs.command("logs")
@@ -512,13 +526,13 @@ def daemons_status(ctx: Ctx, as_json: bool) -> None:
     if as_json:
         emit_json(status)
     else:
-        table = Table("DAEMON", "HEALTHY", "STATE", "PID", "RESTARTS", "LAST HEARTBEAT", "DETAIL")
+        table = _table("DAEMON", "HEALTHY", "STATE", "PID", "RESTARTS", "LAST HEARTBEAT", "DETAIL")
         for d in items:
             table.add_row(
                 d["name"], "[green]yes[/]" if d["healthy"] else "[red]no[/]", d["state"], str(d["pid"] or "-"),
                 str(d["restarts"]), d["last_heartbeat_at"] or "-", d["detail"],
             )  # fmt: skip
-        out.print(table)
+        out().print(table)
     if not all(d["healthy"] for d in items):
         sys.exit(EXIT_UNHEALTHY)
 
@@ -580,21 +594,21 @@ def instance_info(ctx: Ctx, as_json: bool) -> None:
         emit_json(info)
         return
     for key in ("version", "home", "storage", "run_coordinator", "run_launcher", "supervisor_pid"):
-        out.print(f"[bold]{key:<16}[/] {info[key]}")
-    out.print(f"[bold]{'addresses':<16}[/] {', '.join(info['addresses'])}")
+        out().print(f"[bold]{key:<16}[/] {info[key]}")
+    out().print(f"[bold]{'addresses':<16}[/] {', '.join(info['addresses'])}")
     for loc in info["code_locations"]:
         server = loc["server"]
         status = "ok" if server["healthy"] else f"server {server['state'] or 'down'}"
-        out.print(
+        out().print(
             f"[bold]{'code location':<16}[/] {loc['name']} ({status}, generation {server['generation']})"
         )
-        out.print(f"{'':<17}jobs: {', '.join(loc['jobs']) or '-'}")
-        out.print(f"{'':<17}schedules: {', '.join(loc['schedules']) or '-'}")
-        out.print(f"{'':<17}sensors: {', '.join(loc['sensors']) or '-'}")
+        out().print(f"{'':<17}jobs: {', '.join(loc['jobs']) or '-'}")
+        out().print(f"{'':<17}schedules: {', '.join(loc['schedules']) or '-'}")
+        out().print(f"{'':<17}sensors: {', '.join(loc['sensors']) or '-'}")
         if loc["load_error"]:
-            out.print(f"{'':<17}[red]load error (last good definitions kept): {loc['load_error']}[/]")
+            out().print(f"{'':<17}[red]load error (last good definitions kept): {loc['load_error']}[/]")
         for error in loc["definition_errors"]:
-            out.print(f"{'':<17}[red]{error}[/]")
+            out().print(f"{'':<17}[red]{error}[/]")
 
 
 @instance.command("migrate")
@@ -620,9 +634,9 @@ def instance_migrate(ctx: Ctx) -> None:
 
 def _print_instigators(items: list[dict[str, Any]], kind: str) -> None:
     if kind == "schedule":
-        table = Table("SCHEDULE", "STATUS", "CRON", "TIMEZONE", "JOB", "NEXT TICK", "LAST TICK")
+        table = _table("SCHEDULE", "STATUS", "CRON", "TIMEZONE", "JOB", "NEXT TICK", "LAST TICK")
     else:
-        table = Table("SENSOR", "STATUS", "INTERVAL", "JOB", "CURSOR", "LAST TICK")
+        table = _table("SENSOR", "STATUS", "INTERVAL", "JOB", "CURSOR", "LAST TICK")
     for item in items:
         last = item["last_tick"]
         last_text = f"{last['status']} {last['started_at']}" if last else "-"
@@ -637,17 +651,17 @@ def _print_instigators(items: list[dict[str, Any]], kind: str) -> None:
                 item["name"], status, f"{item['minimum_interval_seconds']:g}s", item["job_name"] or "-",
                 item["cursor"] if item["cursor"] is not None else "-", last_text,
             )  # fmt: skip
-    out.print(table)
+    out().print(table)
 
 
 def _print_ticks(ticks: list[dict[str, Any]]) -> None:
-    table = Table("TICK", "STATUS", "FOR", "STARTED", "RUNS", "REASON / ERROR")
+    table = _table("TICK", "STATUS", "FOR", "STARTED", "RUNS", "REASON / ERROR")
     for t in ticks:
         table.add_row(
             str(t["id"]), t["status"], t["scheduled_time"] or "-", t["started_at"] or "-",
             ", ".join(t["run_ids"]) or "-", t["error"] or t["skip_reason"] or "",
         )  # fmt: skip
-    out.print(table)
+    out().print(table)
 
 
 def _instigator_group(kind: str) -> click.Group:

@@ -214,15 +214,41 @@ def watch_parent_eof(on_byte: Callable[[bytes], None] | None = None) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def main(name: str, home: str, incarnation: int, epoch: int | None = None) -> None:
-    from dagd.daemons.registry import make_daemon
+def read_config_line(fd: int = 0) -> bytes:
+    """The first line of stdin: the config the supervisor validated (:mod:`dagd.instance.handoff`).
+
+    The supervisor writes it right after the spawn, before any wake-up, so nothing after the
+    newline can be lost. EOF first means the supervisor is already gone: exit like the watcher.
+    """
+    data = b""
+    while b"\n" not in data:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            log.warning("supervisor gone (stdin closed) before sending the config: exiting")
+            os._exit(0)
+        data += chunk
+    return data.partition(b"\n")[0]
+
+
+def load_instance(home: str, *, config_from_stdin: bool) -> Instance:
+    """The instance from the supervisor's validated config, or from ``dagd.yaml`` when run alone."""
     from dagd.instance.instance import Instance
+
+    if config_from_stdin:
+        return Instance.from_handoff(home, read_config_line())
+    return Instance.load(home, create=False)
+
+
+def main(
+    name: str, home: str, incarnation: int, epoch: int | None = None, *, config_from_stdin: bool = False
+) -> None:
+    from dagd.daemons.registry import make_daemon
 
     fault = os.environ.get("DAGD_FAULT_FAIL_START", "")
     if name in fault.split(","):  # test hook, inert unless set: a daemon that can never start
         sys.stderr.write(f"{name}: failing at start (DAGD_FAULT_FAIL_START)\n")
         sys.exit(3)
-    instance = Instance.load(home, create=False)
+    instance = load_instance(home, config_from_stdin=config_from_stdin)
     instance.fence_epoch = epoch
     logs = instance.logs_dir
     logs.mkdir(parents=True, exist_ok=True)

@@ -25,13 +25,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from dagd.daemons.base import Daemon
-from dagd.instance.config import RunMonitoringConfig
 from dagd.run_launcher import signal_group
 from dagd.runs.cancel import finish_cancel, kill_worker_group
 from dagd.runs.model import MAX_RUNTIME_TAG, RESUMABLE_TAG, Run, RunStatus
 from dagd.timefmt import utcnow
 
 if TYPE_CHECKING:
+    from dagd.instance.config import RunMonitoringConfig
     from dagd.instance.instance import Instance
 
 log = logging.getLogger("dagd.daemon.run_monitoring")

@@ -19,12 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from dagd.daemons.base import Daemon
-from dagd.instance.config import QueuedRunCoordinatorConfig
 from dagd.run_coordinator.queue import QueueView, is_paused, queue_config
 from dagd.run_launcher import launch_runs
 from dagd.runs.model import IN_PROGRESS_STATUSES, RunStatus
 
 if TYPE_CHECKING:
+    from dagd.instance.config import QueuedRunCoordinatorConfig
     from dagd.instance.instance import Instance
 
 log = logging.getLogger("dagd.daemon.run_queue")
@@ -40,6 +40,16 @@ AT_CAPACITY_PASS_SPACING_SECONDS = 0.05
 LAUNCH_BATCH = 50
 
 
+def _default_queue_config() -> QueuedRunCoordinatorConfig:
+    """The queue's defaults (only the poll interval matters) for a coordinator that does not queue.
+
+    Imported here, not at the top: with the default coordinator the daemon never needs pydantic.
+    """
+    from dagd.instance.config import QueuedRunCoordinatorConfig
+
+    return QueuedRunCoordinatorConfig()
+
+
 class RunQueueDaemon(Daemon):
     name = "run_queue"
 
@@ -47,7 +57,7 @@ class RunQueueDaemon(Daemon):
         super().__init__(instance)
         configured = queue_config(instance)
         self.queues_runs = configured is not None
-        self.queue_config = configured or QueuedRunCoordinatorConfig()
+        self.queue_config = configured or _default_queue_config()
         self._reported: set[str] = set()
         self._last_pass = 0.0
         self._seen_seq = 0  # newest queued run already looked at while at capacity

@@ -256,6 +256,14 @@ class QueuedRunCoordinatorConfig(_Model):
         return [] if value is None else value
 
 
+class LocalProcessRunLauncherConfig(BaseModel):
+    """The ``run_launcher.config`` section of :class:`~dagd.run_launcher.LocalProcessRunLauncher`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fork_server: bool = True
+
+
 # ---------------------------------------------------------------------------------------------
 # run monitoring, daemons
 

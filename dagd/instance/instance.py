@@ -1,23 +1,27 @@
 """The instance: a home directory, its validated config, its storage, and the pluggable classes.
 
-``Instance.load(home)`` is the one way every process (supervisor, daemons, run workers, dagctl)
-turns ``$DAGD_HOME`` into something usable. Storage is opened lazily and per process.
+``Instance.load(home)`` is the one way every process (supervisor, run workers, dagctl) turns
+``$DAGD_HOME`` into something usable. Daemons use ``Instance.from_handoff`` instead: the config the
+supervisor validated, without importing pydantic (:mod:`dagd.instance.handoff`). Storage is opened
+lazily and per process.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import os
 import pathlib
 import tempfile
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from dagd.errors import ConfigError
-from dagd.instance.config import InstanceConfig, load_instance_config, validate_section
+from dagd.instance.handoff import decode
 
 if TYPE_CHECKING:
+    from dagd.instance.config import InstanceConfig
     from dagd.run_coordinator import RunCoordinator
     from dagd.run_launcher import RunLauncher
     from dagd.storage import Storage
@@ -52,10 +56,38 @@ def load_class(module: str, class_name: str, *, key: str, file: pathlib.Path) ->
     return cls
 
 
+def has_own_config_model(cls: type) -> bool:
+    """True if a plug-in class declares a pydantic ``config_model`` of its own (not a built-in one).
+
+    Built-in plug-ins name their model through :class:`BuiltinConfigModel`, which is only resolved
+    (importing pydantic) when read; looking it up statically keeps daemons free of pydantic.
+    """
+    return isinstance(inspect.getattr_static(cls, "config_model", None), type)
+
+
+class BuiltinConfigModel:
+    """A built-in plug-in's ``config_model``, named by class and imported from
+    :mod:`dagd.instance.config` on first access: the class stays importable without pydantic."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        from dagd.instance import config
+
+        return getattr(config, self.name)
+
+
 class Instance:
-    def __init__(self, home: pathlib.Path, config: InstanceConfig) -> None:
+    def __init__(
+        self, home: pathlib.Path, config: InstanceConfig, plugin_configs: dict[str, Any] | None = None
+    ) -> None:
         self.home = home
+        # The validated config: pydantic models, or in a daemon the same fields as read-only
+        # ConfigView objects (see from_handoff).
         self.config = config
+        # Plug-in configs the supervisor already validated with a built-in model (daemons only).
+        self._plugin_configs = plugin_configs or {}
         # The supervisor lease epoch this process acts under; launches are fenced by it.
         self.fence_epoch: int | None = None
 
@@ -66,7 +98,30 @@ class Instance:
             path.mkdir(parents=True, exist_ok=True)
         elif not path.is_dir():
             raise ConfigError(f"{path}: instance directory does not exist")
+        from dagd.instance.config import load_instance_config
+
         return cls(path, load_instance_config(path / "dagd.yaml"))
+
+    @classmethod
+    def from_handoff(cls, home: str | os.PathLike[str], line: bytes) -> Instance:
+        """The instance as the supervisor validated it (the line its ``handoff_line`` wrote)."""
+        config, plugins = decode(line)
+        return cls(resolve_home(home), cast("InstanceConfig", config), plugins)
+
+    def handoff_line(self) -> bytes | None:
+        """This instance's validated config for a daemon's stdin (None: let it read the file).
+
+        Call after the coordinator and launcher are built: their validated configs go along, so
+        the daemon does not validate them again (which would import pydantic).
+        """
+        from dagd.instance.handoff import encode
+
+        plugins = {
+            key: plugin.config
+            for key, plugin in (("run_coordinator", self.coordinator), ("run_launcher", self.launcher))
+            if not has_own_config_model(type(plugin))
+        }
+        return encode(self.config, plugins)
 
     @property
     def config_file(self) -> pathlib.Path:
@@ -105,13 +160,18 @@ class Instance:
                 f"{self.config_file}: {key}.class: {section.module}.{section.class_name} "
                 f"is not a subclass of {base.__module__}.{base.__name__}"
             )
+        return cls(self, self._plugin_config(key, section, cls), *args)
+
+    def _plugin_config(self, key: str, section: Any, cls: type) -> Any:
+        """The config a plug-in is built with: validated by its ``config_model`` if it has one."""
+        if key in self._plugin_configs and not has_own_config_model(cls):
+            return self._plugin_configs[key]  # validated by the supervisor with the same built-in model
         model = getattr(cls, "config_model", None)
-        config: Any = section.config
-        if model is not None:
-            config = validate_section(
-                model, section.config, file=str(self.config_file), prefix=f"{key}.config"
-            )
-        return cls(self, config, *args)
+        if model is None:
+            return section.config
+        from dagd.instance.config import validate_section
+
+        return validate_section(model, section.config, file=str(self.config_file), prefix=f"{key}.config")
 
     def make_coordinator(self) -> RunCoordinator:
         from dagd.run_coordinator import RunCoordinator

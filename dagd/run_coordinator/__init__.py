@@ -15,14 +15,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel
-
 from dagd.errors import InvalidArgument
-from dagd.instance.config import QueuedRunCoordinatorConfig
+from dagd.instance.instance import BuiltinConfigModel
 from dagd.runs.model import Run, RunStatus, parse_priority
 from dagd.storage.runs import NewRun
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from dagd.instance.instance import Instance
 
 
@@ -100,7 +100,9 @@ class DefaultRunCoordinator(RunCoordinator):
 class QueuedRunCoordinator(RunCoordinator):
     """Runs wait ``QUEUED`` until the run_queue daemon launches them under the configured limits."""
 
-    config_model = QueuedRunCoordinatorConfig
+    # dagd.instance.config.QueuedRunCoordinatorConfig, imported only when read (daemons get the
+    # supervisor's validated copy and never import pydantic).
+    config_model = BuiltinConfigModel("QueuedRunCoordinatorConfig")
 
     def _store_and_dispatch(self, submission: Submission) -> Run:
         return self._store(submission, RunStatus.QUEUED)

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dagd.errors import NotFound
-from dagd.instance.config import QueuedRunCoordinatorConfig
 from dagd.run_coordinator import QueuedRunCoordinator
 from dagd.run_coordinator.selection import InProgressRun, QueuedRun, Selection, TagLimit, select_runs
 from dagd.runs.model import RunStatus
 
 if TYPE_CHECKING:
+    from dagd.instance.config import QueuedRunCoordinatorConfig
     from dagd.instance.instance import Instance
     from dagd.storage import Storage
 
@@ -33,10 +33,21 @@ def queue_config(instance: Instance) -> QueuedRunCoordinatorConfig | None:
 
 
 def tag_limits(config: QueuedRunCoordinatorConfig) -> list[TagLimit]:
-    return [
-        TagLimit(key=lim.key, value=lim.exact_value, per_unique_value=lim.per_unique_value, limit=lim.limit)
-        for lim in config.tag_concurrency_limits
-    ]
+    """The configured limits for :func:`select_runs`.
+
+    Reads the fields, not the model's ``exact_value`` / ``per_unique_value`` properties: in the
+    run_queue daemon the config is a plain :class:`~dagd.instance.handoff.ConfigView`.
+    """
+    return [_tag_limit(lim.key, lim.value, lim.limit) for lim in config.tag_concurrency_limits]
+
+
+def _tag_limit(key: str, value: Any, limit: int) -> TagLimit:
+    """``value`` is a tag value, None (any value), or ``{applyLimitPerUniqueValue: bool}``."""
+    if value is None or isinstance(value, str):
+        return TagLimit(key=key, value=value, per_unique_value=False, limit=limit)
+    return TagLimit(
+        key=key, value=None, per_unique_value=bool(value.apply_limit_per_unique_value), limit=limit
+    )
 
 
 def is_paused(storage: Storage) -> bool:

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import psutil
-from pydantic import BaseModel
 
 from dagd.runs.model import Run, RunStatus
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from dagd.instance.config import LocalProcessRunLauncherConfig
     from dagd.instance.instance import Instance
 
 
@@ -192,7 +194,18 @@ def launch_stored_run(
     return instance.storage.runs.require(run_id)
 
 
-from dagd.run_launcher.local import LocalProcessRunLauncher, LocalProcessRunLauncherConfig  # noqa: E402
+from dagd.run_launcher.local import LocalProcessRunLauncher  # noqa: E402
+
+
+def __getattr__(name: str) -> Any:
+    # The launcher's config model lives with the other pydantic models; importing it lazily keeps
+    # this package (which every daemon imports) free of pydantic.
+    if name == "LocalProcessRunLauncherConfig":
+        from dagd.instance.config import LocalProcessRunLauncherConfig
+
+        return LocalProcessRunLauncherConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Launch",

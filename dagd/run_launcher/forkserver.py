@@ -31,7 +31,9 @@ def _preload() -> None:
     import sqlalchemy  # noqa: F401
     import sqlalchemy.dialects.postgresql  # noqa: F401
     import sqlalchemy.dialects.sqlite  # noqa: F401
+    import yaml  # noqa: F401
 
+    import dagd.instance.config  # noqa: F401  (pydantic and the config models: a worker validates dagd.yaml)
     import dagd.instance.instance  # noqa: F401
     import dagd.runs.worker  # noqa: F401
     import dagd.storage.engine  # noqa: F401

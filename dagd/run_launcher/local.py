@@ -20,8 +20,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import IO, TYPE_CHECKING, Any
 
 import psutil
-from pydantic import BaseModel, ConfigDict
 
+from dagd.instance.instance import BuiltinConfigModel
 from dagd.run_launcher import RunLauncher, WorkerHandle, process_matches, signal_group
 from dagd.runs.model import Run
 
@@ -31,12 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("dagd.launcher")
 
 FORK_REPLY_TIMEOUT = 10.0
-
-
-class LocalProcessRunLauncherConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    fork_server: bool = True
 
 
 class ForkServer:
@@ -110,10 +104,15 @@ class ForkServer:
 
 
 class LocalProcessRunLauncher(RunLauncher):
-    config_model = LocalProcessRunLauncherConfig
+    # dagd.instance.config.LocalProcessRunLauncherConfig, imported only when read.
+    config_model = BuiltinConfigModel("LocalProcessRunLauncherConfig")
 
     def __init__(self, instance: Instance, config: Any) -> None:
-        super().__init__(instance, config if config is not None else LocalProcessRunLauncherConfig())
+        if config is None:
+            from dagd.instance.config import LocalProcessRunLauncherConfig
+
+            config = LocalProcessRunLauncherConfig()
+        super().__init__(instance, config)
         self._fork_server: ForkServer | None = None
         self._fork_lock = threading.Lock()
 

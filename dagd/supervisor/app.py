@@ -114,6 +114,8 @@ class Supervisor:
         self.instance.fence_epoch = lease.epoch
         self.lease.start_renewing()
         _ = self.instance.coordinator, self.instance.launcher
+        # Daemons take the config validated here instead of importing pydantic to validate it again.
+        self.table.config_line = self.instance.handoff_line()
         # Code servers first: the daemons and the first submissions need them.
         self.locations.start()
         self.servers = start_servers(self.instance, self.control)

@@ -119,6 +119,9 @@ class ProcessTable:
         self.shutting_down = False
         # Called with a daemon name when a child asks for another daemon to be woken.
         self.on_wake_request: Callable[[str], None] | None = None
+        # The validated config as one line for each daemon's stdin (Instance.handoff_line), so
+        # daemons need not import pydantic to validate dagd.yaml again; None: they read the file.
+        self.config_line: bytes | None = None
 
     def _default_command(self, name: str, incarnation: int) -> list[str]:
         command = [
@@ -127,6 +130,8 @@ class ProcessTable:
         ]  # fmt: skip
         if self.instance.fence_epoch is not None:
             command += ["--epoch", str(self.instance.fence_epoch)]
+        if self.config_line is not None:
+            command.append("--config-stdin")
         return command
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -210,7 +215,9 @@ class ProcessTable:
                 close_fds=True,
                 env=child_environment(),
             )
-        self._children[name] = child
+        if self.config_line is not None and self._command == self._default_command:  # daemons only
+            _send_config(child, self.config_line)
+        self._children[name] = child  # only now can a wake-up be written: it comes after the config
         try:  # pid + start time identify the child later (leftover check) without asking again
             self._create_times[child.pid] = psutil.Process(child.pid).create_time()
         except psutil.NoSuchProcess:
@@ -348,6 +355,19 @@ class ProcessTable:
     def is_running(self, name: str) -> bool:
         with self._lock:
             return self.procs[name].state is ProcessState.RUNNING
+
+
+def _send_config(child: subprocess.Popen[bytes], line: bytes) -> None:
+    """Write the config line to a new daemon's stdin (a few KB: the pipe buffer takes it at once).
+
+    A child that died already (EPIPE) is reaped and restarted like any other exit.
+    """
+    assert child.stdin is not None
+    try:
+        child.stdin.write(line)
+        child.stdin.flush()
+    except OSError:
+        pass
 
 
 def _kill_group(pid: int, sig: int) -> None:
