@@ -96,3 +96,78 @@ def dagd(home: pathlib.Path) -> Iterator[DagdProcess]:
     yield proc
     proc.stop()
     assert_no_leftovers(home)
+
+
+# -- parallel runs (scripts/test runs pytest-xdist: -n N --dist loadgroup --no-loadscope-reorder) --
+
+# Longest first, so no worker is left with a long test at the end while the others idle: the chaos
+# batteries (minutes), then whatever starts real deployments, then one component, then pure code.
+RANK = {"chaos": 0, "e2e": 1, "web": 1, "fuzz": 2, "integration": 3, "unit": 4}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        group = xdist_group(item)
+        if group and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(group))
+    if hasattr(config, "workerinput"):  # an xdist worker; every worker sorts the same way
+        items.sort(key=lambda item: RANK.get(pathlib.Path(item.path).parent.name, 3))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Refuse to run when xdist did not apply the groups above (as with pytest 9.2 and
+    pytest-xdist 3.8, where xdist renames a node id attribute pytest no longer reads): the groups
+    would be ignored silently, and tests sharing a deployment would each start their own."""
+    config = session.config
+    if not (hasattr(config, "workerinput") and config.getvalue("loadgroup")):
+        return
+    lost = [
+        item.nodeid
+        for item in session.items
+        if item.get_closest_marker("xdist_group") and "@" not in item.nodeid
+    ]
+    if lost:
+        message = (
+            f"pytest-xdist did not apply --dist loadgroup to {len(lost)} tests (e.g. {lost[0]}): "
+            "check the pytest / pytest-xdist versions pinned in pyproject.toml"
+        )
+        print(f"error: {message}", file=sys.stderr)  # a worker's exception alone is not shown
+        raise pytest.UsageError(message)
+
+
+def xdist_group(item: pytest.Item) -> str | None:
+    """The tests that must share one xdist worker (the scheduling unit of ``--dist loadgroup``).
+
+    - The chaos batteries, one after the other: each loads both cores by itself, and two at once
+      would be a different (and flakier) experiment than the one docs/chaos.md describes.
+    - Tests of one module that share a module-scoped fixture (a running deployment): on one worker
+      it starts once, as in a serial run, instead of once per worker.
+    """
+    path = pathlib.Path(item.path)
+    if path.parent.name == "chaos" and path.name == "test_chaos.py":
+        return "chaos"
+    infos = getattr(item, "_fixtureinfo", None)
+    for name in getattr(item, "fixturenames", ()):
+        defs = infos.name2fixturedefs.get(name) if infos is not None else None
+        if defs and defs[-1].scope == "module":
+            return f"module:{path.parent.name}/{path.name}"
+    return None
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The chaos batteries' seeds and summaries (``user_properties`` named "chaos"), at the end of
+    the run whether they passed or not: a pytest-xdist worker's own output is not shown."""
+    seen: set[tuple[str, str]] = set()
+    lines = []
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for key, value in getattr(report, "user_properties", ()):
+                if key == "chaos" and (report.nodeid, value) not in seen:
+                    seen.add((report.nodeid, value))
+                    lines.append(f"{report.nodeid}:\n{value}")
+    if lines:
+        terminalreporter.section("chaos")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -19,6 +19,15 @@ from typing import Any
 import sqlalchemy as sa
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+# A benchmark stopped with SIGTERM (kill, a CI timeout) unwinds its context managers, which stop
+# the supervisor they started; Python's default action would exit at once and leave it running.
+signal.signal(signal.SIGTERM, _exit_on_sigterm)
 BENCH_DEFS = pathlib.Path(__file__).with_name("bench_defs.py")
 PG_BASE = os.environ.get("DAGD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

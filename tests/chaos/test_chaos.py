@@ -25,11 +25,39 @@ SQLITE_SECONDS = 45.0
 SOAK_SECONDS = 1800.0
 
 
-def run_postgres(
-    tmp_path: pathlib.Path, pg_url: str, settings: ChaosSettings, capsys: pytest.CaptureFixture[str]
-) -> None:
+def announce(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str], text: str) -> None:
+    """Print at once (``-s`` or not), and keep it for the end of the session: under pytest-xdist a
+    worker's output is not shown, so tests/conftest.py prints these lines in a "chaos" section
+    of the terminal summary, passed or failed."""
+    request.node.user_properties.append(("chaos", text))
     with capsys.disabled():
-        print(f"\n{settings.describe()}")
+        print(f"\n{text}")
+
+
+def run_scenario(
+    deployment: Deployment,
+    settings: ChaosSettings,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Run the fault loop against ``deployment``, always close it, report, fail on any violation."""
+    scenario = Scenario(deployment, settings)
+    try:
+        scenario.run()
+    finally:
+        deployment.close()
+    announce(request, capsys, scenario.summary())
+    assert not scenario.violations, scenario.verdict()
+
+
+def run_postgres(
+    tmp_path: pathlib.Path,
+    pg_url: str,
+    settings: ChaosSettings,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    announce(request, capsys, settings.describe())
     parsed = urllib.parse.urlsplit(pg_url)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 5432
     with proxy_to(host, port) as proxy:
@@ -41,44 +69,36 @@ def run_postgres(
             storage_yaml=f"storage:\n  postgres:\n    url: '{proxied}'",
             proxy=proxy,
         )
-        scenario = Scenario(deployment, settings)
-        try:
-            scenario.run()
-        finally:
-            deployment.close()
-    with capsys.disabled():
-        print(scenario.summary())
-    assert not scenario.violations, scenario.verdict()
+        run_scenario(deployment, settings, request, capsys)
 
 
 @pytest.mark.timeout(chaos_timeout(POSTGRES_SECONDS))
-def test_chaos_postgres(tmp_path: pathlib.Path, pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    run_postgres(tmp_path, pg_url, ChaosSettings.from_env("postgres", POSTGRES_SECONDS), capsys)
+def test_chaos_postgres(
+    tmp_path: pathlib.Path, pg_url: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = ChaosSettings.from_env("postgres", POSTGRES_SECONDS)
+    run_postgres(tmp_path, pg_url, settings, request, capsys)
 
 
 @pytest.mark.timeout(chaos_timeout(SQLITE_SECONDS))
-def test_chaos_sqlite(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_chaos_sqlite(
+    tmp_path: pathlib.Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
     settings = ChaosSettings.from_env("sqlite", SQLITE_SECONDS)
-    with capsys.disabled():
-        print(f"\n{settings.describe()}")
+    announce(request, capsys, settings.describe())
     deployment = Deployment(
         tmp_path,
         backend="sqlite",
         observer_url=f"sqlite:///{tmp_path / 'home' / 'storage' / 'dagd.db'}",
         storage_yaml="storage:\n  sqlite: {base_dir: storage}",
     )
-    scenario = Scenario(deployment, settings)
-    try:
-        scenario.run()
-    finally:
-        deployment.close()
-    with capsys.disabled():
-        print(scenario.summary())
-    assert not scenario.violations, scenario.verdict()
+    run_scenario(deployment, settings, request, capsys)
 
 
 @pytest.mark.soak
 @pytest.mark.timeout(chaos_timeout(SOAK_SECONDS))
-def test_chaos_postgres_soak(tmp_path: pathlib.Path, pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_chaos_postgres_soak(
+    tmp_path: pathlib.Path, pg_url: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The PostgreSQL battery for half an hour by default (DAGD_CHAOS_SECONDS); outside CI."""
-    run_postgres(tmp_path, pg_url, ChaosSettings.from_env("postgres", SOAK_SECONDS), capsys)
+    run_postgres(tmp_path, pg_url, ChaosSettings.from_env("postgres", SOAK_SECONDS), request, capsys)

@@ -410,7 +410,13 @@ def test_bulk_terminate_cancels_only_the_matching_queued_runs(
 def test_submission_wakes_the_queue_instead_of_waiting_for_the_poll(
     dagd: DagdProcess, defs_file: pathlib.Path
 ) -> None:
-    """Default dequeue_interval_seconds (5 s): a run with free capacity launches well within 1.5 s."""
+    """A 60 s poll: runs with free capacity launch within seconds, so the submission woke the queue.
+
+    Three in a row each under 10 s cannot all be luck with a 60 s poll. The margin is wide on
+    purpose: how fast a launch is belongs to the benchmarks (submit -> STARTING is ~10 ms there),
+    this test only tells a wake-up from a poll, also on a loaded machine.
+    """
+    dagd.write_config(queue_config(dequeue_interval_seconds=60))
     dagd.start("-f", str(defs_file))
     submit(dagd, "hello")  # warm-up: the first launch also starts the fork server
     delays = []
@@ -421,7 +427,7 @@ def test_submission_wakes_the_queue_instead_of_waiting_for_the_poll(
         assert run[run_id] == "SUCCESS"
         delays.append(event_time(show(dagd, run_id), "STARTING").timestamp() - returned)
     print(f"submit return -> STARTING: {[round(d, 3) for d in delays]} s")
-    assert max(delays) < 1.5, f"submit return -> STARTING took {delays} s"
+    assert max(delays) < 10, f"submit return -> STARTING took {delays} s"
 
 
 def alive(pid: int) -> bool:

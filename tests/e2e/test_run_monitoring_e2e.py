@@ -66,11 +66,16 @@ def wait_status(dagd: DagdProcess, run_id: str, statuses: set[str], timeout: flo
     return found
 
 
-def started_worker(dagd: DagdProcess, run_id: str, timeout: float = 20) -> int:
-    """Wait until the run is STARTED; its worker pid as ``dagctl runs show --json`` reports it."""
+def started_worker(dagd: DagdProcess, run_id: str, timeout: float = 20, *, alive: bool = True) -> int:
+    """Wait until the run is STARTED; its worker pid as ``dagctl runs show --json`` reports it.
+
+    ``alive=False`` for a run that may end on its own before ``dagctl`` answers (a short max
+    runtime on a loaded machine): its worker must have been reported, not still be running.
+    """
     wait_status(dagd, run_id, {"STARTED"}, timeout)
     pid = shown(dagd, run_id)["worker_pid"]
-    assert isinstance(pid, int) and pid > 0 and not gone(pid), pid
+    assert isinstance(pid, int) and pid > 0, pid
+    assert not alive or not gone(pid), f"worker {pid} of the STARTED run {run_id} is not running"
     return pid
 
 
@@ -178,7 +183,8 @@ def test_worker_ignoring_sigterm_is_killed_by_monitoring_after_the_cancel_timeou
 def test_max_runtime_tag_terminates_a_long_run(dagd: DagdProcess) -> None:
     dagd.start("-f", str(DEFS))  # default poll (5 s): the daemon wakes for the deadline itself
     run_id = submit(dagd, "sleeper", "--config", '{"seconds": 60}', "--tag", "dagd/max_runtime=2")
-    pid = started_worker(dagd, run_id)
+    # Two seconds after STARTED the worker is meant to go: it may be gone before `runs show` answers.
+    pid = started_worker(dagd, run_id, alive=False)
 
     run = wait_status(dagd, run_id, FINISHED, timeout=20)
 

@@ -18,24 +18,33 @@ from collections.abc import Iterator
 class TcpProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
-        self.port = _free_port()
-        self._listener: socket.socket | None = None
-        self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
         self._closed = False
         self._flowing = threading.Event()
         self._flowing.set()
+        # The port stays bound for the proxy's whole life, listening or not: an outage must not
+        # free it for another process (tests run in parallel, and the kernel hands out free
+        # ports to every ``bind(0)`` and outgoing connection), or ``restore()`` could not have it back.
+        self._listener: socket.socket | None = None
+        self._held: socket.socket | None = _bound(("127.0.0.1", 0))
+        self.port: int = self._held.getsockname()[1]
         self.restore()
 
     def restore(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        """Accept again (on the same port)."""
+        with self._lock:
+            held, self._held = self._held, None
+        listener = held if held is not None else _bound(("127.0.0.1", self.port))
         listener.listen(64)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def outage(self) -> None:
+        """Cut every proxied connection and refuse new ones (the port stays ours, not listening)."""
+        self._drop(hold=not self._closed)
+
+    def _drop(self, hold: bool) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(OSError):
@@ -47,6 +56,15 @@ class TcpProxy:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
+        with self._lock:
+            if hold and self._held is None:
+                # Bound without listen(): connection attempts are refused, and nobody else gets the
+                # port. (Should the bind fail anyway, restore() binds again, as before.)
+                with contextlib.suppress(OSError):
+                    self._held = _bound(("127.0.0.1", self.port))
+            elif not hold and self._held is not None:
+                self._held.close()
+                self._held = None
 
     def stall(self) -> None:
         """Forward nothing, in either direction, until :meth:`resume` (connections stay open)."""
@@ -58,7 +76,7 @@ class TcpProxy:
     def close(self) -> None:
         self._closed = True
         self._flowing.set()
-        self.outage()
+        self._drop(hold=False)
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -94,10 +112,15 @@ def _pump(src: socket.socket, dst: socket.socket, flowing: threading.Event) -> N
                 s.shutdown(socket.SHUT_RDWR)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _bound(address: tuple[str, int]) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 @contextlib.contextmanager

@@ -81,8 +81,10 @@ def random_submission(rng: random.Random, key: str) -> tuple[dict[str, str], dic
     return tags, config, priority
 
 
-class ApiClient(threading.Thread):
-    """Submits over gRPC, one idempotency key per submission, retried until acknowledged."""
+class _Submitter(threading.Thread):
+    """One client of the load: numbered submissions with random tags, at a random pace."""
+
+    PAUSE: tuple[float, float] = (0.3, 1.2)  # seconds between submissions
 
     def __init__(
         self, name: str, deployment: Deployment, ledger: Ledger, violations: Violations, seed: int
@@ -100,9 +102,22 @@ class ApiClient(threading.Thread):
         while not self.stopping.is_set():
             n += 1
             key = f"{self.client_name}-{n}"
-            tags, config, priority = random_submission(self.rng, key)
-            self._submit_until_acked(key, tags, config, priority)
-            self.stopping.wait(self.rng.uniform(0.3, 1.2))
+            self.submit_one(key, *random_submission(self.rng, key))
+            self.stopping.wait(self.rng.uniform(*self.PAUSE))
+
+    def submit_one(
+        self, key: str, tags: dict[str, str], config: dict[str, Any], priority: int | None
+    ) -> None:
+        raise NotImplementedError
+
+
+class ApiClient(_Submitter):
+    """Submits over gRPC, one idempotency key per submission, retried until acknowledged."""
+
+    def submit_one(
+        self, key: str, tags: dict[str, str], config: dict[str, Any], priority: int | None
+    ) -> None:
+        self._submit_until_acked(key, tags, config, priority)
 
     def _submit_until_acked(
         self, key: str, tags: dict[str, str], config: dict[str, Any], priority: int | None
@@ -137,12 +152,14 @@ class ApiClient(threading.Thread):
             return
 
 
-class CliClient(threading.Thread):
+class CliClient(_Submitter):
     """Submits with ``dagctl submit --json``; an answer with exit 0 is an acknowledgement.
 
     Exit 4 says "no supervisor answers": outside a window in which the test killed the supervisor,
     that is a wrong answer (a database outage is exit 1, "storage unavailable").
     """
+
+    PAUSE = (0.5, 1.5)
 
     def __init__(
         self,
@@ -153,56 +170,44 @@ class CliClient(threading.Thread):
         seed: int,
         windows: DownWindows,
     ) -> None:
-        super().__init__(name=f"chaos-{name}", daemon=True)
-        self.client_name = name
-        self.deployment = deployment
-        self.ledger = ledger
-        self.violations = violations
-        self.rng = random.Random(seed)
+        super().__init__(name, deployment, ledger, violations, seed)
         self.windows = windows
-        self.stopping = threading.Event()
 
-    def run(self) -> None:
-        n = 0
-        while not self.stopping.is_set():
-            n += 1
-            key = f"{self.client_name}-{n}"
-            tags, config, priority = random_submission(self.rng, key)
-            args = ["submit", "work", "--config", json.dumps(config), "--json"]
-            for k, v in tags.items():
-                args += ["--tag", f"{k}={v}"]
-            if priority is not None:
-                args += ["--priority", str(priority)]
-            self.ledger.attempts += 1
-            started = time.monotonic()
-            try:
-                result = dagctl(self.deployment.home, *args, timeout=60)
-            except Exception as exc:  # a hung dagctl is reported by the status checks
-                self.violations.add("dagctl submit answers", f"{key}: {exc!r}")
-                continue
-            if result.code != 0:
-                self.ledger.failed(f"exit {result.code}: {result.stderr.strip()}")
-            if "internal error" in result.stderr:
-                self.violations.add("no internal error", f"dagctl submit {key}: {result.stderr.strip()}")
-            if result.code == 0:
-                self.ledger.ack(Ack(key, result.json()["run_id"], tags, time.monotonic()))
-            elif result.code in (2, 5):  # bad input / not found: the submission was valid
-                self.violations.add(
-                    "submission refused", f"{key}: exit {result.code}: {result.stderr.strip()}"
-                )
-            elif len(result.stderr.strip().splitlines()) != 1 or "Traceback" in result.stderr:
-                self.violations.add(
-                    "dagctl errors are one line", f"{key}: exit {result.code}: {result.stderr[-2000:]}"
-                )
-            elif result.code == 4 and not self.windows.overlaps(started, time.monotonic()):
-                self.violations.add(
-                    "dagctl exit codes",
-                    f"submit {key}: exit 4 with the supervisor up: {result.stderr.strip()}",
-                )
-            self.stopping.wait(self.rng.uniform(0.5, 1.5))
+    def submit_one(
+        self, key: str, tags: dict[str, str], config: dict[str, Any], priority: int | None
+    ) -> None:
+        args = ["submit", "work", "--config", json.dumps(config), "--json"]
+        for k, v in tags.items():
+            args += ["--tag", f"{k}={v}"]
+        if priority is not None:
+            args += ["--priority", str(priority)]
+        self.ledger.attempts += 1
+        started = time.monotonic()
+        try:
+            result = dagctl(self.deployment.home, *args, timeout=60)
+        except Exception as exc:  # a hung dagctl is reported by the status checks
+            self.violations.add("dagctl submit answers", f"{key}: {exc!r}")
+            return
+        if result.code != 0:
+            self.ledger.failed(f"exit {result.code}: {result.stderr.strip()}")
+        if "internal error" in result.stderr:
+            self.violations.add("no internal error", f"dagctl submit {key}: {result.stderr.strip()}")
+        if result.code == 0:
+            self.ledger.ack(Ack(key, result.json()["run_id"], tags, time.monotonic()))
+        elif result.code in (2, 5):  # bad input / not found: the submission was valid
+            self.violations.add("submission refused", f"{key}: exit {result.code}: {result.stderr.strip()}")
+        elif len(result.stderr.strip().splitlines()) != 1 or "Traceback" in result.stderr:
+            self.violations.add(
+                "dagctl errors are one line", f"{key}: exit {result.code}: {result.stderr[-2000:]}"
+            )
+        elif result.code == 4 and not self.windows.overlaps(started, time.monotonic()):
+            self.violations.add(
+                "dagctl exit codes",
+                f"submit {key}: exit 4 with the supervisor up: {result.stderr.strip()}",
+            )
 
 
-def stop_all(clients: list[ApiClient | CliClient], timeout: float = 90) -> None:
+def stop_all(clients: list[_Submitter], timeout: float = 90) -> None:
     for client in clients:
         client.stopping.set()
     deadline = time.monotonic() + timeout
