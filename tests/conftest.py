@@ -11,12 +11,14 @@ import pathlib
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
+from helpers import reaper  # noqa: E402
 from helpers.procs import DagdProcess, assert_no_leftovers  # noqa: E402
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -42,6 +44,34 @@ def pg_engine() -> Iterator[sa.Engine]:
         )
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_reaper(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """If this test process dies without cleaning up, stop what its tests started (helpers/reaper.py).
+
+    At a normal end it finds nothing, since every fixture stops what it started; what it does find
+    is a leak, listed in a "reaper" section of the terminal summary (passed on from xdist workers).
+    """
+    watchdog = reaper.start(tmp_path_factory.getbasetemp())
+    yield
+    left = reaper.stop(watchdog)
+    workeroutput = getattr(request.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["reaped"] = left
+    else:
+        REAPED.extend(left)
+
+
+REAPED: list[str] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist, on the controller: a worker finished; keep what its reaper stopped."""
+    REAPED.extend(getattr(node, "workeroutput", {}).get("reaped", []))
 
 
 @pytest.fixture
@@ -170,4 +200,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if lines:
         terminalreporter.section("chaos")
         for line in lines:
+            terminalreporter.write_line(line)
+    if REAPED:
+        terminalreporter.section("reaper: processes the tests left behind, stopped at the end")
+        for line in REAPED:
             terminalreporter.write_line(line)
