@@ -101,6 +101,9 @@ class RunStore:
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
         self._inserts: _CreateInserts | None = None
+        # queue_view's parsed tags by their JSON text: runs of one job mostly share their tags,
+        # and a queued run's tags are the same on every pass (see queue_view).
+        self._parsed_tags: dict[str, dict[str, str]] = {}
 
     def _driver_inserts(self) -> _CreateInserts:
         if self._inserts is None:
@@ -503,7 +506,9 @@ class RunStore:
     ]:
         """(queued, in progress) as light tuples, in one read: (run_id, seq, priority, tags), (run_id, tags).
 
-        Only the columns the selection needs, so a pass over 10,000 queued runs stays cheap.
+        Only the columns the selection needs, so a pass over 10,000 queued runs stays cheap. The tag
+        dicts are shared between runs with the same tags and between passes (parsing 10,000 of them
+        was a third of a pass): treat them as read-only.
         """
         from dagd.runs.model import IN_PROGRESS_STATUSES
 
@@ -513,12 +518,18 @@ class RunStore:
         )
         queued: builtins.list[tuple[str, int, int, dict[str, str]]] = []
         in_progress: builtins.list[tuple[str, dict[str, str]]] = []
+        known = self._parsed_tags
+        seen: dict[str, dict[str, str]] = {}  # this pass's tag texts only, so the cache stays bounded
         with self._storage.read() as conn:
-            for run_id, seq, priority, tags, status in conn.execute(query):
+            for run_id, seq, priority, text, status in conn.execute(query):
+                tags = seen.get(text)
+                if tags is None:
+                    tags = seen[text] = known.get(text) or json.loads(text)
                 if status == RunStatus.QUEUED.value:
-                    queued.append((run_id, seq, priority, json.loads(tags)))
+                    queued.append((run_id, seq, priority, tags))
                 else:
-                    in_progress.append((run_id, json.loads(tags)))
+                    in_progress.append((run_id, tags))
+        self._parsed_tags = seen
         queued.sort(key=lambda r: r[1])
         return queued, in_progress
 

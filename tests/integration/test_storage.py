@@ -597,6 +597,29 @@ def test_with_status_is_oldest_first(storage: Storage) -> None:
     assert storage.runs.with_status([RunStatus.SUCCESS]) == []
 
 
+def test_queue_view_gives_each_run_its_own_tags_pass_after_pass(storage: Storage) -> None:
+    """queue_view shares parsed tag dicts between runs and passes: each run must still get its own
+    tags, and only tag texts of the current view are kept from one pass to the next."""
+    shared = {"team": "a", "owner": "ann"}
+    a1, a2 = (storage.runs.create(new_run(tags=shared)).run_id for _ in range(2))
+    b = storage.runs.create(new_run(tags={"team": "b"})).run_id
+    started = storage.runs.create(new_run(tags={"team": "c"}, status=RunStatus.STARTING)).run_id
+
+    for _ in range(2):
+        queued, in_progress = storage.runs.queue_view()
+        assert [(run_id, tags) for run_id, _seq, _prio, tags in queued] == [
+            (a1, shared),
+            (a2, shared),
+            (b, {"team": "b"}),
+        ]
+        assert in_progress == [(started, {"team": "c"})]
+
+    storage.runs.transition(b, RunStatus.CANCELED, expected=(Q,))
+    queued, _ = storage.runs.queue_view()
+    assert [run_id for run_id, *_ in queued] == [a1, a2]
+    assert sorted(storage.runs._parsed_tags.values(), key=len) == [{"team": "c"}, shared]
+
+
 # -- logs -----------------------------------------------------------------------------------------
 
 
