@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dagd.errors import DefinitionError
-from dagd.runs.model import parse_priority
+from dagd.runs.model import check_max_runtime, parse_priority
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-.]*$")
 
@@ -33,6 +33,7 @@ def _check_tags(owner: str, tags: Mapping[str, Any] | None) -> dict[str, str]:
         out[key] = value
     try:
         parse_priority(out)
+        check_max_runtime(out)
     except ValueError as exc:
         raise DefinitionError(f"{owner}: {exc}") from None
     return out

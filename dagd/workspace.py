@@ -48,6 +48,13 @@ class CodeLocationTarget:
         return self.python_file or self.python_module or self.name
 
 
+# The keys of one load_from entry, by kind (anything else is a typo, refused).
+LOCATION_KEYS = {
+    "python_file": {"relative_path", "working_directory", "location_name", "attribute"},
+    "python_module": {"module_name", "working_directory", "location_name", "attribute"},
+}
+
+
 def target_from_file(path: str | pathlib.Path, *, name: str | None = None) -> CodeLocationTarget:
     file = pathlib.Path(path).resolve()
     if not file.is_file():
@@ -97,6 +104,12 @@ def targets_from_workspace_file(path: str | pathlib.Path) -> list[CodeLocationTa
             spec = {"relative_path" if kind == "python_file" else "module_name": spec}
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}.{kind}: expected a path or a mapping")
+        allowed = LOCATION_KEYS.get(kind)
+        if allowed is None:
+            raise ConfigError(f"{where}.{kind}: unknown code location kind (python_file or python_module)")
+        unknown_keys = sorted(str(key) for key in spec if key not in allowed)
+        if unknown_keys:
+            raise ConfigError(f"{where}.{kind}.{unknown_keys[0]}: unknown key")
         for key in ("working_directory", "location_name", "attribute"):
             if spec.get(key) is not None and not isinstance(spec[key], str):
                 raise ConfigError(f"{where}.{kind}.{key}: expected a string, got {type(spec[key]).__name__}")

@@ -22,6 +22,7 @@ import click
 
 from dagd.client.client import Client, SupervisorUnreachable
 from dagd.errors import ConfigError, DagdError, DefinitionError, InvalidArgument, NotFound, SchemaOutOfDate
+from dagd.strictjson import NonStandardJSON, refuse_json_constant
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -275,7 +276,9 @@ def submit(
     parsed_tags = parse_tags(tags)
     if config_json is not None:
         try:
-            config = json.loads(config_json)
+            config = json.loads(config_json, parse_constant=refuse_json_constant)
+        except NonStandardJSON as exc:
+            raise InvalidArgument(f"--config is not valid JSON: {exc}") from None
         except json.JSONDecodeError as exc:
             raise InvalidArgument(f"--config is not valid JSON: {exc.msg} at column {exc.colno}") from None
         except RecursionError:
@@ -770,6 +773,14 @@ def sensors_cursor(ctx: Ctx, name: str, new_cursor: str | None, clear: bool, as_
 
 
 def main() -> None:
+    for index, arg in enumerate(sys.argv[1:], start=1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes, kept by Python as lone surrogates
+            fail(
+                f"argument {index} is not valid UTF-8: {arg.encode('utf-8', 'replace').decode()[:60]!r}",
+                EXIT_BAD_INPUT,
+            )
     try:
         cli.main(prog_name="dagctl", standalone_mode=False)
     except click.exceptions.Abort:

@@ -27,6 +27,7 @@ from dagd.errors import (
     Unauthenticated,
     Unavailable,
 )
+from dagd.runs.model import MAX_PRIORITY, MIN_PRIORITY
 
 CODE_TO_ERROR: dict[grpc.StatusCode, type[DagdError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
@@ -222,6 +223,11 @@ class Client:
                 raise SupervisorUnreachable(
                     f"cannot reach the supervisor at {self.address}: {details}"
                 ) from None
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED and not answered:
+                # Alive enough to accept the connection, but no answer (stopped, hung, overloaded).
+                raise SupervisorUnreachable(
+                    f"the supervisor at {self.address} did not answer within {self.timeout:g}s"
+                ) from None
             error = CODE_TO_ERROR.get(code, DagdError)
             raise error(details or code.name) from None
 
@@ -245,6 +251,10 @@ class Client:
             idempotency_key=idempotency_key,
         )
         if priority is not None:
+            if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+                raise InvalidArgument(
+                    f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {priority}"
+                )
             request.priority = priority
         return run_from_pb(self._call(self.runs.SubmitRun, request, metadata))
 

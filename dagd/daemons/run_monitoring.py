@@ -17,7 +17,6 @@ transitions, so a run that finishes at the same moment is never overwritten.
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import threading
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING
 from dagd.daemons.base import Daemon
 from dagd.run_launcher import signal_group
 from dagd.runs.cancel import finish_cancel, kill_worker_group
-from dagd.runs.model import MAX_RUNTIME_TAG, RESUMABLE_TAG, Run, RunStatus
+from dagd.runs.model import RESUMABLE_TAG, Run, RunStatus, check_max_runtime
 from dagd.timefmt import utcnow
 
 if TYPE_CHECKING:
@@ -55,18 +54,11 @@ class Verdict:
 
 def max_runtime(run: Run, default: float) -> tuple[float | None, str | None]:
     """The run's limit in seconds (None: none) and a warning for an invalid tag."""
-    raw = run.tags.get(MAX_RUNTIME_TAG)
-    if raw is None:
-        return (default or None), None
-    try:
-        value = float(raw)
-        if not math.isfinite(value) or value <= 0:  # nan and inf parse as floats too
-            raise ValueError
-        return value, None
-    except ValueError:
-        return (
-            default or None
-        ), f"run {run.run_id}: ignoring invalid {MAX_RUNTIME_TAG}={raw!r} (seconds > 0 expected)"
+    try:  # refused at submission since 2026-11; runs stored before may still carry a bad value
+        value = check_max_runtime(run.tags)
+    except ValueError as exc:
+        return (default or None), f"run {run.run_id}: ignoring it: {exc}"
+    return (value if value is not None else default or None), None
 
 
 def next_deadline(run: Run, config: RunMonitoringConfig) -> datetime | None:

@@ -21,7 +21,7 @@ from dagd.codeserver.protocol import CodeServerClient, Evaluation, LocationSnaps
 from dagd.codeserver.registry import PublishedLocation, read_published
 from dagd.errors import DagdError, StorageUnavailable
 from dagd.run_coordinator import Submission
-from dagd.runs.model import RESUMABLE_TAG, parse_priority
+from dagd.runs.model import RESUMABLE_TAG, check_max_runtime, parse_priority
 from dagd.storage.instigators import TICK_FAILURE, TICK_SUCCESS, Tick, TickEnd
 
 if TYPE_CHECKING:
@@ -152,6 +152,7 @@ def _submission(location: LoadedLocation | None, item: dict[str, Any]) -> Submis
     tags = {**job_tags, **item["tags"]}
     try:
         priority = parse_priority(tags)
+        check_max_runtime(tags)
     except ValueError as exc:
         raise DagdError(str(exc)) from None
     return Submission(

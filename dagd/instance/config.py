@@ -256,6 +256,13 @@ class QueuedRunCoordinatorConfig(_Model):
         return [] if value is None else value
 
 
+class NoConfig(BaseModel):
+    """The ``config`` section of a built-in plug-in that takes none (``DefaultRunCoordinator``):
+    empty or absent, so that settings meant for another class are refused instead of ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class LocalProcessRunLauncherConfig(BaseModel):
     """The ``run_launcher.config`` section of :class:`~dagd.run_launcher.LocalProcessRunLauncher`."""
 
@@ -442,13 +449,13 @@ def load_instance_config(path: Path, environ: Mapping[str, str] | None = None) -
         raise ConfigError(f"{file}: nested too deeply (an alias that refers to itself?)") from None
     config = validate_section(InstanceConfig, raw, file=file, prefix="")
     coordinator = config.run_coordinator
-    if (coordinator.module, coordinator.class_name) == (
-        DEFAULT_COORDINATOR_MODULE,
-        DEFAULT_COORDINATOR_CLASS,
-    ):
-        validate_section(
-            QueuedRunCoordinatorConfig, coordinator.config, file=file, prefix="run_coordinator.config"
-        )
+    builtins: dict[tuple[str, str], type[BaseModel]] = {
+        (DEFAULT_COORDINATOR_MODULE, DEFAULT_COORDINATOR_CLASS): QueuedRunCoordinatorConfig,
+        (DEFAULT_COORDINATOR_MODULE, "DefaultRunCoordinator"): NoConfig,
+    }
+    builtin = builtins.get((coordinator.module, coordinator.class_name))
+    if builtin is not None:
+        validate_section(builtin, coordinator.config, file=file, prefix="run_coordinator.config")
     return config
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from dagd.errors import InvalidArgument
 from dagd.instance.instance import BuiltinConfigModel
-from dagd.runs.model import Run, RunStatus, parse_priority
+from dagd.runs.model import Run, RunStatus, check_max_runtime, parse_priority
 from dagd.storage.runs import NewRun
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ class RunCoordinator:
         # A hook may have changed the priority tag: the stored priority always follows the tags.
         try:
             priority = parse_priority(submission.tags)
+            check_max_runtime(submission.tags)
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
         return replace(submission, priority=priority)
@@ -87,6 +88,9 @@ class RunCoordinator:
 
 class DefaultRunCoordinator(RunCoordinator):
     """No limits: the run is launched before the submission returns. Runs never show QUEUED."""
+
+    # No settings: `config:` must be empty (a subclass with settings names its own model).
+    config_model = BuiltinConfigModel("NoConfig")
 
     def _store_and_dispatch(self, submission: Submission) -> Run:
         from dagd.run_launcher import launch_stored_run

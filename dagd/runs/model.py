@@ -8,6 +8,7 @@ is what makes a claim atomic across processes and hosts.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -72,6 +73,20 @@ RESUMABLE_TAG = "dagd/resumable"
 
 # The priority column is a 32-bit integer on PostgreSQL.
 MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
+
+
+def check_max_runtime(tags: dict[str, str]) -> float | None:
+    """The run's ``dagd/max_runtime`` in seconds (None: not set); raises ValueError naming a bad value."""
+    raw = tags.get(MAX_RUNTIME_TAG)
+    if raw is None:
+        return None
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:  # nan and inf parse as floats too
+        raise ValueError(f"tag {MAX_RUNTIME_TAG} must be a number of seconds > 0, got {str(raw)[:40]!r}")
+    return value
 
 
 def parse_priority(tags: dict[str, str]) -> int:

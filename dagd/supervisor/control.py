@@ -38,6 +38,7 @@ from dagd.runs.model import (
     parse_priority,
 )
 from dagd.storage.daemons import Heartbeat
+from dagd.strictjson import NonStandardJSON, refuse_json_constant
 from dagd.supervisor.code_locations import CodeLocations
 from dagd.supervisor.instigators import Instigators
 from dagd.supervisor.process_table import DaemonView, ProcessTable
@@ -84,7 +85,9 @@ def parse_run_config(raw: str) -> dict[str, Any]:
     if len(raw) > MAX_RUN_CONFIG_BYTES:
         raise InvalidArgument(f"run config is larger than {MAX_RUN_CONFIG_BYTES} bytes")
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=refuse_json_constant)
+    except NonStandardJSON as exc:
+        raise InvalidArgument(f"run config is not valid JSON: {exc}") from None
     except json.JSONDecodeError as exc:
         raise InvalidArgument(
             f"run config is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"

@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import resource
+import signal
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -124,6 +125,25 @@ BAD_SUBMISSIONS = [
         EXIT_BAD_INPUT,
         ["dagd/priority", "abc"],
         id="priority-tag-not-int",
+    ),
+    pytest.param(
+        ["hello", "--tag", "dagd/max_runtime=abc"],
+        EXIT_BAD_INPUT,
+        ["dagd/max_runtime", "'abc'"],
+        id="max-runtime-tag-not-seconds",
+    ),
+    pytest.param(
+        ["hello", "--priority", "99999999999999999999"],
+        EXIT_BAD_INPUT,
+        ["priority", "99999999999999999999"],
+        id="priority-out-of-range",
+    ),
+    pytest.param(["hello", "--config", '{"a": NaN}'], EXIT_BAD_INPUT, ["--config", "NaN"], id="config-nan"),
+    pytest.param(
+        ["hello", "--tag", "owner=\udcff"],  # the byte 0xff, as Python keeps undecodable arguments
+        EXIT_BAD_INPUT,
+        ["argument 4", "not valid UTF-8"],
+        id="argument-not-utf8",
     ),
     pytest.param(
         ["hello", "--tag", "big=" + "x" * 100_000],
@@ -252,6 +272,21 @@ def test_unreachable_address(home: pathlib.Path) -> None:
     result = dagctl(home, "--address", f"unix:{home}/nothing.sock", "runs", "list", timeout=30)
     assert result.code == EXIT_UNREACHABLE, (result.code, result.stderr)
     assert "cannot reach the supervisor" in error_line(result)
+
+
+@pytest.mark.timeout(60)
+def test_supervisor_that_does_not_answer_is_unreachable(dagd: DagdProcess, defs_file: pathlib.Path) -> None:
+    # Was: exit 1 with "Deadline Exceeded". Stopped, the supervisor still accepts connections
+    # (the kernel does), so only the deadline tells: `daemons status` waits 5 s.
+    dagd.start("-f", str(defs_file))
+    assert dagd.proc is not None
+    os.kill(dagd.proc.pid, signal.SIGSTOP)
+    try:
+        result = dagd.ctl("daemons", "status")
+    finally:
+        os.kill(dagd.proc.pid, signal.SIGCONT)
+    assert result.code == EXIT_UNREACHABLE, (result.code, result.stderr)
+    assert "did not answer within 5s" in error_line(result)
 
 
 # -- TCP listener with a token -----------------------------------------------------------------

@@ -11,10 +11,12 @@ in, in ``tests/helpers/launchers_monitoring.py``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import signal
+import sqlite3
 import time
 from datetime import datetime
 from typing import Any
@@ -197,17 +199,30 @@ def test_max_runtime_tag_terminates_a_long_run(dagd: DagdProcess) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_invalid_max_runtime_tag_is_ignored_and_logged_once(dagd: DagdProcess) -> None:
+def test_invalid_max_runtime_tag_is_refused_at_submission_and_ignored_once_in_older_runs(
+    dagd: DagdProcess,
+) -> None:
     # A fast poll, so the daemon looks at the run several times while it runs.
     dagd.write_config("run_monitoring:\n  poll_interval_seconds: 0.5\n")
     dagd.start("-f", str(DEFS))
-    run_id = submit(dagd, "sleeper", "--config", '{"seconds": 3}', "--tag", "dagd/max_runtime=abc")
+    refused = dagd.ctl("submit", "sleeper", "--tag", "dagd/max_runtime=abc")
+    assert refused.code == 2 and "dagd/max_runtime" in refused.stderr and "'abc'" in refused.stderr, refused
+
+    # A run stored before submissions were checked: the bad value written straight into storage.
+    run_id = submit(dagd, "sleeper", "--config", '{"seconds": 3}', "--tag", "dagd/max_runtime=1000")
+    with contextlib.closing(sqlite3.connect(dagd.home / "storage" / "dagd.db")) as db, db:
+        (tags,) = db.execute("SELECT tags FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        tags = json.dumps({**json.loads(tags), "dagd/max_runtime": "abc"})
+        db.execute("UPDATE runs SET tags = ? WHERE run_id = ?", (tags, run_id))
+        db.execute(
+            "UPDATE run_tags SET value = 'abc' WHERE run_id = ? AND key = 'dagd/max_runtime'", (run_id,)
+        )
 
     run = wait_status(dagd, run_id, FINISHED, timeout=20)
 
     assert run["status"] == "SUCCESS", run
     log_text = (dagd.home / "logs" / "run_monitoring.log").read_text()
-    warning = f"run {run_id}: ignoring invalid dagd/max_runtime='abc'"
+    warning = f"run {run_id}: ignoring it: tag dagd/max_runtime must be a number of seconds > 0, got 'abc'"
     assert log_text.count(warning) == 1, log_text[-3000:]
 
 

@@ -330,6 +330,10 @@ WORKSPACE_FAULTS: dict[str, tuple[str, str]] = {
     "unknown-kind": ("load_from:\n  - grpc_server: {host: x}\n", "grpc_server"),
     "two-kinds": ("load_from:\n  - {python_file: defs.py, python_module: x}\n", "load_from.0"),
     "unknown-key": ("load_from:\n  - python_file: defs.py\nextra: 1\n", "extra"),
+    "unknown-entry-key": (
+        "load_from:\n  - python_file: {relative_path: defs.py, relative_pth: x}\n",
+        "load_from.0.python_file.relative_pth: unknown key",
+    ),
     "duplicate-names": ("load_from:\n  - python_file: defs.py\n  - python_file: ./defs.py\n", "defs"),
     "no-path": ("load_from:\n  - python_file: {working_directory: .}\n", "relative_path"),
     "binary": ("\x00\x01\x02", "invalid YAML"),
@@ -439,6 +443,17 @@ def test_regression_non_string_workspace_fields_are_config_error_not_type_error(
         file = tmp_path / "workspace.yaml"
         file.write_text(f"load_from:\n  - python_file:\n      relative_path: defs.py\n      {key}: 1\n")
         with pytest.raises(ConfigError, match=f"load_from.0.python_file.{key}: expected a string, got int"):
+            targets_from_workspace_file(file)
+
+
+@pytest.mark.timeout(30)
+def test_regression_unknown_key_in_a_code_location_is_refused(tmp_path: pathlib.Path) -> None:
+    # Was: ignored, so a misspelt `location_name` or `working_directory` silently had no effect.
+    (tmp_path / "defs.py").write_text(DEFS.read_text())
+    file = tmp_path / "workspace.yaml"
+    for kind, entry in (("python_file", "relative_path: defs.py"), ("python_module", "module_name: defs")):
+        file.write_text(f"load_from:\n  - {kind}:\n      {entry}\n      location_nmae: x\n")
+        with pytest.raises(ConfigError, match=f"load_from.0.{kind}.location_nmae: unknown key"):
             targets_from_workspace_file(file)
 
 

@@ -579,6 +579,16 @@ def test_regression_huge_number_in_run_config_is_invalid_argument_not_internal(l
 
 
 @pytest.mark.timeout(30)
+def test_regression_nan_in_run_config_is_invalid_argument(live: Live) -> None:
+    # Was: accepted, and `runs show --json` then printed a bare NaN that strict JSON parsers reject.
+    before = live.run_ids()
+    for config in ('{"a": NaN}', '{"a": [Infinity]}', '{"a": -Infinity}'):
+        request = pb.SubmitRunRequest(job_name="hello", run_config_json=config)
+        assert "is not allowed (JSON has no NaN or Infinity)" in refused(live, SUBMIT, request)
+    assert live.run_ids() == before
+
+
+@pytest.mark.timeout(30)
 def test_supervisor_logged_no_unexpected_error(live: Live) -> None:
     """Last: nothing above made the supervisor log a traceback (a servicer bug or a parser failure)."""
     log = (live.proc.home.parent / "supervisor.log").read_text()

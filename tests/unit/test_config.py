@@ -157,6 +157,10 @@ def test_unknown_top_level_key_is_refused(tmp_path: Path) -> None:
             "run_coordinator.config.tag_concurrency_limits.0.vlaue",
         ),
         ("grpc: {tcp: {port: 1, hots: x}, token: t}", "grpc.tcp.hots"),
+        (  # was accepted and ignored: DefaultRunCoordinator takes no settings at all
+            "run_coordinator: {class: DefaultRunCoordinator, config: {max_concurrent_runs: 5}}",
+            "run_coordinator.config.max_concurrent_runs",
+        ),
     ],
 )
 def test_unknown_nested_key_is_refused_with_its_path(tmp_path: Path, text: str, key_path: str) -> None:
