@@ -62,6 +62,12 @@ class Daemon:
     def close(self) -> None:
         pass
 
+    def announce_wait(self, seconds: float) -> None:
+        """From the loop's thread, before a call that ends within ``seconds`` on its own (user code
+        under its evaluation timeout): the supervisor does not take the silence for a hang until
+        then. A call that overruns its own bound is a hang as before."""
+        self.pipe.send(busy=seconds)
+
     def request_wake(self, daemon_name: str) -> None:
         """Ask the supervisor to wake another daemon (e.g. the run queue after a submission)."""
         self.pipe.send(wake=daemon_name)

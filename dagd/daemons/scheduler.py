@@ -147,7 +147,13 @@ class SchedulerDaemon(Daemon):
                 {"kind": KIND, "name": schedule.name, "scheduled_time": rfc3339(tick.scheduled_time)}
                 for _, schedule, tick in items
             ]
-            evaluate_in_chunks(items[0][0], requests, timeout, functools.partial(self._store_answers, items))
+            evaluate_in_chunks(
+                items[0][0],
+                requests,
+                timeout,
+                functools.partial(self._store_answers, items),
+                announce_wait=self.announce_wait,  # in the loop's thread: a slow schedule is no hang
+            )
 
     def _store_answers(self, items: list[Work], answers: list[tuple[int, Evaluation]]) -> None:
         """One chunk of evaluations: requests saved on their ticks, then runs submitted, ticks ended."""

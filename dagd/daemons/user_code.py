@@ -68,11 +68,17 @@ def planned_request(request: RunRequestData, key: str, tags: dict[str, str]) -> 
     }
 
 
+# Beyond the evaluation timeout: the code-server client's own slack per answer (5 s) and some
+# room for storing a group of answers.
+WAIT_SLACK_SECONDS = 10.0
+
+
 def evaluate_in_chunks(
     location: LoadedLocation,
     items: list[dict[str, Any]],
     timeout: float,
     handle: Callable[[list[tuple[int, Evaluation]]], None],
+    announce_wait: Callable[[float], None] | None = None,
 ) -> None:
     """Evaluate ``items`` in one code-server request; ``handle`` the answers in chunks as they come.
 
@@ -80,14 +86,23 @@ def evaluate_in_chunks(
     at most ``CHUNK_SIZE`` answers at a time, is handed over at once, so the runs of fast functions
     are stored while a slow one is still running. If the code server goes away, the items it did
     not answer are handed over as failed evaluations with the reason.
+
+    Called from a daemon loop's own thread, pass ``announce_wait`` (``Daemon.announce_wait``): each
+    wait for the next group is bounded (``timeout`` plus the client's 5 s of slack), and the
+    supervisor must not take a schedule that runs longer than the heartbeat timeout for a hung loop.
     """
     answered: set[int] = set()
+    bound = timeout + WAIT_SLACK_SECONDS
 
     def on_answers(answers: list[tuple[int, Evaluation]]) -> None:
         answered.update(index for index, _ in answers)
         for start in range(0, len(answers), CHUNK_SIZE):
             handle(answers[start : start + CHUNK_SIZE])
+        if announce_wait is not None:
+            announce_wait(bound)  # the next group may take as long again
 
+    if announce_wait is not None:
+        announce_wait(bound)
     try:
         location.client.evaluate_many(items, timeout, on_answers)
     except DagdError as exc:

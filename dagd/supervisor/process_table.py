@@ -242,10 +242,13 @@ class ProcessTable:
                 if "wake" in message and self.on_wake_request is not None:
                     self.on_wake_request(str(message["wake"]))
                 proc.ready(now)
-                if "degraded" in message:
-                    proc.progress(now, message["degraded"])
+                if set(message) == {"wake"}:
+                    continue  # may come from any of the daemon's threads: not a sign the loop moves
+                degraded = message["degraded"] if "degraded" in message else proc.degraded_reason
+                if "busy" in message:
+                    proc.busy(now, float(message["busy"]), degraded)
                 else:
-                    proc.progress(now, proc.degraded_reason if proc.degraded else None)
+                    proc.progress(now, degraded)
 
     # -- commands ------------------------------------------------------------------------------
 

@@ -95,6 +95,9 @@ class DaemonProcess:
     incarnation: int = 0  # bumped by every spawn
     started_at: float | None = None
     last_progress_at: float | None = None  # last heartbeat or pipe ping of this incarnation
+    # The loop announced a blocking call bounded by its own timeout (user code): silence until
+    # then is not a hang. Cleared by the next ping; None: no such call under way.
+    quiet_until: float | None = None
     degraded: bool = False
     degraded_reason: str | None = None
     next_start_at: float | None = None  # when decide() will ask for a spawn; None: not wanted
@@ -197,8 +200,15 @@ class DaemonProcess:
         Ignored without a live process: a late message from an incarnation already reaped.
         """
         if self.state in ALIVE:
-            self.last_progress_at = now
+            self.last_progress_at, self.quiet_until = now, None
             self.set_degraded(degraded_reason, now)
+
+    def busy(self, now: float, seconds: float, degraded_reason: str | None = None) -> None:
+        """The loop is about to block for at most ``seconds`` (a call with its own timeout): progress
+        now, and no hang before ``now + seconds``. A loop that overruns its own bound is hung."""
+        if self.state in ALIVE:
+            self.progress(now, degraded_reason)
+            self.quiet_until = now + max(0.0, seconds)
 
     def set_degraded(self, reason: str | None, now: float) -> None:
         """The child says it is degraded (``reason``) or well again (None). Ignored when dead."""
@@ -263,7 +273,7 @@ class DaemonProcess:
         self.restart_after_stop = False
 
     def _forget_process(self) -> None:
-        self.pid = self.started_at = self.last_progress_at = None
+        self.pid = self.started_at = self.last_progress_at = self.quiet_until = None
         self.degraded, self.degraded_reason = False, None
         self.stop_deadline = self.term_sent_at = self.kill_sent_at = None
         self.pending_stop_reason, self.pending_stop_detail = None, None
@@ -354,8 +364,17 @@ def heartbeat_age(proc: DaemonProcess, now: float) -> float | None:
 
 
 def _is_stale(proc: DaemonProcess, policy: RestartPolicy, now: float) -> bool:
-    age = heartbeat_age(proc, now)
-    return age is not None and age > policy.heartbeat_timeout_seconds
+    stale_at = _stale_at(proc, policy)
+    return stale_at is not None and now > stale_at
+
+
+def _stale_at(proc: DaemonProcess, policy: RestartPolicy) -> float | None:
+    """When the silence becomes a hang: heartbeat timeout after the last sign of progress, or the
+    end of an announced bounded wait if that is later. None without a process."""
+    since = proc.last_progress_at if proc.last_progress_at is not None else proc.started_at
+    if since is None:
+        return None
+    return max(since + policy.heartbeat_timeout_seconds, proc.quiet_until or 0.0)
 
 
 def decide(proc: DaemonProcess, policy: RestartPolicy, now: float) -> Action:
@@ -378,10 +397,11 @@ def decide(proc: DaemonProcess, policy: RestartPolicy, now: float) -> Action:
     wakes = []
     if not proc.degraded:
         age = heartbeat_age(proc, now)
-        assert age is not None
-        if age > policy.heartbeat_timeout_seconds:
+        stale_at = _stale_at(proc, policy)
+        assert age is not None and stale_at is not None
+        if now > stale_at:
             return MarkHung(proc.pid, age)
-        wakes.append(now - age + policy.heartbeat_timeout_seconds)
+        wakes.append(stale_at)
     if proc.state is _S.STARTING and proc.started_at is not None:
         wakes.append(proc.started_at + policy.start_seconds)
     return Nothing(min(wakes) if wakes else None)

@@ -171,6 +171,12 @@ def bad_cron(context):
     return None
 
 
+@schedule(cron_schedule="* * * * *", job=noop, default_status="RUNNING")
+def slow(context):
+    time.sleep(8)  # longer than FAST's 5 s heartbeat timeout, well inside the evaluation timeout
+    return None
+
+
 @sensor(job=noop, minimum_interval_seconds=1)
 def hangs(context):
     time.sleep(3600)
@@ -189,7 +195,7 @@ def raises(context):
 
 
 defs = Definitions(
-    jobs=[noop], schedules=[every_minute, skipping, raising, bad_cron], sensors=[hangs, quick, raises]
+    jobs=[noop], schedules=[every_minute, skipping, raising, bad_cron, slow], sensors=[hangs, quick, raises]
 )
 """
 
@@ -247,16 +253,16 @@ def test_schedules_tick_once_at_the_next_minute_and_failing_sensors_fail_only_th
         for s in ok(dagd.ctl("schedules", "list", "--json"), "schedules list").json()["schedules"]
     }
     listed_at = datetime.now(timezone.utc)
-    assert set(listed) == {"every_minute", "skipping", "raising", "bad_cron"}
+    assert set(listed) == {"every_minute", "skipping", "raising", "bad_cron", "slow"}
     error = listed["bad_cron"]["definition_error"]
     assert error and "61 * * * *" in error and "minute must be 0-59" in error, error
     assert listed["bad_cron"]["next_tick_at"] is None
-    for name in ("every_minute", "skipping", "raising"):
+    for name in ("every_minute", "skipping", "raising", "slow"):
         assert listed[name]["definition_error"] is None and listed[name]["status"] == "RUNNING", listed[name]
     info = ok(dagd.ctl("instance", "info", "--json"), "instance info").json()
     (loc,) = info["code_locations"]
     assert loc["load_error"] is None and loc["definition_errors"] == [error]
-    assert loc["jobs"] == ["noop"] and len(loc["schedules"]) == 4 and len(loc["sensors"]) == 3
+    assert loc["jobs"] == ["noop"] and len(loc["schedules"]) == 5 and len(loc["sensors"]) == 3
     refused = dagd.ctl("schedules", "start", "bad_cron")
     assert refused.code == 2, refused
     assert "minute must be 0-59" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
@@ -296,6 +302,14 @@ def test_schedules_tick_once_at_the_next_minute_and_failing_sensors_fail_only_th
     shown = ok(dagd.ctl("schedules", "ticks", "raising", "--json"), "schedules ticks").json()["ticks"]
     assert shown[-1]["id"] == failed["id"] and "exploded" in shown[-1]["error"]
     assert ok(dagd.ctl("schedules", "ticks", "bad_cron", "--json"), "ticks bad_cron").json() == {"ticks": []}
+
+    # A schedule slower than the heartbeat timeout: the scheduler announced the bounded wait, so
+    # it was not killed as hung (was: killed, and the tick re-evaluated by the next one, forever).
+    slow_tick = wait_for(lambda: first_tick("slow"), 30, "slow's first tick")
+    assert slow_tick["scheduled_time"] == stamp and slow_tick["status"] == "SUCCESS", slow_tick
+    assert len(slow_tick["run_ids"]) == 1, slow_tick
+    scheduler = dagd.daemons()["scheduler"]
+    assert scheduler["restarts"] == 0 and scheduler["healthy"], scheduler
 
 
 # -- sensors -------------------------------------------------------------------------------------

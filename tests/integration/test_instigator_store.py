@@ -41,7 +41,9 @@ def test_ensure_cost_does_not_grow_with_the_number_of_schedules(storage: Any) ->
     pass over 1,000 new schedules was quadratic: 15-25 s under load, past the 20 s heartbeat
     timeout, and the supervisor killed the scheduler as hung before it had ticked once."""
     _ensure_seconds(storage, "warm")  # connections, statement caches
-    few = _ensure_seconds(storage, "few")
+    # The best of three rounds each: one slow round (autovacuum, another test's load) is noise,
+    # a full read per call is slow every round.
+    few = min(_ensure_seconds(storage, f"few{r}_") for r in range(3))
     now = utcnow()
     rows = [
         {"kind": "schedule", "name": f"existing{i:05d}", "status": STOPPED, "status_changed_at": now}
@@ -49,7 +51,7 @@ def test_ensure_cost_does_not_grow_with_the_number_of_schedules(storage: Any) ->
     ]
     with storage.write() as conn:
         conn.execute(instigators.insert(), rows)
-    many = _ensure_seconds(storage, "many")
+    many = min(_ensure_seconds(storage, f"many{r}_") for r in range(3))
     # The same work with 5,000 more rows in the table: not ~10x slower (a full read per call).
     assert many < 4 * few + 0.05, (
         f"{CALLS} ensures: {few:.3f} s on a small table, {many:.3f} s on a large one"

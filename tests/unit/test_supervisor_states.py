@@ -168,6 +168,29 @@ def test_starting_daemon_heartbeat_counts_from_spawn():
     assert decide(proc, POLICY, 121.0) == MarkHung(9, 21.0)
 
 
+def test_announced_bounded_wait_is_not_a_hang_until_its_bound():
+    """A scheduler evaluating a slow schedule says how long it may block (its evaluation timeout):
+    silence until then is not a hang, an overrun is, and the next ping ends the grace."""
+    timeout = POLICY.heartbeat_timeout_seconds
+    proc = running()
+    proc.busy(10.0, 3 * timeout)
+    assert decide(proc, POLICY, 10.0 + 2 * timeout) == Nothing(10.0 + 3 * timeout)
+    assert is_healthy(proc, POLICY, 10.0 + 2 * timeout)
+    hung = decide(proc, POLICY, 10.0 + 3 * timeout + 0.1)
+    assert isinstance(hung, MarkHung) and hung.pid == 100
+    assert hung.heartbeat_age == pytest.approx(3 * timeout + 0.1)
+
+    proc = running()
+    proc.busy(10.0, 3 * timeout)
+    proc.progress(11.0)  # the wait ended early: the usual timeout counts from this ping
+    assert decide(proc, POLICY, 11.0 + timeout) == Nothing(11.0 + timeout)
+    assert isinstance(decide(proc, POLICY, 11.1 + timeout), MarkHung)
+
+    proc = running()
+    proc.busy(10.0, 1.0)  # a bound shorter than the heartbeat timeout changes nothing
+    assert decide(proc, POLICY, 10.0 + timeout) == Nothing(10.0 + timeout)
+
+
 def test_degraded_daemon_with_stale_heartbeat_is_not_hung():
     proc = running()
     proc.progress(5.0, degraded_reason="storage unreachable")
