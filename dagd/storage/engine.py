@@ -12,6 +12,8 @@ Engines are never shared across ``fork()``: every process opens its own (see doc
 from __future__ import annotations
 
 import pathlib
+import random
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,14 +44,35 @@ def make_engine(url: str, *, pool_size: int = 5) -> sa.Engine:
     return sa.create_engine(url, **kwargs)
 
 
+def _enable_wal(cursor: Any, deadline_seconds: float = SQLITE_BUSY_TIMEOUT_MS / 1000) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while another connection holds the database.
+
+    Only the first switch of a fresh file needs the exclusive lock (the mode is stored in the
+    file), and SQLite answers "database is locked" at once there instead of waiting on the busy
+    timeout: several processes opening a new database together (a supervisor and its first
+    `dagctl` calls, tests) would otherwise fail.
+    """
+    import sqlite3
+
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02 + random.random() * 0.05)
+
+
 def _configure_sqlite(engine: sa.Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite would defer it).
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _enable_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
