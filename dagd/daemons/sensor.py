@@ -75,6 +75,9 @@ class SensorDaemon(Daemon):
         self._locations_at = 0.0
         self._errors: list[str] = []
         self._resumed = False
+        # Sensors whose evaluation failed on storage after their tick may have been created: their
+        # STARTED tick is resumed before they are evaluated again (from a cursor that has not moved).
+        self._needs_resume: set[str] = set()
         self._states: dict[str, InstigatorState] = {}
         self._states_at = -SNAPSHOT_SECONDS
         self._next_due = 0.0
@@ -97,10 +100,23 @@ class SensorDaemon(Daemon):
         store = self.instance.storage.instigators
         self._refresh_locations()
         sensors = {s.name: (loc, s) for loc in self._locations for s in loc.snapshot.sensors}
-        if not self._resumed:
-            resumed = [(sensors[t.name][0], t) for t in store.unfinished_ticks(KIND) if t.name in sensors]
+        with self._lock:
+            pending = set(self._needs_resume)
+        if not self._resumed or pending:
+            # At start: what a crash left. Later: what a storage error in an evaluation left. Never
+            # a tick whose evaluation is still in flight (its own thread is finishing it).
+            busy = {name for name, future in self.in_flight.items() if not future.done()}
+            resumed = [
+                (sensors[t.name][0], t)
+                for t in store.unfinished_ticks(KIND)
+                if t.name in sensors and t.name not in busy
+            ]
             self._submit(resumed)
             self._resumed = True
+            with self._lock:
+                self._needs_resume -= pending
+        with self._lock:
+            waiting = set(self._needs_resume)  # failed since the step above: resumed next pass
         now = time.monotonic()
         if now - self._states_at >= SNAPSHOT_SECONDS:
             # Start/stop from the CLI takes effect within a second; no storage read every pass.
@@ -121,6 +137,8 @@ class SensorDaemon(Daemon):
             future = self.in_flight.get(name)
             if future is not None and not future.done():
                 continue  # still evaluating: never two evaluations of one sensor at once
+            if name in waiting:
+                continue
             last = self.last_started.get(name)
             if last is not None and now - last < sensor.minimum_interval_seconds:
                 next_due = min(next_due, last + sensor.minimum_interval_seconds)
@@ -154,6 +172,9 @@ class SensorDaemon(Daemon):
             for future in futures.values():
                 if not future.done():
                     future.set_exception(exc)
+            self._mark_for_resume(
+                [name for name, future in futures.items() if future.exception() is not None]
+            )
             if not isinstance(exc, Exception):
                 raise
         finally:
@@ -176,9 +197,16 @@ class SensorDaemon(Daemon):
         except BaseException as exc:
             for index, _ in answers:
                 futures[batch[index].name].set_exception(exc)
+            self._mark_for_resume([batch[index].name for index, _ in answers])
             raise
         for index, _ in answers:
             futures[batch[index].name].set_result(None)
+
+    def _mark_for_resume(self, names: list[str]) -> None:
+        """Their tick may be stored STARTED with its requests and new cursor: the loop resumes it
+        before evaluating these sensors again, so no run is asked for twice, no cursor goes back."""
+        with self._lock:
+            self._needs_resume.update(names)
 
     def _record(
         self, location: LoadedLocation, answers: list[tuple[SensorInfo, str | None, Evaluation]]

@@ -26,6 +26,7 @@ from helpers.codeserver import code_server
 
 from dagd.daemons.scheduler import SchedulerDaemon
 from dagd.daemons.sensor import SensorDaemon
+from dagd.errors import StorageUnavailable
 from dagd.instance.instance import Instance
 from dagd.run_coordinator import QueuedRunCoordinator
 from dagd.runs.model import Run, RunFilter
@@ -410,3 +411,62 @@ def test_failed_sensor_tick_is_stored_with_its_error_even_if_the_daemon_dies_rig
     assert tick.status == TICK_FAILURE and tick.ended_at is not None
     assert "ValueError: broken on purpose" in (tick.error or ""), tick
     assert instance.storage.instigators.states("sensor")["broken"].cursor is None
+
+
+def _storage_down_at_submit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tick is stored STARTED with its requests; the database goes away before any run is."""
+
+    def refuse(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise StorageUnavailable("storage unavailable: connection refused (injected)")
+
+    monkeypatch.setattr(QueuedRunCoordinator, "submit_runs", refuse)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("fault", ["before_runs_stored", "after_runs_stored"])
+def test_sensor_tick_left_by_a_storage_error_is_resumed_by_the_same_daemon_before_it_evaluates_again(
+    served: pathlib.Path,
+    instances: Callable[[pathlib.Path], Instance],
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
+) -> None:
+    """Regression: the daemon went on evaluating from the cursor that had not moved, so the un-keyed
+    request was submitted again by a second tick; the first tick stayed STARTED until a restart, which
+    then submitted its runs as well and moved the cursor back."""
+    instance = instances(served)
+    instance.storage.instigators.set_status("sensor", "once", RUNNING)
+    daemon = SensorDaemon(instance)
+    try:
+        with monkeypatch.context() as patch:
+            if fault == "before_runs_stored":
+                _storage_down_at_submit(patch)
+            else:
+                original = QueuedRunCoordinator.submit_runs
+
+                def stored_then_down(self: Any, *args: Any, **kwargs: Any) -> Any:
+                    original(self, *args, **kwargs)
+                    raise StorageUnavailable("storage unavailable: connection lost (injected)")
+
+                patch.setattr(QueuedRunCoordinator, "submit_runs", stored_then_down)
+            daemon.run_iteration()
+            errors = [f.exception(timeout=30) for f in list(daemon.in_flight.values())]
+        assert [type(e) for e in errors] == [StorageUnavailable]
+        (left,) = ticks_of(instance, "sensor", "once")
+        assert left.status == TICK_STARTED
+
+        # The database is back; the same daemon's next passes, once the sensor is due again.
+        for _ in range(2):
+            daemon.last_started.clear()
+            daemon.run_iteration()
+            assert [f.exception(timeout=30) for f in list(daemon.in_flight.values())] == [None]
+    finally:
+        daemon.close()
+
+    ticks = ticks_of(instance, "sensor", "once")
+    resumed = next(t for t in ticks if t.id == left.id)
+    assert resumed.status == TICK_SUCCESS, resumed
+    assert [t.status for t in ticks if t.id != left.id] == [TICK_SKIPPED, TICK_SKIPPED]
+    assert instance.storage.instigators.states("sensor")["once"].cursor == "1"
+    runs = runs_of(instance, **{"dagd/sensor": "once"})
+    assert len(runs) == 2, [r.tags for r in runs]
+    assert sorted(resumed.run_ids) == sorted(r.run_id for r in runs)
