@@ -701,9 +701,11 @@ def _instigator_group(kind: str) -> click.Group:
 
         return command
 
-    group.command("start", help=f"Start a {kind} (persisted; a schedule never fires for the past).")(
-        set_running(True)
-    )
+    start_help = {
+        "schedule": "Start a schedule (persisted; it never fires for times before it was started).",
+        "sensor": "Start a sensor (persisted; it is evaluated from its stored cursor).",
+    }[kind]
+    group.command("start", help=start_help)(set_running(True))
     group.command("stop", help=f"Stop a {kind} (persisted).")(set_running(False))
 
     @group.command("ticks")

@@ -146,6 +146,7 @@ class RunMonitoringDaemon(Daemon):
         )
         now = utcnow()
         soonest: datetime | None = None
+        self._warned.intersection_update(run.run_id for run in watched)  # finished runs: forgotten
         for run in watched:
             alive: bool | None = None
             if run.status == RunStatus.STARTED and run.worker_pid:

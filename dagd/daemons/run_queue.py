@@ -124,6 +124,8 @@ class RunQueueDaemon(Daemon):
         if not view.queued:
             self._reported.clear()
             return
+        # Forget runs that left the queue some other way (canceled, claimed elsewhere): bounded.
+        self._reported.intersection_update(run.run_id for run in view.queued)
         selection = view.select(self.queue_config)
         for run_id, blocked in selection.blocked.items():
             if run_id not in self._reported:

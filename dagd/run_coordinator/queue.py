@@ -159,10 +159,16 @@ def explain(instance: Instance, run_id: str, *, daemon_healthy: bool) -> Explana
     if not daemon_healthy:
         notes.append("the run_queue daemon is not healthy, so nothing is being launched")
     if blocked is None:
-        summary = "nothing blocks it: it launches on the queue's next pass"
+        # In the launch order of the next pass (priority first), which is not always first:
+        # with the queue paused, everything that fits waits to launch, in that order.
+        order = selection.to_launch
+        position = order.index(run_id) + 1 if run_id in order else 1
+        summary = (
+            f"nothing blocks it: it launches on the queue's next pass, number {position} in launch order"
+        )
         if notes:
             summary = f"{summary}, but " + " and ".join(notes)
-        return replace(base, summary=summary, position=1, launchable=not notes)
+        return replace(base, summary=summary, position=position, launchable=not notes)
     summary = f"number {blocked.position} in line; held by " + "; ".join(blocked.reasons)
     if notes:
         summary += "; also " + " and ".join(notes)

@@ -366,6 +366,12 @@ def test_pause_holds_runs_survives_a_restart_and_resume_launches(
     assert explained["queue_paused"] is True and "paused" in explained["summary"]
     assert explained["launchable"] is False
     assert "PAUSED" in ok(dagd.ctl("queue", "status"), "queue status").stdout
+    # Nothing blocks either run, but the later one goes first: its priority is higher.
+    # Was: both said position 1.
+    urgent = submit(dagd, "hello", "--priority", "5")["run_id"]
+    assert why(dagd, urgent)["position"] == 1
+    assert why(dagd, run_id)["position"] == 2
+    assert "number 2 in launch order" in ok(dagd.ctl("runs", "why", run_id), "runs why").stdout
 
     dagd.stop()
     dagd.start("-f", str(defs_file))
@@ -375,7 +381,7 @@ def test_pause_holds_runs_survives_a_restart_and_resume_launches(
     assert show(dagd, run_id)["status"] == "QUEUED"
 
     resume(dagd)
-    wait_statuses(dagd, {run_id: {"SUCCESS"}})
+    wait_statuses(dagd, {run_id: {"SUCCESS"}, urgent: {"SUCCESS"}})
     assert queue_status(dagd)["paused"] is False
     assert run_queue_daemon(dagd)["info"].get("paused") is False
 
