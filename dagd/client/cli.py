@@ -63,16 +63,21 @@ def exit_code_for(exc: DagdError) -> int:
 
 
 class Ctx:
-    def __init__(self, home: str | None, address: str | None, token: str | None) -> None:
+    def __init__(
+        self, home: str | None, address: str | None, token: str | None, tls_ca: str | None = None
+    ) -> None:
         from dagd.instance.instance import resolve_home
 
         self.home = resolve_home(home)
         self.address = address
         self.token = token
+        self.tls_ca = tls_ca
 
     def client(self) -> Client:
         metadata = [("x-dagd-client", "dagctl"), ("x-dagd-user", _login())]
-        return Client.for_home(self.home, address=self.address, token=self.token, metadata=metadata)
+        return Client.for_home(
+            self.home, address=self.address, token=self.token, tls_ca_file=self.tls_ca, metadata=metadata
+        )
 
 
 def _login() -> str:
@@ -113,11 +118,18 @@ def parse_tags(values: Sequence[str]) -> dict[str, str]:
 @click.option("--home", envvar="DAGD_HOME", help="Instance directory (default $DAGD_HOME, else ~/.dagd).")
 @click.option("--address", envvar="DAGD_ADDRESS", help="Supervisor address (unix:PATH or HOST:PORT).")
 @click.option("--token", envvar="DAGD_TOKEN", help="Bearer token for a TCP address.")
+@click.option(
+    "--tls-ca",
+    envvar="DAGD_TLS_CA",
+    help="CA certificate (PEM) to trust for a TCP address served with TLS (grpc.tls).",
+)
 @click.version_option(package_name="dagd")
 @click.pass_context
-def cli(ctx: click.Context, home: str | None, address: str | None, token: str | None) -> None:
+def cli(
+    ctx: click.Context, home: str | None, address: str | None, token: str | None, tls_ca: str | None
+) -> None:
     """dagd: daemon supervisor and run orchestrator."""
-    ctx.obj = Ctx(home, address, token)
+    ctx.obj = Ctx(home, address, token, tls_ca)
 
 
 # -- code location options -------------------------------------------------------------------------

@@ -175,7 +175,13 @@ class Client:
         # Sent with every call; coordinator hooks see them (e.g. to tag runs with who submitted).
         self._metadata += [(k.lower(), v) for k, v in metadata]
         if tls_ca_file:
-            creds = grpc.ssl_channel_credentials(pathlib.Path(tls_ca_file).read_bytes())
+            try:
+                ca = pathlib.Path(tls_ca_file).read_bytes()
+            except OSError as exc:
+                raise InvalidArgument(
+                    f"cannot read the TLS CA file {tls_ca_file}: {exc.strerror or exc}"
+                ) from None
+            creds = grpc.ssl_channel_credentials(ca)
             self._channel = grpc.secure_channel(address, creds)
         else:
             self._channel = grpc.insecure_channel(address)
@@ -192,9 +198,10 @@ class Client:
         *,
         address: str | None = None,
         token: str | None = None,
+        tls_ca_file: str | None = None,
         metadata: Sequence[tuple[str, str]] = (),
     ) -> Client:
-        return cls(resolve_address(home, address), token=token, metadata=metadata)
+        return cls(resolve_address(home, address), token=token, tls_ca_file=tls_ca_file, metadata=metadata)
 
     def close(self) -> None:
         self._channel.close()

@@ -293,6 +293,55 @@ def test_supervisor_that_does_not_answer_is_unreachable(dagd: DagdProcess, defs_
 
 
 @pytest.mark.timeout(90)
+def test_tls_listener_is_reached_with_the_ca_and_refused_without_it(
+    dagd: DagdProcess, defs_file: pathlib.Path, home: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """grpc.tls serves the TCP listener over TLS; `dagctl --tls-ca` trusts it (was: no way to)."""
+    import trustme
+
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    dagd.write_config(
+        "grpc:\n  tcp: {host: 127.0.0.1, port: 0}\n  token: s3cret\n"
+        f"  tls: {{cert_file: {tmp_path / 'server.pem'}, key_file: {tmp_path / 'server.pem'}}}\n"
+    )
+    dagd.start("-f", str(defs_file))
+    address = published(home)["addresses"][1]
+    env = {"DAGD_TOKEN": "s3cret"}
+
+    trusted = dagctl(
+        home, "--address", address, "--tls-ca", str(tmp_path / "ca.pem"), "runs", "list", "--json", env=env
+    )
+    assert trusted.code == 0 and trusted.json() == [], trusted.stderr
+    via_env = dagctl(
+        home, "--address", address, "submit", "hello", env={**env, "DAGD_TLS_CA": str(tmp_path / "ca.pem")}
+    )
+    assert via_env.code == 0, via_env.stderr
+
+    plain = dagctl(home, "--address", address, "runs", "list", env=env, timeout=60)
+    assert plain.code == EXIT_UNREACHABLE, (plain.code, plain.stderr)
+    other_ca = trustme.CA()
+    other_ca.cert_pem.write_to_path(str(tmp_path / "other.pem"))
+    untrusted = dagctl(
+        home,
+        "--address",
+        address,
+        "--tls-ca",
+        str(tmp_path / "other.pem"),
+        "runs",
+        "list",
+        env=env,
+        timeout=60,
+    )
+    assert untrusted.code == EXIT_UNREACHABLE, (untrusted.code, untrusted.stderr)
+    missing = dagctl(
+        home, "--address", address, "--tls-ca", str(tmp_path / "nope.pem"), "runs", "list", env=env
+    )
+    assert missing.code == EXIT_BAD_INPUT and "nope.pem" in error_line(missing), missing.stderr
+
+
+@pytest.mark.timeout(90)
 def test_tcp_listener_requires_the_token(
     dagd: DagdProcess, defs_file: pathlib.Path, home: pathlib.Path
 ) -> None:
