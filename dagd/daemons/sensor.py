@@ -70,6 +70,8 @@ class SensorDaemon(Daemon):
         # One future per sensor being evaluated: done once its tick is stored (or it failed).
         self.in_flight: dict[str, Future[None]] = {}
         self.last_started: dict[str, float] = {}  # monotonic start of each sensor's latest evaluation
+        # Wall-clock start of each sensor's latest evaluation, for the next one's context.last_tick_at.
+        self.last_tick_at: dict[str, str] = {}
         self.evaluations = 0
         self._locations: list[LoadedLocation] = []
         self._locations_at = 0.0
@@ -102,6 +104,8 @@ class SensorDaemon(Daemon):
         sensors = {s.name: (loc, s) for loc in self._locations for s in loc.snapshot.sensors}
         with self._lock:
             pending = set(self._needs_resume)
+        if not self._resumed:
+            self._seed_last_ticks()
         if not self._resumed or pending:
             # At start: what a crash left. Later: what a storage error in an evaluation left. Never
             # a tick whose evaluation is still in flight (its own thread is finishing it).
@@ -154,17 +158,33 @@ class SensorDaemon(Daemon):
         if self._errors:
             raise DagdError("; ".join(self._errors))
 
+    def _seed_last_ticks(self) -> None:
+        """A new daemon (after a restart, a crash loop) carries on each sensor's rhythm from its
+        latest stored tick: ``minimum_interval_seconds`` holds across restarts, and
+        ``context.last_tick_at`` is that tick's start, not unknown."""
+        wall, mono = utcnow(), time.monotonic()
+        for name, started in self.instance.storage.instigators.last_tick_starts(KIND).items():
+            self.last_started.setdefault(name, mono - max(0.0, (wall - started).total_seconds()))
+            self.last_tick_at.setdefault(name, rfc3339(started) or "")
+
     def _evaluate_batch(
         self, location: LoadedLocation, batch: list[SensorInfo], futures: dict[str, Future[None]]
     ) -> None:
         try:
             # Read fresh: the state cache may predate our own last tick or a `sensors cursor --set`.
             cursors = self.instance.storage.instigators.cursors(KIND, [s.name for s in batch])
-            now = rfc3339(utcnow())
+            now = rfc3339(utcnow()) or ""
             requests = [
-                {"kind": KIND, "name": s.name, "cursor": cursors.get(s.name), "last_tick_at": now}
+                {
+                    "kind": KIND,
+                    "name": s.name,
+                    "cursor": cursors.get(s.name),
+                    "last_tick_at": self.last_tick_at.get(s.name),  # the previous evaluation's start
+                }
                 for s in batch
             ]
+            for sensor in batch:
+                self.last_tick_at[sensor.name] = now
             timeout = self.instance.config.sensors.evaluation_timeout_seconds
             store = functools.partial(self._store_answers, location, batch, cursors, futures)
             evaluate_in_chunks(location, requests, timeout, store)

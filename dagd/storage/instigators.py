@@ -423,6 +423,15 @@ class InstigatorStore:
             ).all()
         return {name: as_utc(at) for name, at in rows if at is not None}  # type: ignore[misc]
 
+    def last_tick_starts(self, kind: str) -> dict[str, datetime]:
+        """Per instigator of ``kind``, when its latest tick started (the newest id, from the index)."""
+        newest = sa.select(sa.func.max(ticks.c.id)).where(ticks.c.kind == kind).group_by(ticks.c.name)
+        with self._storage.read() as conn:
+            rows = conn.execute(
+                sa.select(ticks.c.name, ticks.c.started_at).where(ticks.c.id.in_(newest))
+            ).all()
+        return {name: as_utc(at) for name, at in rows if at is not None}  # type: ignore[misc]
+
     def ticks(self, kind: str, name: str, limit: int = 20) -> list[Tick]:
         with self._storage.read() as conn:
             rows = conn.execute(

@@ -41,6 +41,7 @@ from dagd.storage.instigators import (
     Tick,
 )
 from dagd.storage.schema import instigators
+from dagd.storage.schema import ticks as ticks_table
 
 DEFS = '''
 from dagd import Definitions, RunRequest, SkipReason, job, schedule, sensor
@@ -80,7 +81,12 @@ def broken(context):
     raise ValueError("broken on purpose")
 
 
-defs = Definitions(jobs=[noop], schedules=[two_runs, hourly], sensors=[once, broken])
+@sensor(job=noop, minimum_interval_seconds=3600)
+def hourly_check(context):
+    return SkipReason(f"previous tick at {context.last_tick_at}")
+
+
+defs = Definitions(jobs=[noop], schedules=[two_runs, hourly], sensors=[once, broken, hourly_check])
 '''
 
 # A due time of the hourly schedules, and the scheduler's pinned "now" a few seconds after it.
@@ -377,6 +383,9 @@ def test_sensor_crash_is_resumed_with_runs_once_and_cursor_moved_once(
     assert first.storage.instigators.states("sensor")["once"].cursor is None
     assert len(runs_of(first, **{"dagd/sensor": "once"})) == runs_after_crash
 
+    # As if the crash was a while ago: `once` is due again at once (its minimum interval holds
+    # across restarts, counted from its latest tick).
+    age_ticks(first, "once", LONG_AGO)
     assert sensor_pass(SensorDaemon(instances(served))) == []
 
     fresh = instances(served)
@@ -411,6 +420,36 @@ def test_failed_sensor_tick_is_stored_with_its_error_even_if_the_daemon_dies_rig
     assert tick.status == TICK_FAILURE and tick.ended_at is not None
     assert "ValueError: broken on purpose" in (tick.error or ""), tick
     assert instance.storage.instigators.states("sensor")["broken"].cursor is None
+
+
+LONG_AGO = datetime(2020, 1, 1, tzinfo=timezone.utc)
+
+
+def age_ticks(instance: Instance, name: str, started_at: datetime) -> None:
+    with instance.storage.write() as conn:
+        conn.execute(ticks_table.update().where(ticks_table.c.name == name).values(started_at=started_at))
+
+
+@pytest.mark.timeout(60)
+def test_sensor_interval_and_last_tick_at_carry_over_a_restart(
+    served: pathlib.Path, instances: Callable[[pathlib.Path], Instance]
+) -> None:
+    """Regression: the last evaluation time lived only in memory, so every restart (a crash loop)
+    evaluated every sensor at once, whatever its minimum_interval_seconds; and context.last_tick_at
+    was the current evaluation's own time, not the previous tick's."""
+    instance = instances(served)
+    instance.storage.instigators.set_status("sensor", "hourly_check", RUNNING)
+    assert sensor_pass(SensorDaemon(instance)) == []
+    (first,) = ticks_of(instance, "sensor", "hourly_check")
+    assert first.skip_reason == "previous tick at None", first
+
+    assert sensor_pass(SensorDaemon(instances(served))) == []  # a restart: not due for an hour
+    assert len(ticks_of(instance, "sensor", "hourly_check")) == 1
+
+    age_ticks(instance, "hourly_check", LONG_AGO)  # an hour and more has passed
+    assert sensor_pass(SensorDaemon(instances(served))) == []
+    later = [t for t in ticks_of(instance, "sensor", "hourly_check") if t.id != first.id]
+    assert [t.skip_reason for t in later] == ["previous tick at 2020-01-01T00:00:00.000Z"], later
 
 
 def _storage_down_at_submit(monkeypatch: pytest.MonkeyPatch) -> None:
