@@ -152,20 +152,25 @@ def test_reopening_a_database_at_head_changes_nothing(
         again.dispose()
 
 
-@pytest.mark.timeout(60)
-def test_concurrent_first_opens_create_the_schema_once(storage_url: str) -> None:
-    start = threading.Barrier(4)
+def open_together(url: str, openers: int) -> list[str]:
+    """``openers`` threads open storage at ``url`` at the same moment and each stores a run."""
+    start = threading.Barrier(openers)
 
     def open_and_create() -> str:
         start.wait(timeout=30)
-        storage = open_storage(storage_url)
+        storage = open_storage(url)
         try:
             return storage.runs.create(new_run()).run_id
         finally:
             storage.dispose()
 
-    with ThreadPoolExecutor(4) as pool:
-        run_ids = [f.result() for f in [pool.submit(open_and_create) for _ in range(4)]]
+    with ThreadPoolExecutor(openers) as pool:
+        return [f.result() for f in [pool.submit(open_and_create) for _ in range(openers)]]
+
+
+@pytest.mark.timeout(60)
+def test_concurrent_first_opens_create_the_schema_once(storage_url: str) -> None:
+    run_ids = open_together(storage_url, 4)
 
     storage = open_storage(storage_url)
     try:
@@ -181,19 +186,7 @@ def test_openers_racing_on_a_new_sqlite_file_all_succeed(tmp_path: pathlib.Path)
     "database is locked" at once instead of waiting on the busy timeout (seen in CI: 1 in 4 openers
     failed under load; 1 round in 15 of 8 openers failed on a quiet machine)."""
     for round_ in range(10):
-        url = f"sqlite:///{tmp_path / f'race{round_}.db'}"
-        start = threading.Barrier(8)
-
-        def open_once(url: str = url, start: threading.Barrier = start) -> str:
-            start.wait(timeout=30)
-            storage = open_storage(url)
-            try:
-                return storage.runs.create(new_run()).run_id
-            finally:
-                storage.dispose()
-
-        with ThreadPoolExecutor(8) as pool:
-            run_ids = [f.result() for f in [pool.submit(open_once) for _ in range(8)]]
+        run_ids = open_together(f"sqlite:///{tmp_path / f'race{round_}.db'}", 8)
         assert len(set(run_ids)) == 8
 
 
