@@ -9,8 +9,9 @@ run on, with its daemons, code servers and run workers, for good.
 pytest's process group do not reach it, reading a pipe that only the test process holds open.
 End of file on that pipe means the test process is gone, or is done. The reaper then stops every
 process that belongs to the session's base directory: ``DAGD_HOME`` under it, or the path in its
-command line. It sends SIGTERM first, so that a supervisor stops its daemons and cancels its runs
-the way it does on Ctrl-C, and SIGKILL after a grace to whatever is left. Only those processes
+command line. It sends SIGTERM to the topmost of them first, so that a supervisor stops its
+daemons and cancels its runs the way it does on Ctrl-C; after a grace, SIGTERM to whatever is
+left; after another, SIGKILL. Only those processes
 are signalled, never a process group: a supervisor started by a test shares pytest's group, and
 under pytest-xdist so do the other workers.
 """
@@ -26,7 +27,7 @@ import time
 
 import psutil
 
-GRACE_SECONDS = 5.0
+GRACE_SECONDS = 10.0
 
 
 def start(root: pathlib.Path) -> subprocess.Popen[bytes]:
@@ -68,11 +69,25 @@ def left_under(root: str, spare: int = 0) -> list[psutil.Process]:
     return [proc for proc in psutil.process_iter() if belongs(proc, root, spare)]
 
 
+def _roots(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """The processes whose parent is not among ``procs``: supervisors, not their daemons."""
+    pids = {proc.pid for proc in procs}
+    roots = []
+    for proc in procs:
+        try:
+            if proc.ppid() not in pids:
+                roots.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return roots
+
+
 def sweep(root: str, spare: int = 0, grace: float = GRACE_SECONDS) -> list[str]:
-    """SIGTERM every process of ``root``, SIGKILL what is left after ``grace``; what was signalled."""
+    """SIGTERM the topmost processes of ``root`` (a supervisor stops its own daemons and runs),
+    then whatever is left after ``grace``, then SIGKILL after another; what was signalled."""
     signalled: list[str] = []
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        procs = left_under(root, spare)
+    for sig, pick in ((signal.SIGTERM, _roots), (signal.SIGTERM, list), (signal.SIGKILL, list)):
+        procs = pick(left_under(root, spare))
         for proc in procs:
             try:
                 line = f"{sig.name} {proc.pid} {' '.join(proc.cmdline())}"
