@@ -130,7 +130,7 @@ def targets_from_workspace_file(path: str | pathlib.Path) -> list[CodeLocationTa
                     attribute=spec.get("attribute"),
                 )
             )
-        elif kind == "python_module":
+        else:  # python_module (any other kind was refused above)
             module = spec.get("module_name")
             if not isinstance(module, str):
                 raise ConfigError(f"{where}.python_module.module_name: field required")
@@ -142,8 +142,6 @@ def targets_from_workspace_file(path: str | pathlib.Path) -> list[CodeLocationTa
                     attribute=spec.get("attribute"),
                 )
             )
-        else:
-            raise ConfigError(f"{where}.{kind}: unknown code location kind (python_file or python_module)")
     names = [t.name for t in targets]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:

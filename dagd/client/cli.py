@@ -22,7 +22,7 @@ import click
 
 from dagd.client.client import Client, SupervisorUnreachable
 from dagd.errors import ConfigError, DagdError, DefinitionError, InvalidArgument, NotFound, SchemaOutOfDate
-from dagd.strictjson import NonStandardJSON, refuse_json_constant
+from dagd.strictjson import loads_object
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -287,18 +287,7 @@ def submit(
     """Submit a run of JOB; prints the run id."""
     parsed_tags = parse_tags(tags)
     if config_json is not None:
-        try:
-            config = json.loads(config_json, parse_constant=refuse_json_constant)
-        except NonStandardJSON as exc:
-            raise InvalidArgument(f"--config is not valid JSON: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise InvalidArgument(f"--config is not valid JSON: {exc.msg} at column {exc.colno}") from None
-        except RecursionError:
-            raise InvalidArgument("--config is nested too deeply") from None
-        except ValueError:  # an integer past Python's 4,300-digit conversion limit
-            raise InvalidArgument("--config is not valid JSON: a number is too long") from None
-        if not isinstance(config, dict):
-            raise InvalidArgument("--config must be a JSON object")
+        loads_object(config_json, "--config")  # refused here, naming the option, before any call
     with ctx.client() as client:
         run = client.submit(
             job,

@@ -7,7 +7,6 @@ becomes an :class:`InvalidArgument` naming the field before anything is written.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -38,7 +37,7 @@ from dagd.runs.model import (
     parse_priority,
 )
 from dagd.storage.daemons import Heartbeat
-from dagd.strictjson import NonStandardJSON, refuse_json_constant
+from dagd.strictjson import loads_object
 from dagd.supervisor.code_locations import CodeLocations
 from dagd.supervisor.instigators import Instigators
 from dagd.supervisor.process_table import DaemonView, ProcessTable
@@ -84,21 +83,7 @@ def parse_run_config(raw: str) -> dict[str, Any]:
         return {}
     if len(raw) > MAX_RUN_CONFIG_BYTES:
         raise InvalidArgument(f"run config is larger than {MAX_RUN_CONFIG_BYTES} bytes")
-    try:
-        value = json.loads(raw, parse_constant=refuse_json_constant)
-    except NonStandardJSON as exc:
-        raise InvalidArgument(f"run config is not valid JSON: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidArgument(
-            f"run config is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-    except RecursionError:
-        raise InvalidArgument("run config is nested too deeply") from None
-    except ValueError:  # an integer past Python's 4,300-digit conversion limit
-        raise InvalidArgument("run config is not valid JSON: a number is too long") from None
-    if not isinstance(value, dict):
-        raise InvalidArgument("run config must be a JSON object")
-    return value
+    return loads_object(raw, "run config")
 
 
 class ControlPlane:

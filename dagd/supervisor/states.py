@@ -357,9 +357,14 @@ class MarkHung:
 Action = Nothing | Spawn | SendTerm | SendKill | MarkHung
 
 
+def _last_sign(proc: DaemonProcess) -> float | None:
+    """The last sign of progress (the spawn if none yet); None without a process."""
+    return proc.last_progress_at if proc.last_progress_at is not None else proc.started_at
+
+
 def heartbeat_age(proc: DaemonProcess, now: float) -> float | None:
     """Seconds since the last sign of progress (since the spawn if none yet); None without a process."""
-    since = proc.last_progress_at if proc.last_progress_at is not None else proc.started_at
+    since = _last_sign(proc)
     return None if since is None else now - since
 
 
@@ -371,7 +376,7 @@ def _is_stale(proc: DaemonProcess, policy: RestartPolicy, now: float) -> bool:
 def _stale_at(proc: DaemonProcess, policy: RestartPolicy) -> float | None:
     """When the silence becomes a hang: heartbeat timeout after the last sign of progress, or the
     end of an announced bounded wait if that is later. None without a process."""
-    since = proc.last_progress_at if proc.last_progress_at is not None else proc.started_at
+    since = _last_sign(proc)
     if since is None:
         return None
     return max(since + policy.heartbeat_timeout_seconds, proc.quiet_until or 0.0)

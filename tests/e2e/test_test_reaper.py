@@ -23,7 +23,7 @@ from helpers.procs import START_TIMEOUT, dagctl, processes_for_home, wait_for
 
 TESTS = pathlib.Path(__file__).resolve().parents[1]
 STAND_IN = """
-import os, pathlib, subprocess, sys, time
+import os, pathlib, signal, subprocess, sys
 sys.path.insert(0, sys.argv[1])
 from helpers import reaper
 root, defs, with_reaper = pathlib.Path(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
@@ -33,7 +33,7 @@ log = open(root / "supervisor.log", "w")
 dev = [sys.executable, "-m", "dagd.client.cli", "dev", "-f", defs, "--no-web"]
 supervisor = subprocess.Popen(dev, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 print(supervisor.pid, watchdog.pid if watchdog else 0, flush=True)
-time.sleep(3600)
+signal.pause()  # until the test kills this stand-in
 """
 
 

@@ -61,3 +61,16 @@ def code_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def serving(home: pathlib.Path, defs_file: pathlib.Path, defs: str) -> Iterator[Instance]:
+    """An instance of ``home`` whose code location is ``defs`` (written to ``defs_file``), served
+    by a real code server; closed afterwards."""
+    defs_file.write_text(defs)
+    instance = Instance.load(home)
+    try:
+        with code_server(instance, defs_file):
+            yield instance
+    finally:
+        instance.close()

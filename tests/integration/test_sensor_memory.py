@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from helpers.codeserver import code_server
+from helpers.codeserver import serving
 
 from dagd.daemons.sensor import SensorDaemon
 from dagd.instance.instance import Instance
@@ -106,14 +106,8 @@ def test_tick_batches_of_every_size_use_a_bounded_set_of_statements(storage: Any
 def sensor_home(home: pathlib.Path, tmp_path: pathlib.Path, sqlite_url: str) -> Iterator[Instance]:
     db = pathlib.Path(sqlite_url.removeprefix("sqlite:///"))
     (home / "dagd.yaml").write_text(f"storage:\n  sqlite:\n    base_dir: {db.parent}\n")
-    defs_file = tmp_path / "many_sensors.py"
-    defs_file.write_text(DEFS)
-    instance = Instance.load(home)
-    try:
-        with code_server(instance, defs_file):
-            yield instance
-    finally:
-        instance.close()
+    with serving(home, tmp_path / "many_sensors.py", DEFS) as instance:
+        yield instance
 
 
 @pytest.mark.timeout(180)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers.codeserver import code_server
+from helpers.codeserver import serving
 
 from dagd.daemons.scheduler import SchedulerDaemon
 from dagd.daemons.sensor import SensorDaemon
@@ -123,14 +123,8 @@ def write_home(home: pathlib.Path, storage_url: str, scheduler: dict[str, Any] |
 def served(home: pathlib.Path, tmp_path: pathlib.Path, storage_url: str) -> Iterator[pathlib.Path]:
     """A home on the test's database with the DEFS code location served by a real code server."""
     write_home(home, storage_url)
-    defs_file = tmp_path / "tick_defs.py"
-    defs_file.write_text(DEFS)
-    instance = Instance.load(home)
-    try:
-        with code_server(instance, defs_file):
-            yield home
-    finally:
-        instance.close()
+    with serving(home, tmp_path / "tick_defs.py", DEFS):
+        yield home
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ clients only ever send valid submissions.
 
 from __future__ import annotations
 
+import abc
 import json
 import random
 import threading
@@ -81,7 +82,7 @@ def random_submission(rng: random.Random, key: str) -> tuple[dict[str, str], dic
     return tags, config, priority
 
 
-class _Submitter(threading.Thread):
+class _Submitter(threading.Thread, abc.ABC):
     """One client of the load: numbered submissions with random tags, at a random pace."""
 
     PAUSE: tuple[float, float] = (0.3, 1.2)  # seconds between submissions
@@ -105,10 +106,11 @@ class _Submitter(threading.Thread):
             self.submit_one(key, *random_submission(self.rng, key))
             self.stopping.wait(self.rng.uniform(*self.PAUSE))
 
+    @abc.abstractmethod
     def submit_one(
         self, key: str, tags: dict[str, str], config: dict[str, Any], priority: int | None
     ) -> None:
-        raise NotImplementedError
+        """One submission, retried until acknowledged (or the client stops)."""
 
 
 class ApiClient(_Submitter):
