@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from dagd.instance.config import InstanceConfig
     from dagd.run_coordinator import RunCoordinator
     from dagd.run_launcher import RunLauncher
-    from dagd.storage import Storage
+    from dagd.storage.sql import Database
 
 DEFAULT_HOME = "~/.dagd"
 # sun_path is 108 bytes including the NUL; stay well below it.
@@ -90,6 +90,8 @@ class Instance:
         self._plugin_configs = plugin_configs or {}
         # The supervisor lease epoch this process acts under; launches are fenced by it.
         self.fence_epoch: int | None = None
+        # Daemons: storage on the driver's own connections, no SQLAlchemy (see ``storage``).
+        self.direct_storage = False
 
     @classmethod
     def load(cls, home: str | os.PathLike[str] | None = None, *, create: bool = True) -> Instance:
@@ -106,7 +108,9 @@ class Instance:
     def from_handoff(cls, home: str | os.PathLike[str], line: bytes) -> Instance:
         """The instance as the supervisor validated it (the line its ``handoff_line`` wrote)."""
         config, plugins = decode(line)
-        return cls(resolve_home(home), cast("InstanceConfig", config), plugins)
+        instance = cls(resolve_home(home), cast("InstanceConfig", config), plugins)
+        instance.direct_storage = True
+        return instance
 
     def handoff_line(self) -> bytes | None:
         """This instance's validated config for a daemon's stdin (None: let it read the file).
@@ -134,7 +138,7 @@ class Instance:
         storage = self.config.storage
         if storage.postgres is not None:
             return storage.postgres.url
-        from dagd.storage.engine import sqlite_url
+        from dagd.storage.sql import sqlite_url
 
         base = pathlib.Path(storage.sqlite.base_dir if storage.sqlite else "storage")
         base = base if base.is_absolute() else self.home / base
@@ -146,8 +150,16 @@ class Instance:
             ) from None
 
     @cached_property
-    def storage(self) -> Storage:
-        from dagd.storage import open_storage
+    def storage(self) -> Database:
+        """The instance's storage. A daemon (an instance from the supervisor's handoff) opens
+        driver connections itself, without SQLAlchemy (:class:`dagd.storage.sql.DirectDatabase`);
+        the supervisor created or checked the schema before starting it. Everything else gets the
+        SQLAlchemy-backed :class:`dagd.storage.store.Storage`, which creates or checks the schema."""
+        if self.direct_storage:
+            from dagd.storage.sql import DirectDatabase
+
+            return DirectDatabase(self.storage_url)
+        from dagd.storage.engine import open_storage
 
         return open_storage(self.storage_url)
 

@@ -19,7 +19,7 @@ from dagd.runs.model import RunStatus
 if TYPE_CHECKING:
     from dagd.instance.config import QueuedRunCoordinatorConfig
     from dagd.instance.instance import Instance
-    from dagd.storage import Storage
+    from dagd.storage.sql import Database
 
 PAUSED_SETTING = "run_queue.paused"
 
@@ -50,11 +50,11 @@ def _tag_limit(key: str, value: Any, limit: int) -> TagLimit:
     )
 
 
-def is_paused(storage: Storage) -> bool:
+def is_paused(storage: Database) -> bool:
     return bool(storage.get_setting(PAUSED_SETTING))
 
 
-def set_paused(storage: Storage, paused: bool) -> None:
+def set_paused(storage: Database, paused: bool) -> None:
     storage.set_setting(PAUSED_SETTING, paused)
 
 
@@ -64,7 +64,7 @@ class QueueView:
     in_progress: list[InProgressRun]
 
     @classmethod
-    def read(cls, storage: Storage) -> QueueView:
+    def read(cls, storage: Database) -> QueueView:
         queued, in_progress = storage.runs.queue_view()
         return cls(
             [QueuedRun(run_id, seq, priority, tags) for run_id, seq, priority, tags in queued],
@@ -91,7 +91,7 @@ class QueueStatus:
     tag_limits: list[LimitUsage] = field(default_factory=list)
 
 
-def queue_status(storage: Storage, config: QueuedRunCoordinatorConfig | None) -> QueueStatus:
+def queue_status(storage: Database, config: QueuedRunCoordinatorConfig | None) -> QueueStatus:
     view = QueueView.read(storage)
     usages: list[LimitUsage] = []
     for limit in tag_limits(config) if config else []:

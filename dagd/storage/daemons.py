@@ -7,13 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
-from dagd.storage.schema import daemon_heartbeats
-from dagd.timefmt import as_utc, utcnow
+from dagd.storage.sql import when
+from dagd.timefmt import utcnow
 
 if TYPE_CHECKING:
-    from dagd.storage.store import Storage
+    from dagd.storage.sql import Database
 
 MAX_ERRORS = 5
 
@@ -31,17 +29,25 @@ class Heartbeat:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+_BEAT = (
+    "INSERT INTO daemon_heartbeats"
+    " (daemon_name, daemon_id, pid, incarnation, iteration, phase, heartbeat_at, errors, info)"
+    " VALUES (:daemon_name, :daemon_id, :pid, :incarnation, :iteration, :phase, :heartbeat_at, :errors, :info)"
+    " ON CONFLICT (daemon_name) DO UPDATE SET daemon_id = excluded.daemon_id, pid = excluded.pid,"
+    " incarnation = excluded.incarnation, iteration = excluded.iteration, phase = excluded.phase,"
+    " heartbeat_at = excluded.heartbeat_at, errors = excluded.errors, info = excluded.info"
+)
+
+
 class DaemonStore:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Database) -> None:
         self._storage = storage
 
     def beat(self, hb: Heartbeat) -> None:
-        from dagd.storage.store import upsert
-
-        with self._storage.write() as conn:
-            upsert(
-                conn,
-                daemon_heartbeats,
+        """One atomic upsert of the daemon's row (never insert-then-update)."""
+        with self._storage.sql_write() as sql:
+            sql.execute(
+                _BEAT,
                 {
                     "daemon_name": hb.daemon_name,
                     "daemon_id": hb.daemon_id,
@@ -53,12 +59,11 @@ class DaemonStore:
                     "errors": json.dumps(hb.errors[:MAX_ERRORS]),
                     "info": json.dumps(hb.info),
                 },
-                ["daemon_name"],
             )
 
     def all(self) -> dict[str, Heartbeat]:
-        with self._storage.read() as conn:
-            rows = conn.execute(sa.select(daemon_heartbeats)).all()
+        with self._storage.sql_read() as sql:
+            rows = sql.records("SELECT * FROM daemon_heartbeats")
         return {
             row.daemon_name: Heartbeat(
                 daemon_name=row.daemon_name,
@@ -67,7 +72,7 @@ class DaemonStore:
                 incarnation=row.incarnation,
                 iteration=row.iteration,
                 phase=row.phase,
-                heartbeat_at=as_utc(row.heartbeat_at),  # type: ignore[arg-type]
+                heartbeat_at=when(row.heartbeat_at),  # type: ignore[arg-type]
                 errors=json.loads(row.errors),
                 info=json.loads(row.info),
             )

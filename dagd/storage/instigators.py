@@ -13,16 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from dagd.errors import Conflict
-from dagd.storage.leases import SUPERVISOR_LEASE, epoch_of
-from dagd.storage.schema import instigators, ticks
-from dagd.storage.store import padded, pieces
+from dagd.storage.leases import EPOCH_OF, SUPERVISOR_LEASE
+from dagd.storage.sql import ConstraintViolation, Sql, in_list, padded, pieces, when
 from dagd.timefmt import as_utc, utcnow
 
 if TYPE_CHECKING:
-    from dagd.storage.store import Storage
+    from dagd.storage.sql import Database
 
 RUNNING, STOPPED = "RUNNING", "STOPPED"
 TICK_STARTED, TICK_SUCCESS, TICK_SKIPPED, TICK_FAILURE = "STARTED", "SUCCESS", "SKIPPED", "FAILURE"
@@ -88,9 +85,9 @@ def _state(row: Any) -> InstigatorState:
         row.kind,
         row.name,
         row.status,
-        as_utc(row.status_changed_at),  # type: ignore[arg-type]
+        when(row.status_changed_at),  # type: ignore[arg-type]
         row.cursor,
-        as_utc(row.last_evaluated_at),
+        when(row.last_evaluated_at),
     )
 
 
@@ -99,7 +96,7 @@ def _tick(row: Any) -> Tick:
         id=row.id,
         kind=row.kind,
         name=row.name,
-        scheduled_time=as_utc(row.scheduled_time),
+        scheduled_time=when(row.scheduled_time),
         status=row.status,
         planned=json.loads(row.planned) if row.planned else None,
         new_cursor=row.new_cursor,
@@ -107,86 +104,101 @@ def _tick(row: Any) -> Tick:
         run_ids=json.loads(row.run_ids),
         skip_reason=row.skip_reason,
         error=row.error,
-        started_at=as_utc(row.started_at),
-        ended_at=as_utc(row.ended_at),
+        started_at=when(row.started_at),
+        ended_at=when(row.ended_at),
     )
 
 
-_CURSOR_UPDATE = (
-    instigators.update()
-    .where(instigators.c.kind == sa.bindparam("k"), instigators.c.name == sa.bindparam("n"))
-    .values(cursor=sa.bindparam("c"))
+TICK_COLUMNS = (
+    "kind", "name", "scheduled_time", "status", "skip_reason", "error", "planned", "new_cursor",
+    "cursor_updated", "epoch", "started_at", "ended_at",
+)  # fmt: skip
+_INSERT_TICK = (
+    "INSERT INTO ticks ("
+    + ", ".join(TICK_COLUMNS)
+    + ") VALUES ("
+    + ", ".join(":" + c for c in TICK_COLUMNS)
+    + ")"
 )
+_CURSOR_UPDATE = "UPDATE instigators SET cursor = :c WHERE kind = :k AND name = :n"
+
+
+def _tick_row(n: NewTick, epoch: int | None, now: datetime) -> dict[str, Any]:
+    return {
+        "kind": n.kind,
+        "name": n.name,
+        "scheduled_time": n.scheduled_time,
+        "status": n.status,
+        "skip_reason": n.skip_reason,
+        "error": n.error,
+        "planned": json.dumps(n.planned) if n.planned is not None else None,
+        "new_cursor": n.new_cursor,
+        "cursor_updated": n.cursor_updated,
+        "epoch": epoch,
+        "started_at": now,
+        "ended_at": now if n.status != TICK_STARTED else None,
+    }
 
 
 class InstigatorStore:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Database) -> None:
         self._storage = storage
 
     # -- state ---------------------------------------------------------------------------------
 
     def states(self, kind: str) -> dict[str, InstigatorState]:
-        with self._storage.read() as conn:
-            rows = conn.execute(sa.select(instigators).where(instigators.c.kind == kind)).all()
+        with self._storage.sql_read() as sql:
+            rows = sql.records("SELECT * FROM instigators WHERE kind = :kind", {"kind": kind})
         return {r.name: _state(r) for r in rows}
 
     def state(self, kind: str, name: str) -> InstigatorState | None:
         """One state (a single-row read: callers that loop over names must not read them all)."""
-        with self._storage.read() as conn:
-            row = conn.execute(
-                sa.select(instigators).where(instigators.c.kind == kind, instigators.c.name == name)
-            ).first()
+        with self._storage.sql_read() as sql:
+            row = sql.record(
+                "SELECT * FROM instigators WHERE kind = :kind AND name = :name", {"kind": kind, "name": name}
+            )
         return None if row is None else _state(row)
 
     def ensure(self, kind: str, name: str, default_status: str) -> InstigatorState:
         """The state, created from the code's default the first time the name is seen."""
-        from dagd.storage.store import insert_ignore
-
-        with self._storage.write() as conn:
-            insert_ignore(
-                conn,
-                instigators,
-                {"kind": kind, "name": name, "status": default_status, "status_changed_at": utcnow()},
-                ["kind", "name"],
+        with self._storage.sql_write() as sql:
+            sql.execute(
+                "INSERT INTO instigators (kind, name, status, status_changed_at) VALUES (:kind, :name, :status, :at)"
+                " ON CONFLICT (kind, name) DO NOTHING",
+                {"kind": kind, "name": name, "status": default_status, "at": utcnow()},
             )
         state = self.state(kind, name)
         assert state is not None  # just inserted, or already there; states are never deleted
         return state
 
     def set_status(self, kind: str, name: str, status: str) -> InstigatorState:
-        from dagd.storage.store import upsert
-
-        with self._storage.write() as conn:
-            upsert(
-                conn,
-                instigators,
-                {"kind": kind, "name": name, "status": status, "status_changed_at": utcnow()},
-                ["kind", "name"],
+        with self._storage.sql_write() as sql:
+            sql.execute(
+                "INSERT INTO instigators (kind, name, status, status_changed_at) VALUES (:kind, :name, :status, :at)"
+                " ON CONFLICT (kind, name) DO UPDATE SET status = excluded.status,"
+                " status_changed_at = excluded.status_changed_at",
+                {"kind": kind, "name": name, "status": status, "at": utcnow()},
             )
         state = self.state(kind, name)
         assert state is not None
         return state
 
     def cursor(self, kind: str, name: str) -> str | None:
-        with self._storage.read() as conn:
-            return conn.execute(  # type: ignore[no-any-return]
-                sa.select(instigators.c.cursor).where(instigators.c.kind == kind, instigators.c.name == name)
-            ).scalar()
-
-    def set_cursor(self, kind: str, name: str, cursor: str | None) -> None:
-        with self._storage.write() as conn:
-            conn.execute(
-                instigators.update()
-                .where(instigators.c.kind == kind, instigators.c.name == name)
-                .values(cursor=cursor)
+        with self._storage.sql_read() as sql:
+            return sql.scalar(  # type: ignore[no-any-return]
+                "SELECT cursor FROM instigators WHERE kind = :kind AND name = :name",
+                {"kind": kind, "name": name},
             )
 
+    def set_cursor(self, kind: str, name: str, cursor: str | None) -> None:
+        with self._storage.sql_write() as sql:
+            sql.execute(_CURSOR_UPDATE, {"k": kind, "n": name, "c": cursor})
+
     def mark_evaluated(self, kind: str, name: str, at: datetime) -> None:
-        with self._storage.write() as conn:
-            conn.execute(
-                instigators.update()
-                .where(instigators.c.kind == kind, instigators.c.name == name)
-                .values(last_evaluated_at=at)
+        with self._storage.sql_write() as sql:
+            sql.execute(
+                "UPDATE instigators SET last_evaluated_at = :at WHERE kind = :kind AND name = :name",
+                {"at": at, "kind": kind, "name": name},
             )
 
     # -- ticks ---------------------------------------------------------------------------------
@@ -206,50 +218,52 @@ class InstigatorStore:
         cursor_updated: bool = False,
     ) -> Tick | None:
         """Insert a tick; None if a tick for this schedule time already exists. Fenced by ``epoch``."""
-        now = utcnow()
-        values = {
-            "kind": kind,
-            "name": name,
-            "scheduled_time": scheduled_time,
-            "status": status,
-            "skip_reason": skip_reason,
-            "error": error,
-            "planned": json.dumps(planned) if planned is not None else None,
-            "new_cursor": new_cursor,
-            "cursor_updated": cursor_updated,
-            "epoch": epoch,
-            "started_at": now,
-            "ended_at": now if status != TICK_STARTED else None,
-        }
+        new = NewTick(
+            kind,
+            name,
+            scheduled_time=scheduled_time,
+            status=status,
+            skip_reason=skip_reason,
+            error=error,
+            planned=planned,
+            new_cursor=new_cursor,
+            cursor_updated=cursor_updated,
+        )
         try:
-            with self._storage.write() as conn:
-                self._check_epoch(conn, epoch)
-                tick_id = conn.execute(ticks.insert().values(**values).returning(ticks.c.id)).scalar_one()
-        except sa.exc.IntegrityError:
+            with self._storage.sql_write() as sql:
+                self._check_epoch(sql, epoch)
+                tick_id = sql.scalar(_INSERT_TICK + " RETURNING id", _tick_row(new, epoch, utcnow()))
+        except ConstraintViolation:
             return None
         return self.get_tick(tick_id)
 
     def get_tick(self, tick_id: int) -> Tick:
-        with self._storage.read() as conn:
-            return _tick(conn.execute(sa.select(ticks).where(ticks.c.id == tick_id)).one())
+        with self._storage.sql_read() as sql:
+            row = sql.record("SELECT * FROM ticks WHERE id = :id", {"id": tick_id})
+        if row is None:
+            raise LookupError(f"no tick with id {tick_id}")
+        return _tick(row)
 
     def tick_at(self, kind: str, name: str, scheduled_time: datetime) -> Tick | None:
-        with self._storage.read() as conn:
-            row = conn.execute(
-                sa.select(ticks).where(
-                    ticks.c.kind == kind, ticks.c.name == name, ticks.c.scheduled_time == scheduled_time
-                )
-            ).first()
+        with self._storage.sql_read() as sql:
+            row = sql.record(
+                "SELECT * FROM ticks WHERE kind = :kind AND name = :name AND scheduled_time = :at",
+                {"kind": kind, "name": name, "at": scheduled_time},
+            )
         return None if row is None else _tick(row)
 
     def plan_tick(
         self, tick_id: int, planned: list[dict[str, Any]], new_cursor: str | None, cursor_updated: bool
     ) -> None:
-        with self._storage.write() as conn:
-            conn.execute(
-                ticks.update()
-                .where(ticks.c.id == tick_id)
-                .values(planned=json.dumps(planned), new_cursor=new_cursor, cursor_updated=cursor_updated)
+        with self._storage.sql_write() as sql:
+            sql.execute(
+                "UPDATE ticks SET planned = :planned, new_cursor = :cursor, cursor_updated = :updated WHERE id = :id",
+                {
+                    "planned": json.dumps(planned),
+                    "cursor": new_cursor,
+                    "updated": cursor_updated,
+                    "id": tick_id,
+                },
             )
 
     def finish_tick(
@@ -275,48 +289,23 @@ class InstigatorStore:
         at most one per sensor. Finished ticks with ``move_cursor`` move their sensor's cursor in
         the same transaction.
         """
-        from dagd.storage.store import dialect_insert
-
         if not news:
             return []
         now = utcnow()
-        rows = [
-            {
-                "kind": n.kind,
-                "name": n.name,
-                "scheduled_time": n.scheduled_time,
-                "status": n.status,
-                "skip_reason": n.skip_reason,
-                "error": n.error,
-                "planned": json.dumps(n.planned) if n.planned is not None else None,
-                "new_cursor": n.new_cursor,
-                "cursor_updated": n.cursor_updated,
-                "epoch": epoch,
-                "started_at": now,
-                "ended_at": now if n.status != TICK_STARTED else None,
-            }
-            for n in news
-        ]
+        rows = [_tick_row(n, epoch, now) for n in news]
         ids: dict[tuple[str, str, Any], int] = {}
-        with self._storage.write() as conn:
-            self._check_epoch(conn, epoch)
-            # executemany form: one cached compiled statement, sent as multi-row batches by
-            # SQLAlchemy's "insertmanyvalues" (a .values(list) statement is compiled every time).
-            stmt = (
-                dialect_insert(conn)(ticks)
-                .on_conflict_do_nothing()
-                .returning(ticks.c.id, ticks.c.kind, ticks.c.name, ticks.c.scheduled_time)
-            )
+        insert = _INSERT_TICK + " ON CONFLICT DO NOTHING RETURNING id, kind, name, scheduled_time"
+        with self._storage.sql_write() as sql:
+            self._check_epoch(sql, epoch)
             for piece in pieces(rows):
-                for tick_id, kind, name, scheduled_time in conn.execute(stmt, piece):
-                    ids[(kind, name, as_utc(scheduled_time))] = tick_id
+                for tick_id, kind, name, scheduled_time in sql.many_returning(insert, piece):
+                    ids[(kind, name, when(scheduled_time))] = tick_id
             moves = [
                 {"k": n.kind, "n": n.name, "c": n.new_cursor}
                 for n in news
                 if n.move_cursor and (n.kind, n.name, as_utc(n.scheduled_time)) in ids
             ]
-            if moves:
-                conn.execute(_CURSOR_UPDATE, moves)
+            sql.many(_CURSOR_UPDATE, moves)
         out: list[Tick | None] = []
         for n in news:
             tick_id = ids.get((n.kind, n.name, as_utc(n.scheduled_time)))
@@ -344,9 +333,9 @@ class InstigatorStore:
         """Save the run requests of many STARTED ticks (before any of them is submitted)."""
         if not plans:
             return
-        with self._storage.write() as conn:
-            conn.execute(
-                ticks.update().where(ticks.c.id == sa.bindparam("tick_id")).values(planned=sa.bindparam("p")),
+        with self._storage.sql_write() as sql:
+            sql.many(
+                "UPDATE ticks SET planned = :p WHERE id = :tick_id",
                 [{"tick_id": tick_id, "p": json.dumps(planned)} for tick_id, planned in plans],
             )
 
@@ -355,17 +344,10 @@ class InstigatorStore:
         if not ends:
             return
         now = utcnow()
-        with self._storage.write() as conn:
-            conn.execute(
-                ticks.update()
-                .where(ticks.c.id == sa.bindparam("tick_id"))
-                .values(
-                    status=sa.bindparam("s"),
-                    run_ids=sa.bindparam("r"),
-                    skip_reason=sa.bindparam("why"),
-                    error=sa.bindparam("e"),
-                    ended_at=sa.bindparam("at"),
-                ),
+        with self._storage.sql_write() as sql:
+            sql.many(
+                "UPDATE ticks SET status = :s, run_ids = :r, skip_reason = :why, error = :e, ended_at = :at"
+                " WHERE id = :tick_id",
                 [
                     {
                         "tick_id": end.tick_id,
@@ -378,66 +360,63 @@ class InstigatorStore:
                     for end in ends
                 ],
             )
-            moves = [{"k": e.cursor[0], "n": e.cursor[1], "c": e.cursor[2]} for e in ends if e.cursor]
-            if moves:
-                conn.execute(_CURSOR_UPDATE, moves)
+            sql.many(
+                _CURSOR_UPDATE,
+                [{"k": e.cursor[0], "n": e.cursor[1], "c": e.cursor[2]} for e in ends if e.cursor],
+            )
 
     def cursors(self, kind: str, names: list[str]) -> dict[str, str | None]:
         """The current cursors of ``names`` in one read."""
         if not names:
             return {}
         out: dict[str, str | None] = {}
-        with self._storage.read() as conn:
+        with self._storage.sql_read() as sql:
             for chunk in padded(names):
-                rows = conn.execute(
-                    sa.select(instigators.c.name, instigators.c.cursor).where(
-                        instigators.c.kind == kind, instigators.c.name.in_(chunk)
-                    )
-                ).all()
+                listed, params = in_list("n", chunk)
+                params["kind"] = kind
+                rows = sql.rows(
+                    f"SELECT name, cursor FROM instigators WHERE kind = :kind AND name IN ({listed})", params
+                )
                 out.update((name, cursor) for name, cursor in rows)
         return out
 
     @staticmethod
-    def _check_epoch(conn: sa.Connection, epoch: int | None) -> None:
+    def _check_epoch(sql: Sql, epoch: int | None) -> None:
         if epoch is not None:
-            current = conn.execute(sa.select(epoch_of(SUPERVISOR_LEASE))).scalar()
+            current = sql.scalar(EPOCH_OF, {"lease": SUPERVISOR_LEASE})
             if current is not None and current != epoch:
                 raise Conflict(f"lease epoch {epoch} is stale (now {current}): not creating ticks")
 
     def unfinished_ticks(self, kind: str) -> list[Tick]:
-        with self._storage.read() as conn:
-            rows = conn.execute(
-                sa.select(ticks)
-                .where(ticks.c.kind == kind, ticks.c.status == TICK_STARTED)
-                .order_by(ticks.c.id)
-            ).all()
+        with self._storage.sql_read() as sql:
+            rows = sql.records(
+                "SELECT * FROM ticks WHERE kind = :kind AND status = :started ORDER BY id",
+                {"kind": kind, "started": TICK_STARTED},
+            )
         return [_tick(r) for r in rows]
 
     def last_scheduled_times(self) -> dict[str, datetime]:
         """Per schedule, the latest scheduled time that has a tick (any status)."""
-        with self._storage.read() as conn:
-            rows = conn.execute(
-                sa.select(ticks.c.name, sa.func.max(ticks.c.scheduled_time))
-                .where(ticks.c.kind == "schedule")
-                .group_by(ticks.c.name)
-            ).all()
-        return {name: as_utc(at) for name, at in rows if at is not None}  # type: ignore[misc]
+        with self._storage.sql_read() as sql:
+            rows = sql.rows(
+                "SELECT name, MAX(scheduled_time) FROM ticks WHERE kind = 'schedule' GROUP BY name"
+            )
+        return {name: when(at) for name, at in rows if at is not None}  # type: ignore[misc]
 
     def last_tick_starts(self, kind: str) -> dict[str, datetime]:
         """Per instigator of ``kind``, when its latest tick started (the newest id, from the index)."""
-        newest = sa.select(sa.func.max(ticks.c.id)).where(ticks.c.kind == kind).group_by(ticks.c.name)
-        with self._storage.read() as conn:
-            rows = conn.execute(
-                sa.select(ticks.c.name, ticks.c.started_at).where(ticks.c.id.in_(newest))
-            ).all()
-        return {name: as_utc(at) for name, at in rows if at is not None}  # type: ignore[misc]
+        with self._storage.sql_read() as sql:
+            rows = sql.rows(
+                "SELECT name, started_at FROM ticks WHERE id IN"
+                " (SELECT MAX(id) FROM ticks WHERE kind = :kind GROUP BY name)",
+                {"kind": kind},
+            )
+        return {name: when(at) for name, at in rows if at is not None}  # type: ignore[misc]
 
     def ticks(self, kind: str, name: str, limit: int = 20) -> list[Tick]:
-        with self._storage.read() as conn:
-            rows = conn.execute(
-                sa.select(ticks)
-                .where(ticks.c.kind == kind, ticks.c.name == name)
-                .order_by(ticks.c.id.desc())
-                .limit(limit)
-            ).all()
+        with self._storage.sql_read() as sql:
+            rows = sql.records(
+                "SELECT * FROM ticks WHERE kind = :kind AND name = :name ORDER BY id DESC LIMIT :limit",
+                {"kind": kind, "name": name, "limit": limit},
+            )
         return [_tick(r) for r in rows]

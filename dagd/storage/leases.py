@@ -12,15 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
-from dagd.storage.schema import leases
-from dagd.timefmt import as_utc, utcnow
+from dagd.storage.sql import POSTGRES, when
+from dagd.timefmt import utcnow
 
 if TYPE_CHECKING:
-    from dagd.storage.store import Storage
+    from dagd.storage.sql import Database, Sql
 
 SUPERVISOR_LEASE = "supervisor"
 
@@ -33,88 +31,79 @@ class Lease:
     expires_at: datetime
 
 
-def epoch_of(name: str) -> sa.ScalarSelect[int]:
-    """A subquery with the lease's current epoch, for fenced writes."""
-    return sa.select(leases.c.epoch).where(leases.c.name == name).scalar_subquery()
+#: A subquery with the lease's current epoch, for fenced writes: ``... AND :epoch = (EPOCH_OF)``
+#: with the lease name bound as ``:lease``.
+EPOCH_OF = "SELECT epoch FROM leases WHERE name = :lease"
+
+
+def _lease(row: Any) -> Lease:
+    return Lease(row.name, row.holder, row.epoch, when(row.expires_at))  # type: ignore[arg-type]
 
 
 class LeaseStore:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Database) -> None:
         self._storage = storage
 
     def get(self, name: str) -> Lease | None:
-        with self._storage.read() as conn:
-            row = conn.execute(sa.select(leases).where(leases.c.name == name)).first()
-        if row is None:
-            return None
-        return Lease(row.name, row.holder, row.epoch, as_utc(row.expires_at))  # type: ignore[arg-type]
+        with self._storage.sql_read() as sql:
+            return self._row(sql, name)
 
     def acquire(self, name: str, holder: str, ttl_seconds: float) -> tuple[Lease | None, Lease | None]:
         """Try to take the lease; returns (mine, None) on success or (None, current holder's)."""
         now = utcnow()
         expires = now + timedelta(seconds=ttl_seconds)
-        with self._storage.write() as conn:
-            query = sa.select(leases).where(leases.c.name == name)
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update()
-            row = conn.execute(query).first()
+        with self._storage.sql_write() as sql:
+            lock = " FOR UPDATE" if sql.dialect == POSTGRES else ""  # SQLite: BEGIN IMMEDIATE did
+            row = sql.record(f"SELECT * FROM leases WHERE name = :name{lock}", {"name": name})
             if row is None:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(
-                            leases.insert().values(name=name, holder=holder, epoch=1, expires_at=expires)
-                        )
-                except sa.exc.IntegrityError:
-                    current = self._row(conn, name)
-                    return None, current
+                inserted = sql.rows(
+                    "INSERT INTO leases (name, holder, epoch, expires_at) VALUES (:name, :holder, 1, :expires)"
+                    " ON CONFLICT (name) DO NOTHING RETURNING epoch",
+                    {"name": name, "holder": holder, "expires": expires},
+                )
+                if not inserted:  # another acquirer inserted it first
+                    return None, self._row(sql, name)
                 return Lease(name, holder, 1, expires), None
-            current_expiry = as_utc(row.expires_at)
-            assert current_expiry is not None
-            if row.holder != holder and current_expiry > now:
-                return None, Lease(row.name, row.holder, row.epoch, current_expiry)
+            current = _lease(row)
+            if row.holder != holder and current.expires_at > now:
+                return None, current
             epoch = row.epoch if row.holder == holder else row.epoch + 1
-            result = conn.execute(
-                leases.update()
-                .where(leases.c.name == name, leases.c.epoch == row.epoch, leases.c.holder == row.holder)
-                .values(holder=holder, epoch=epoch, expires_at=expires)
+            changed = sql.execute(
+                "UPDATE leases SET holder = :holder, epoch = :epoch, expires_at = :expires"
+                " WHERE name = :name AND epoch = :old_epoch AND holder = :old_holder",
+                {
+                    "holder": holder,
+                    "epoch": epoch,
+                    "expires": expires,
+                    "name": name,
+                    "old_epoch": row.epoch,
+                    "old_holder": row.holder,
+                },
             )
-            if result.rowcount != 1:
-                return None, self._row(conn, name)
+            if changed != 1:
+                return None, self._row(sql, name)
             return Lease(name, holder, epoch, expires), None
 
     def renew(self, lease: Lease, ttl_seconds: float) -> Lease | None:
         """Extend our lease; None if it was taken over (we must stop driving the instance)."""
         expires = utcnow() + timedelta(seconds=ttl_seconds)
-        with self._storage.write() as conn:
-            result = conn.execute(
-                leases.update()
-                .where(
-                    leases.c.name == lease.name,
-                    leases.c.holder == lease.holder,
-                    leases.c.epoch == lease.epoch,
-                )
-                .values(expires_at=expires)
-            )
-        if result.rowcount != 1:
+        if self._set_expiry(lease, expires) != 1:
             return None
         return Lease(lease.name, lease.holder, lease.epoch, expires)
 
     def release(self, lease: Lease) -> None:
         """Expire our lease now so a successor need not wait for the time to live."""
-        with self._storage.write() as conn:
-            conn.execute(
-                leases.update()
-                .where(
-                    leases.c.name == lease.name,
-                    leases.c.holder == lease.holder,
-                    leases.c.epoch == lease.epoch,
-                )
-                .values(expires_at=utcnow() - timedelta(seconds=1))
+        self._set_expiry(lease, utcnow() - timedelta(seconds=1))
+
+    def _set_expiry(self, lease: Lease, expires: datetime) -> int:
+        with self._storage.sql_write() as sql:
+            return sql.execute(
+                "UPDATE leases SET expires_at = :expires"
+                " WHERE name = :name AND holder = :holder AND epoch = :epoch",
+                {"expires": expires, "name": lease.name, "holder": lease.holder, "epoch": lease.epoch},
             )
 
     @staticmethod
-    def _row(conn: sa.Connection, name: str) -> Lease | None:
-        row = conn.execute(sa.select(leases).where(leases.c.name == name)).first()
-        if row is None:
-            return None
-        return Lease(row.name, row.holder, row.epoch, as_utc(row.expires_at))  # type: ignore[arg-type]
+    def _row(sql: Sql, name: str) -> Lease | None:
+        row = sql.record("SELECT * FROM leases WHERE name = :name", {"name": name})
+        return None if row is None else _lease(row)

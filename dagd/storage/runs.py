@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from dagd.errors import InvalidTransition, NotFound
 from dagd.runs.model import (
     FINISHED_STATUSES,
@@ -28,13 +26,12 @@ from dagd.runs.model import (
     RunFilter,
     RunStatus,
 )
-from dagd.storage.driver import DriverInsert, driver_transaction
-from dagd.storage.schema import run_events, run_logs, run_tags, runs
-from dagd.storage.store import padded
-from dagd.timefmt import as_utc, utcnow
+from dagd.storage.leases import EPOCH_OF
+from dagd.storage.sql import ConstraintViolation, in_list, padded, when
+from dagd.timefmt import utcnow
 
 if TYPE_CHECKING:
-    from dagd.storage.store import Storage
+    from dagd.storage.sql import Database
 
 
 NEW_RUN_COLUMNS = (
@@ -55,6 +52,17 @@ class NewRun:
     run_id: str | None = None
 
 
+_INSERT_RUN = (
+    "INSERT INTO runs ("
+    + ", ".join(NEW_RUN_COLUMNS)
+    + ") VALUES ("
+    + ", ".join(":" + c for c in NEW_RUN_COLUMNS)
+    + ") RETURNING run_id, seq"
+)
+_INSERT_TAG = "INSERT INTO run_tags (run_id, key, value) VALUES (:run_id, :key, :value)"
+_INSERT_EVENT = "INSERT INTO run_events (run_id, at, kind, status, message) VALUES (:run_id, :at, :kind, :status, :message)"
+
+
 def _row_to_run(row: Any) -> Run:
     return Run(
         run_id=row.run_id,
@@ -63,57 +71,51 @@ def _row_to_run(row: Any) -> Run:
         tags=json.loads(row.tags),
         run_config=json.loads(row.run_config),
         priority=row.priority,
-        created_at=as_utc(row.created_at),  # type: ignore[arg-type]
-        started_at=as_utc(row.started_at),
-        ended_at=as_utc(row.ended_at),
-        updated_at=as_utc(row.updated_at),
+        created_at=when(row.created_at),  # type: ignore[arg-type]
+        started_at=when(row.started_at),
+        ended_at=when(row.ended_at),
+        updated_at=when(row.updated_at),
         seq=row.seq,
         worker_pid=row.worker_pid,
         worker_started_at=row.worker_started_at,
-        worker_heartbeat_at=as_utc(row.worker_heartbeat_at),
+        worker_heartbeat_at=when(row.worker_heartbeat_at),
         error=row.error,
         code_location=row.code_location,
     )
 
 
-def _filtered(query: Any, flt: RunFilter) -> Any:
-    """Apply a RunFilter's statuses, job and tags (all must match) to a select over ``runs``."""
+def _filtered(flt: RunFilter, params: dict[str, Any]) -> builtins.list[str]:
+    """The WHERE conditions of a RunFilter's statuses, job and tags (all must match) over ``runs``."""
+    where: builtins.list[str] = []
     if flt.statuses:
-        query = query.where(runs.c.status.in_([s.value for s in flt.statuses]))
+        names, values = in_list("st", [s.value for s in flt.statuses])
+        where.append(f"status IN ({names})")
+        params.update(values)
     if flt.job_name:
-        query = query.where(runs.c.job_name == flt.job_name)
-    for key, value in flt.tags.items():
-        tagged = sa.select(run_tags.c.run_id).where(run_tags.c.key == key, run_tags.c.value == value)
-        query = query.where(runs.c.run_id.in_(tagged))
-    return query
+        where.append("job_name = :job_name")
+        params["job_name"] = flt.job_name
+    for i, (key, value) in enumerate(flt.tags.items()):
+        where.append(f"run_id IN (SELECT run_id FROM run_tags WHERE key = :tk{i} AND value = :tv{i})")
+        params[f"tk{i}"], params[f"tv{i}"] = key, value
+    return where
 
 
-@dataclass(frozen=True)
-class _CreateInserts:
-    """The three INSERTs that store a new run, compiled once for the storage's dialect."""
+def _where(conditions: builtins.list[str]) -> str:
+    return " WHERE " + " AND ".join(conditions) if conditions else ""
 
-    runs: DriverInsert
-    tags: DriverInsert
-    events: DriverInsert
+
+def _event(
+    run_id: str, at: datetime, status: str | None, message: str, kind: str = "status"
+) -> dict[str, Any]:
+    return {"run_id": run_id, "at": at, "kind": kind, "status": status, "message": message}
 
 
 class RunStore:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Database) -> None:
         self._storage = storage
-        self._inserts: _CreateInserts | None = None
         # queue_view's parsed tags by their JSON text: runs of one job mostly share their tags,
         # and a queued run's tags are the same on every pass (see queue_view).
         self._parsed_tags: dict[str, dict[str, str]] = {}
-
-    def _driver_inserts(self) -> _CreateInserts:
-        if self._inserts is None:
-            dialect = self._storage.engine.dialect
-            self._inserts = _CreateInserts(
-                runs=DriverInsert(runs, NEW_RUN_COLUMNS, dialect, returning=("run_id", "seq")),
-                tags=DriverInsert(run_tags, ("run_id", "key", "value"), dialect),
-                events=DriverInsert(run_events, ("run_id", "at", "kind", "status", "message"), dialect),
-            )
-        return self._inserts
 
     # -- creation ---------------------------------------------------------------------------
 
@@ -125,7 +127,7 @@ class RunStore:
         """
         batcher = self._storage.group_commit
         if batcher is not None:
-            return batcher.submit(new)
+            return batcher.submit(new)  # type: ignore[no-any-return]
         return self.create_many([new])[0]
 
     def create_many(self, news: Sequence[NewRun]) -> builtins.list[Run]:
@@ -137,7 +139,7 @@ class RunStore:
             return [self.create_many([n])[0] for n in news]
         try:
             return self._create_batch(news, existing)
-        except sa.exc.IntegrityError:
+        except ConstraintViolation:
             if len(news) == 1 and news[0].idempotency_key:
                 found = self.get_by_idempotency_key(news[0].idempotency_key)
                 if found is not None:
@@ -172,22 +174,14 @@ class RunStore:
                 }
             )
             tag_rows.extend({"run_id": run_id, "key": k, "value": v} for k, v in new.tags.items())
-            event_rows.append(
-                {
-                    "run_id": run_id,
-                    "at": now,
-                    "kind": "status",
-                    "status": new.status.value,
-                    "message": "submitted",
-                }
-            )
+            event_rows.append(_event(run_id, now, new.status.value, "submitted"))
             out.append(None)
+        seqs: dict[str, int] = {}
         if rows:
-            inserts = self._driver_inserts()
-            with driver_transaction(self._storage.engine) as cursor:
-                seqs: dict[str, int] = dict(inserts.runs.execute_many(cursor, rows))
-                inserts.tags.execute_many(cursor, tag_rows)
-                inserts.events.execute_many(cursor, event_rows)
+            with self._storage.sql_write() as sql:
+                seqs.update(sql.many_returning(_INSERT_RUN, rows))  # type: ignore[arg-type]
+                sql.many(_INSERT_TAG, tag_rows)
+                sql.many(_INSERT_EVENT, event_rows)
         created = iter(rows)
         result: builtins.list[Run] = []
         for new, item in zip(news, out, strict=True):
@@ -213,17 +207,18 @@ class RunStore:
 
     def by_idempotency_keys(self, keys: Sequence[str]) -> dict[str, Run]:
         found: dict[str, Run] = {}
-        with self._storage.read() as conn:
+        with self._storage.sql_read() as sql:
             for chunk in padded(builtins.list(keys)):
-                rows = conn.execute(sa.select(runs).where(runs.c.idempotency_key.in_(chunk))).all()
+                names, params = in_list("k", chunk)
+                rows = sql.records(f"SELECT * FROM runs WHERE idempotency_key IN ({names})", params)
                 found.update((row.idempotency_key, _row_to_run(row)) for row in rows)
         return found
 
     # -- reads ------------------------------------------------------------------------------
 
     def get(self, run_id: str) -> Run | None:
-        with self._storage.read() as conn:
-            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).first()
+        with self._storage.sql_read() as sql:
+            row = sql.record("SELECT * FROM runs WHERE run_id = :run_id", {"run_id": run_id})
         return None if row is None else _row_to_run(row)
 
     def require(self, run_id: str) -> Run:
@@ -233,47 +228,59 @@ class RunStore:
         return run
 
     def get_by_idempotency_key(self, key: str) -> Run | None:
-        with self._storage.read() as conn:
-            row = conn.execute(sa.select(runs).where(runs.c.idempotency_key == key)).first()
+        with self._storage.sql_read() as sql:
+            row = sql.record("SELECT * FROM runs WHERE idempotency_key = :key", {"key": key})
         return None if row is None else _row_to_run(row)
 
     def list(self, flt: RunFilter) -> builtins.list[Run]:
-        query = _filtered(sa.select(runs), flt).order_by(runs.c.seq.desc()).limit(flt.limit)
+        params: dict[str, Any] = {"limit": flt.limit}
+        where = _filtered(flt, params)
         if flt.before_seq is not None:
-            query = query.where(runs.c.seq < flt.before_seq)
-        with self._storage.read() as conn:
-            return [_row_to_run(row) for row in conn.execute(query)]
+            where.append("seq < :before_seq")
+            params["before_seq"] = flt.before_seq
+        query = f"SELECT * FROM runs{_where(where)} ORDER BY seq DESC LIMIT :limit"
+        with self._storage.sql_read() as sql:
+            return [_row_to_run(row) for row in sql.records(query, params)]
 
     def with_status(self, statuses: Iterable[RunStatus], *, oldest_first: bool = True) -> builtins.list[Run]:
-        order = runs.c.seq.asc() if oldest_first else runs.c.seq.desc()
-        query = sa.select(runs).where(runs.c.status.in_([s.value for s in statuses])).order_by(order)
-        with self._storage.read() as conn:
-            return [_row_to_run(row) for row in conn.execute(query)]
+        names, params = in_list("st", [s.value for s in statuses])
+        if not params:
+            return []
+        order = "ASC" if oldest_first else "DESC"
+        with self._storage.sql_read() as sql:
+            rows = sql.records(f"SELECT * FROM runs WHERE status IN ({names}) ORDER BY seq {order}", params)
+        return [_row_to_run(row) for row in rows]
 
     def count_by_status(self, only: Iterable[RunStatus] | None = None) -> dict[RunStatus, int]:
         """How many runs are in each status, in one GROUP BY; statuses with no runs are absent.
 
         ``only`` restricts the count to those statuses (an index range, not a scan of history).
         """
-        query = sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status)
+        where, params = "", dict[str, Any]()
         if only is not None:
-            query = query.where(runs.c.status.in_([s.value for s in only]))
-        with self._storage.read() as conn:
-            return {RunStatus(status): count for status, count in conn.execute(query)}
+            names, params = in_list("st", [s.value for s in only])
+            if not params:
+                return {}
+            where = f" WHERE status IN ({names})"
+        with self._storage.sql_read() as sql:
+            rows = sql.rows(f"SELECT status, COUNT(*) FROM runs{where} GROUP BY status", params)
+        return {RunStatus(status): count for status, count in rows}
 
     def events(self, run_id: str) -> builtins.list[RunEvent]:
-        query = sa.select(run_events).where(run_events.c.run_id == run_id).order_by(run_events.c.id)
-        with self._storage.read() as conn:
-            return [
-                RunEvent(
-                    run_id=row.run_id,
-                    at=as_utc(row.at),  # type: ignore[arg-type]
-                    kind=row.kind,
-                    status=RunStatus(row.status) if row.status else None,
-                    message=row.message,
-                )
-                for row in conn.execute(query)
-            ]
+        with self._storage.sql_read() as sql:
+            rows = sql.records(
+                "SELECT * FROM run_events WHERE run_id = :run_id ORDER BY id", {"run_id": run_id}
+            )
+        return [
+            RunEvent(
+                run_id=row.run_id,
+                at=when(row.at),  # type: ignore[arg-type]
+                kind=row.kind,
+                status=RunStatus(row.status) if row.status else None,
+                message=row.message,
+            )
+            for row in rows
+        ]
 
     # -- status changes ----------------------------------------------------------------------
 
@@ -314,23 +321,18 @@ class RunStore:
             values["worker_started_at"] = worker_started_at
         if claim_epoch is not None:
             values["claim_epoch"] = claim_epoch
-        conditions = [runs.c.run_id == run_id, runs.c.status.in_([s.value for s in sources])]
-        if fence is not None:
-            from dagd.storage.leases import epoch_of
-
-            conditions.append(epoch_of(fence[0]) == fence[1])
-        with self._storage.write() as conn:
-            result = conn.execute(runs.update().where(*conditions).values(**values))
-            if result.rowcount != 1:
-                exists = conn.execute(sa.select(runs.c.status).where(runs.c.run_id == run_id)).first()
-                if exists is None:
+        names, params = in_list("src", [s.value for s in sources])
+        params.update(values)
+        params["run_id"] = run_id
+        conditions = ["run_id = :run_id", f"status IN ({names})", *_fenced(fence, params)]
+        assignments = ", ".join(f"{column} = :{column}" for column in values)
+        with self._storage.sql_write() as sql:
+            changed = sql.execute(f"UPDATE runs SET {assignments}{_where(conditions)}", params)
+            if changed != 1:
+                if sql.scalar("SELECT status FROM runs WHERE run_id = :run_id", {"run_id": run_id}) is None:
                     raise NotFound(f"no run with id {run_id!r}")
                 return None
-            conn.execute(
-                run_events.insert().values(
-                    run_id=run_id, at=now, kind="status", status=to.value, message=message or error or ""
-                )
-            )
+            sql.execute(_INSERT_EVENT, _event(run_id, now, to.value, message or error or ""))
         return self.get(run_id)
 
     def bulk_transition(
@@ -341,32 +343,22 @@ class RunStore:
             raise InvalidTransition(f"run cannot go from {expected.value} to {to.value}")
         now = utcnow()
         changed: builtins.list[str] = []
-        values: dict[str, Any] = {"status": to.value, "updated_at": now}
-        if to in FINISHED_STATUSES:
-            values["ended_at"] = now
-        with self._storage.write() as conn:
+        ended = ", ended_at = :now" if to in FINISHED_STATUSES else ""
+        with self._storage.sql_write() as sql:
             for chunk in padded(builtins.list(run_ids)):
+                names, params = in_list("r", chunk)
+                params.update(to=to.value, now=now, expected=expected.value)
                 # UPDATE ... RETURNING: only the rows this statement changed, even if another
                 # writer moved some of them between our read and our write.
-                matched = (
-                    conn.execute(
-                        runs.update()
-                        .where(runs.c.run_id.in_(chunk), runs.c.status == expected.value)
-                        .values(**values)
-                        .returning(runs.c.run_id)
+                matched = [
+                    r
+                    for (r,) in sql.rows(
+                        f"UPDATE runs SET status = :to, updated_at = :now{ended}"
+                        f" WHERE run_id IN ({names}) AND status = :expected RETURNING run_id",
+                        params,
                     )
-                    .scalars()
-                    .all()
-                )
-                if not matched:
-                    continue
-                conn.execute(
-                    run_events.insert(),
-                    [
-                        {"run_id": r, "at": now, "kind": "status", "status": to.value, "message": message}
-                        for r in matched
-                    ],
-                )
+                ]
+                sql.many(_INSERT_EVENT, [_event(r, now, to.value, message) for r in matched])
                 changed.extend(matched)
         return changed
 
@@ -381,7 +373,7 @@ class RunStore:
     ) -> builtins.list[Run]:
         """Claim runs for launch (-> STARTING) in one transaction; returns the runs this call claimed.
 
-        The compare-and-set of :meth:`transition` for many runs in one statement per 500: a run
+        The compare-and-set of :meth:`transition` for many runs in one statement per 256: a run
         another writer moved first (canceled, claimed by another dequeuer) is left out, and with
         ``fence=(lease_name, epoch)`` nothing is claimed unless the lease still has that epoch.
         Unknown ids are left out too. The result follows the order of ``run_ids``.
@@ -391,76 +383,49 @@ class RunStore:
             if to not in TRANSITIONS[source]:
                 raise InvalidTransition(f"run cannot go from {source.value} to {to.value}")
         now = utcnow()
-        values: dict[str, Any] = {"status": to.value, "updated_at": now}
-        if claim_epoch is not None:
-            values["claim_epoch"] = claim_epoch
+        sources, source_params = in_list("src", [s.value for s in expected])
+        epoch = ", claim_epoch = :claim_epoch" if claim_epoch is not None else ""
         wanted = builtins.list(dict.fromkeys(run_ids))
         claimed: dict[str, Run] = {}
-        with self._storage.write() as conn:
+        with self._storage.sql_write() as sql:
             for chunk in padded(wanted):
-                conditions: builtins.list[sa.ColumnElement[bool]] = [
-                    runs.c.run_id.in_(chunk),
-                    runs.c.status.in_([s.value for s in expected]),
-                ]
-                if fence is not None:
-                    from dagd.storage.leases import epoch_of
-
-                    conditions.append(epoch_of(fence[0]) == fence[1])
+                names, params = in_list("r", chunk)
+                params.update(source_params, to=to.value, now=now, claim_epoch=claim_epoch)
+                conditions = [f"run_id IN ({names})", f"status IN ({sources})", *_fenced(fence, params)]
                 # UPDATE ... RETURNING: exactly the rows this statement changed.
-                rows = conn.execute(
-                    runs.update().where(*conditions).values(**values).returning(*runs.c)
-                ).all()
-                if not rows:
-                    continue
-                conn.execute(
-                    run_events.insert(),
-                    [
-                        {
-                            "run_id": row.run_id,
-                            "at": now,
-                            "kind": "status",
-                            "status": to.value,
-                            "message": message,
-                        }
-                        for row in rows
-                    ],
+                rows = sql.records(
+                    f"UPDATE runs SET status = :to, updated_at = :now{epoch}{_where(conditions)} RETURNING *",
+                    params,
                 )
+                sql.many(_INSERT_EVENT, [_event(row.run_id, now, to.value, message) for row in rows])
                 claimed.update((row.run_id, _row_to_run(row)) for row in rows)
         return [claimed[run_id] for run_id in wanted if run_id in claimed]
 
     def add_event(self, run_id: str, message: str, *, kind: str = "info") -> None:
-        with self._storage.write() as conn:
-            conn.execute(run_events.insert().values(run_id=run_id, at=utcnow(), kind=kind, message=message))
+        with self._storage.sql_write() as sql:
+            sql.execute(_INSERT_EVENT, _event(run_id, utcnow(), None, message, kind=kind))
 
     def record_worker(self, run_id: str, pid: int, started_at: float) -> None:
-        with self._storage.write() as conn:
-            conn.execute(
-                runs.update()
-                .where(runs.c.run_id == run_id)
-                .values(worker_pid=pid, worker_started_at=started_at, worker_heartbeat_at=utcnow())
-            )
+        self.record_workers([(run_id, pid, started_at)])
 
     def record_workers(self, workers: Sequence[tuple[str, int, float]]) -> None:
-        """:meth:`record_worker` for many (run_id, pid, started_at) in one transaction."""
+        """The worker (pid, start time) of many runs, in one transaction."""
         if not workers:
             return
-        statement = (
-            runs.update()
-            .where(runs.c.run_id == sa.bindparam("b_run_id"))
-            .values(
-                worker_pid=sa.bindparam("b_pid"),
-                worker_started_at=sa.bindparam("b_started_at"),
-                worker_heartbeat_at=utcnow(),
-            )
-        )
-        with self._storage.write() as conn:
-            conn.execute(
-                statement, [{"b_run_id": r, "b_pid": pid, "b_started_at": at} for r, pid, at in workers]
+        now = utcnow()
+        with self._storage.sql_write() as sql:
+            sql.many(
+                "UPDATE runs SET worker_pid = :pid, worker_started_at = :started_at, worker_heartbeat_at = :now"
+                " WHERE run_id = :run_id",
+                [{"run_id": r, "pid": pid, "started_at": at, "now": now} for r, pid, at in workers],
             )
 
     def worker_heartbeat(self, run_id: str) -> None:
-        with self._storage.write() as conn:
-            conn.execute(runs.update().where(runs.c.run_id == run_id).values(worker_heartbeat_at=utcnow()))
+        with self._storage.sql_write() as sql:
+            sql.execute(
+                "UPDATE runs SET worker_heartbeat_at = :now WHERE run_id = :run_id",
+                {"now": utcnow(), "run_id": run_id},
+            )
 
     # -- logs -------------------------------------------------------------------------------
 
@@ -468,9 +433,10 @@ class RunStore:
         """Append (at, stream, level, message) lines in one transaction."""
         if not lines:
             return
-        with self._storage.write() as conn:
-            conn.execute(
-                run_logs.insert(),
+        with self._storage.sql_write() as sql:
+            sql.many(
+                "INSERT INTO run_logs (run_id, at, stream, level, message)"
+                " VALUES (:run_id, :at, :stream, :level, :message)",
                 [
                     {"run_id": run_id, "at": at, "stream": stream, "level": level, "message": message}
                     for at, stream, level, message in lines
@@ -478,24 +444,22 @@ class RunStore:
             )
 
     def read_logs(self, run_id: str, *, after_seq: int = 0, limit: int = 1000) -> builtins.list[LogLine]:
-        query = (
-            sa.select(run_logs)
-            .where(run_logs.c.run_id == run_id, run_logs.c.id > after_seq)
-            .order_by(run_logs.c.id)
-            .limit(limit)
-        )
-        with self._storage.read() as conn:
-            return [
-                LogLine(
-                    seq=row.id,
-                    run_id=row.run_id,
-                    at=as_utc(row.at),  # type: ignore[arg-type]
-                    stream=row.stream,
-                    level=row.level,
-                    message=row.message,
-                )
-                for row in conn.execute(query)
-            ]
+        with self._storage.sql_read() as sql:
+            rows = sql.records(
+                "SELECT * FROM run_logs WHERE run_id = :run_id AND id > :after ORDER BY id LIMIT :limit",
+                {"run_id": run_id, "after": after_seq, "limit": limit},
+            )
+        return [
+            LogLine(
+                seq=row.id,
+                run_id=row.run_id,
+                at=when(row.at),  # type: ignore[arg-type]
+                stream=row.stream,
+                level=row.level,
+                message=row.message,
+            )
+            for row in rows
+        ]
 
     # -- the queue's view ------------------------------------------------------------------------
 
@@ -512,40 +476,48 @@ class RunStore:
         """
         from dagd.runs.model import IN_PROGRESS_STATUSES
 
-        wanted = [RunStatus.QUEUED.value, *(s.value for s in IN_PROGRESS_STATUSES)]
-        query = sa.select(runs.c.run_id, runs.c.seq, runs.c.priority, runs.c.tags, runs.c.status).where(
-            runs.c.status.in_(wanted)
-        )
+        names, params = in_list("st", [RunStatus.QUEUED.value, *(s.value for s in IN_PROGRESS_STATUSES)])
         queued: builtins.list[tuple[str, int, int, dict[str, str]]] = []
         in_progress: builtins.list[tuple[str, dict[str, str]]] = []
         known = self._parsed_tags
         seen: dict[str, dict[str, str]] = {}  # this pass's tag texts only, so the cache stays bounded
-        with self._storage.read() as conn:
-            for run_id, seq, priority, text, status in conn.execute(query):
-                tags = seen.get(text)
-                if tags is None:
-                    tags = seen[text] = known.get(text) or json.loads(text)
-                if status == RunStatus.QUEUED.value:
-                    queued.append((run_id, seq, priority, tags))
-                else:
-                    in_progress.append((run_id, tags))
+        with self._storage.sql_read() as sql:
+            rows = sql.rows(
+                f"SELECT run_id, seq, priority, tags, status FROM runs WHERE status IN ({names})", params
+            )
+        for run_id, seq, priority, text, status in rows:
+            tags = seen.get(text)
+            if tags is None:
+                tags = seen[text] = known.get(text) or json.loads(text)
+            if status == RunStatus.QUEUED.value:
+                queued.append((run_id, seq, priority, tags))
+            else:
+                in_progress.append((run_id, tags))
         self._parsed_tags = seen
         queued.sort(key=lambda r: r[1])
         return queued, in_progress
 
     def queued_after(self, seq: int, limit: int = 10_000) -> builtins.list[tuple[str, int]]:
         """(run_id, seq) of QUEUED runs submitted after ``seq``, oldest first."""
-        query = (
-            sa.select(runs.c.run_id, runs.c.seq)
-            .where(runs.c.status == RunStatus.QUEUED.value, runs.c.seq > seq)
-            .order_by(runs.c.seq)
-            .limit(limit)
-        )
-        with self._storage.read() as conn:
-            return [(run_id, s) for run_id, s in conn.execute(query)]
+        with self._storage.sql_read() as sql:
+            rows = sql.rows(
+                "SELECT run_id, seq FROM runs WHERE status = :queued AND seq > :seq ORDER BY seq LIMIT :limit",
+                {"queued": RunStatus.QUEUED.value, "seq": seq, "limit": limit},
+            )
+        return [(run_id, s) for run_id, s in rows]
 
     def ids_matching(self, flt: RunFilter) -> builtins.list[tuple[str, RunStatus]]:
         """(run_id, status) of every run matching the filter, no limit (for bulk operations)."""
-        query = _filtered(sa.select(runs.c.run_id, runs.c.status), flt)
-        with self._storage.read() as conn:
-            return [(run_id, RunStatus(status)) for run_id, status in conn.execute(query)]
+        params: dict[str, Any] = {}
+        where = _filtered(flt, params)
+        with self._storage.sql_read() as sql:
+            rows = sql.rows(f"SELECT run_id, status FROM runs{_where(where)}", params)
+        return [(run_id, RunStatus(status)) for run_id, status in rows]
+
+
+def _fenced(fence: tuple[str, int] | None, params: dict[str, Any]) -> builtins.list[str]:
+    """The condition that makes a write conditional on a lease still having an epoch (fencing)."""
+    if fence is None:
+        return []
+    params["lease"], params["fence_epoch"] = fence
+    return [f"({EPOCH_OF}) = :fence_epoch"]

@@ -16,8 +16,8 @@ from collections.abc import Callable
 import psutil
 
 from dagd.errors import DagdError, StorageUnavailable
-from dagd.storage import Storage
 from dagd.storage.leases import SUPERVISOR_LEASE, Lease
+from dagd.storage.sql import Database
 from dagd.timefmt import rfc3339
 
 log = logging.getLogger("dagd.supervisor")
@@ -49,7 +49,9 @@ def holder_is_dead_here(holder: str) -> bool:
 
 
 class LeaseKeeper:
-    def __init__(self, storage: Storage, on_lost: Callable[[], None], ttl: float = LEASE_TTL_SECONDS) -> None:
+    def __init__(
+        self, storage: Database, on_lost: Callable[[], None], ttl: float = LEASE_TTL_SECONDS
+    ) -> None:
         self.storage = storage
         self.on_lost = on_lost
         self.ttl = ttl

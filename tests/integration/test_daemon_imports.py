@@ -2,7 +2,7 @@
 
 Each daemon is started the way the supervisor starts it: the validated config on its stdin, then
 one pass of its loop against real (SQLite) storage. Validation libraries (pydantic, yaml),
-migrations (alembic), gRPC and the CLI's console are the supervisor's business; any of them in a
+migrations (alembic), SQLAlchemy, gRPC and the CLI's console are the supervisor's business; any of them in a
 daemon costs memory in each of the four processes.
 """
 
@@ -19,6 +19,7 @@ from dagd.daemons import DAEMON_NAMES
 from dagd.instance.instance import Instance
 
 FORBIDDEN = (
+    "sqlalchemy",
     "pydantic",
     "pydantic_core",
     "yaml",

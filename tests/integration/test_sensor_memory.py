@@ -18,13 +18,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from helpers.codeserver import serving
 
 from dagd.daemons.sensor import SensorDaemon
 from dagd.instance.instance import Instance
+from dagd.storage import sql
 from dagd.storage.instigators import TICK_SKIPPED, NewTick
-from dagd.storage.store import MAX_PIECE, padded, pieces
+from dagd.storage.sql import MAX_PIECE, padded, pieces
 
 SENSORS = 300
 PASSES = 40
@@ -75,22 +75,45 @@ def test_padded_in_lists_cover_every_name_in_few_sizes() -> None:
     assert len(sizes) <= MAX_PIECE.bit_length()
 
 
-def _statements(engine: sa.Engine) -> set[str]:
+class _Recording:
+    """A DBAPI cursor that notes the SQL text of every statement it is given."""
+
+    def __init__(self, cursor: Any, seen: set[str]) -> None:
+        self._cursor = cursor
+        self._seen = seen
+
+    def execute(self, statement: str, *args: Any, **kwargs: Any) -> Any:
+        self._seen.add(statement)
+        return self._cursor.execute(statement, *args, **kwargs)
+
+    def executemany(self, statement: str, *args: Any, **kwargs: Any) -> Any:
+        self._seen.add(statement)
+        return self._cursor.executemany(statement, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+def _statements(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Every distinct SQL text the stores send to the driver from now on."""
     seen: set[str] = set()
+    original = sql.Sql.__init__
 
-    @sa.event.listens_for(engine, "before_cursor_execute")
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.add(statement)
+    def recording(self: sql.Sql, cursor: Any, dialect: str) -> None:
+        original(self, _Recording(cursor, seen), dialect)
 
+    monkeypatch.setattr(sql.Sql, "__init__", recording)
     return seen
 
 
-def test_tick_batches_of_every_size_use_a_bounded_set_of_statements(storage: Any) -> None:
+def test_tick_batches_of_every_size_use_a_bounded_set_of_statements(
+    storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = storage.instigators
     names = [f"s{i:04d}" for i in range(700)]
     for name in names:
         store.ensure("sensor", name, "RUNNING")
-    seen = _statements(storage.engine)
+    seen = _statements(monkeypatch)
     sizes = random.Random(5).sample(range(1, len(names) + 1), 60)
     for size in sizes:
         batch = names[:size]
@@ -111,12 +134,14 @@ def sensor_home(home: pathlib.Path, tmp_path: pathlib.Path, sqlite_url: str) -> 
 
 
 @pytest.mark.timeout(180)
-def test_sensor_daemon_behind_schedule_stays_bounded(sensor_home: Instance) -> None:
+def test_sensor_daemon_behind_schedule_stays_bounded(
+    sensor_home: Instance, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Sensors behind their interval: every pass finds a different number of them due. After many
     passes the daemon's per-sensor state holds one entry per sensor and the database has seen a
     bounded set of statements, whatever the batch sizes were."""
     daemon = SensorDaemon(sensor_home)
-    seen = _statements(sensor_home.storage.engine)
+    seen = _statements(monkeypatch)
     rng = random.Random(11)
     sizes = []
     try:

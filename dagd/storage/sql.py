@@ -1,0 +1,456 @@
+"""The stores' SQL, run on the database driver itself: sqlite3 or psycopg, without SQLAlchemy.
+
+Every query of the stores (runs, ticks, heartbeats, leases, settings) is hand-written SQL that
+SQLite and PostgreSQL both accept, executed here on a DBAPI cursor. Two kinds of process run it:
+
+- the supervisor, the CLI and the tests, through :class:`dagd.storage.store.Storage`, whose
+  connections come from a SQLAlchemy engine (its pool, pre-ping and migrations);
+- the four daemons, through :class:`DirectDatabase`, which opens driver connections itself.
+  A daemon never imports SQLAlchemy: at ~15 MB of Python objects per process it was a third of a
+  daemon's memory (issue #3, docs/architecture.md "Daemons without SQLAlchemy").
+
+Both share one store implementation, so the storage tests, which run every method on both
+databases, cover what the daemons run.
+
+Conventions of the SQL text: parameters are named ``:name`` (rewritten to ``%(name)s`` for
+psycopg); no ``::`` casts and no literal ``%``. Values are stored as SQLAlchemy stores them, so
+rows written by either kind of process read the same: on SQLite a timestamp is the text
+``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC, a boolean is 0 or 1; JSON is always text.
+
+Errors: a lost or refused connection (the driver's ``OperationalError`` or ``InterfaceError``) is
+:class:`~dagd.errors.StorageUnavailable`, and the connection is dropped; a constraint violation is
+:class:`ConstraintViolation`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import pathlib
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from dagd.errors import StorageUnavailable
+from dagd.timefmt import as_utc
+
+if TYPE_CHECKING:
+    from dagd.storage.daemons import DaemonStore
+    from dagd.storage.instigators import InstigatorStore
+    from dagd.storage.leases import LeaseStore
+    from dagd.storage.runs import RunStore
+
+SQLITE, POSTGRES = "sqlite", "postgresql"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_CONNECT_TIMEOUT_SECONDS = 5
+
+
+class ConstraintViolation(Exception):
+    """A unique (or other) constraint refused a write; the transaction was rolled back."""
+
+
+def sqlite_url(base_dir: pathlib.Path) -> str:
+    base_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{base_dir / 'dagd.db'}"
+
+
+# -- values -----------------------------------------------------------------------------------
+
+
+def sqlite_time(value: datetime) -> str:
+    """A timestamp as SQLAlchemy's SQLite dialect stores it (UTC, microseconds always written)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc)
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
+    )
+
+
+def when(value: Any) -> datetime | None:
+    """A stored timestamp as an aware UTC datetime (SQLite hands back text, psycopg a datetime)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return as_utc(value)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value)
+
+
+# -- statements of variable shape ---------------------------------------------------------------
+
+# Batched statements come in a few fixed sizes, whatever the size of the batch. An ``IN (?, ?, ...)``
+# or a multi-row statement is a different SQL string for every row count, and each connection
+# keeps a cache of prepared statements (SQLite: 128; a 500-row insert is ~400 KB of compiled
+# program): with batch sizes varying from pass to pass, connections filled their caches with
+# one-off statements and the churn fragmented the C heap, so a daemon's RSS crept up for as long
+# as it ran (docs/performance.md, "Sensor daemon memory"). Powers of two: a batch of n rows is at
+# most log2(n) + n / MAX_PIECE statements.
+MAX_PIECE = 256
+_PIECES = tuple(2**i for i in range(MAX_PIECE.bit_length() - 1, -1, -1))  # 256, 128, ..., 2, 1
+
+
+def pieces(items: list[Any]) -> Iterator[list[Any]]:
+    """``items`` cut into consecutive slices whose lengths are powers of two, at most ``MAX_PIECE``."""
+    start = 0
+    for size in _PIECES:
+        while len(items) - start >= size:
+            yield items[start : start + size]
+            start += size
+
+
+def padded(names: list[Any]) -> Iterator[list[Any]]:
+    """``names`` in slices of at most ``MAX_PIECE``, each padded (by repeating its last name) to a
+    power of two: an ``IN`` list with a duplicate matches the same rows, with one statement per size."""
+    for start in range(0, len(names), MAX_PIECE):
+        chunk = names[start : start + MAX_PIECE]
+        size = 1 << (len(chunk) - 1).bit_length()
+        yield chunk + [chunk[-1]] * (size - len(chunk))
+
+
+def in_list(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """``(":p0, :p1, ...", {"p0": v0, ...})`` for an ``IN (...)`` of ``values``.
+
+    No values give ``IN (NULL)``, which matches nothing (``IN ()`` is not SQL).
+    """
+    if not values:
+        return "NULL", {}
+    names = [f"{prefix}{i}" for i in range(len(values))]
+    return ", ".join(f":{n}" for n in names), dict(zip(names, values, strict=True))
+
+
+# -- executing ------------------------------------------------------------------------------------
+
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_PG_TEXT: dict[str, str] = {}
+_RECORDS: dict[tuple[str, ...], Any] = {}
+
+
+def _pg_text(sql: str) -> str:
+    text = _PG_TEXT.get(sql)
+    if text is None:
+        text = _PG_TEXT[sql] = _NAMED.sub(r"%(\1)s", sql)
+    return text
+
+
+def _record_type(names: tuple[str, ...]) -> Any:
+    cls = _RECORDS.get(names)
+    if cls is None:
+        cls = _RECORDS[names] = collections.namedtuple("Record", names)  # type: ignore[misc]
+    return cls
+
+
+class Sql:
+    """The statements of one transaction, on one DBAPI cursor."""
+
+    def __init__(self, cursor: Any, dialect: str) -> None:
+        self.cursor = cursor
+        self.dialect = dialect
+
+    def _text_params(self, sql: str, params: Mapping[str, Any] | None) -> tuple[str, Any]:
+        if params is None:
+            params = {}
+        if self.dialect == POSTGRES:
+            return _pg_text(sql), params
+        return sql, {k: sqlite_time(v) if isinstance(v, datetime) else v for k, v in params.items()}
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
+        """Run one statement; the number of rows it changed."""
+        text, values = self._text_params(sql, params)
+        self.cursor.execute(text, values)
+        return int(self.cursor.rowcount)
+
+    def many(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run one statement for each of ``rows`` (no results)."""
+        if not rows:
+            return
+        if len(rows) == 1:
+            self.execute(sql, rows[0])
+            return
+        text, _ = self._text_params(sql, rows[0])
+        self.cursor.executemany(text, [self._text_params(sql, row)[1] for row in rows])
+
+    def many_returning(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        """An ``INSERT ... RETURNING`` for each of ``rows``; the returned rows, in order."""
+        if len(rows) == 1:
+            return self.rows(sql, rows[0])
+        text, _ = self._text_params(sql, rows[0] if rows else None)
+        out: list[tuple[Any, ...]] = []
+        if self.dialect == POSTGRES and rows:
+            # One round trip for the whole batch; each input row's RETURNING is its own result set.
+            self.cursor.executemany(text, [self._text_params(sql, r)[1] for r in rows], returning=True)
+            while True:
+                out.extend(tuple(r) for r in self.cursor.fetchall())
+                if not self.cursor.nextset():
+                    return out
+        for row in rows:  # sqlite3's executemany cannot return rows
+            out.extend(self.rows(sql, row))
+        return out
+
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """All result rows as plain tuples (the cheapest form, for large reads)."""
+        text, values = self._text_params(sql, params)
+        self.cursor.execute(text, values)
+        return self.cursor.fetchall()  # type: ignore[no-any-return]  # both drivers give tuples
+
+    def records(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+        """All result rows, each with its columns as attributes (``row.run_id``)."""
+        text, values = self._text_params(sql, params)
+        self.cursor.execute(text, values)
+        record = _record_type(tuple(d[0] for d in self.cursor.description))
+        return [record._make(r) for r in self.cursor.fetchall()]
+
+    def record(self, sql: str, params: Mapping[str, Any] | None = None) -> Any | None:
+        found = self.records(sql, params)
+        return found[0] if found else None
+
+    def scalar(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        """The first column of the first row, or None when there is no row."""
+        found = self.rows(sql, params)
+        return found[0][0] if found else None
+
+
+# -- connections and transactions -------------------------------------------------------------------
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Database:
+    """Transactions on driver connections, and the stores that use them.
+
+    Subclasses say where a connection comes from (:meth:`_checkout`) and where it goes after a
+    transaction (:meth:`_checkin`) or after a failure that may have killed it (:meth:`_discard`).
+    """
+
+    dialect: str
+    dbapi: Any
+
+    def __init__(self) -> None:
+        from dagd.storage.daemons import DaemonStore
+        from dagd.storage.instigators import InstigatorStore
+        from dagd.storage.leases import LeaseStore
+        from dagd.storage.runs import RunStore
+
+        self.group_commit: Any = None
+        self.runs: RunStore = RunStore(self)
+        self.daemons: DaemonStore = DaemonStore(self)
+        self.leases: LeaseStore = LeaseStore(self)
+        self.instigators: InstigatorStore = InstigatorStore(self)
+
+    def _checkout(self) -> Any:
+        raise NotImplementedError
+
+    def _checkin(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def _discard(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def sql_write(self) -> Iterator[Sql]:
+        """A short write transaction (SQLite takes the write lock up front: ``BEGIN IMMEDIATE``,
+        so two writers queue on the busy timeout rather than failing to upgrade a read lock)."""
+        with self._transaction("BEGIN IMMEDIATE") as sql:
+            yield sql
+
+    @contextlib.contextmanager
+    def sql_read(self) -> Iterator[Sql]:
+        """A read transaction: one consistent snapshot for every statement in the block."""
+        with self._transaction("BEGIN") as sql:
+            yield sql
+
+    @contextlib.contextmanager
+    def _transaction(self, sqlite_begin: str) -> Iterator[Sql]:
+        dbapi = self.dbapi
+        conn = self._checkout()
+        try:
+            cursor = conn.cursor()
+            if self.dialect == SQLITE:
+                cursor.execute(sqlite_begin)
+            yield Sql(cursor, self.dialect)
+            conn.commit()
+        except (dbapi.OperationalError, dbapi.InterfaceError) as exc:
+            self._discard(conn)  # the connection may be dead: never hand it out again
+            conn = None
+            raise StorageUnavailable(f"storage unavailable: {first_line(exc)}") from exc
+        except dbapi.IntegrityError as exc:
+            _rollback(conn)
+            raise ConstraintViolation(first_line(exc)) from exc
+        except BaseException:
+            _rollback(conn)
+            raise
+        finally:
+            if conn is not None:
+                self._checkin(conn)
+
+    def ping(self) -> None:
+        with self.sql_read() as sql:
+            sql.scalar("SELECT 1")
+
+    def get_setting(self, key: str) -> Any:
+        with self.sql_read() as sql:
+            raw = sql.scalar("SELECT value FROM settings WHERE key = :key", {"key": key})
+        return None if raw is None else json.loads(raw)
+
+    def set_setting(self, key: str, value: Any) -> None:
+        with self.sql_write() as sql:
+            sql.execute(
+                "INSERT INTO settings (key, value) VALUES (:key, :value)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                {"key": key, "value": json.dumps(value)},
+            )
+
+    def describe(self) -> str:
+        """Where the data is, without the password."""
+        raise NotImplementedError
+
+    def enable_group_commit(self) -> None:
+        """Let concurrent run creations share transactions (for the supervisor's submit path)."""
+        from dagd.storage.batching import GroupCommit
+
+        if self.group_commit is None:
+            self.group_commit = GroupCommit(self.runs.create_many)
+
+    def dispose(self) -> None:
+        if self.group_commit is not None:
+            self.group_commit.close()
+        self._close_connections()
+
+    def _close_connections(self) -> None:
+        raise NotImplementedError
+
+
+def _rollback(conn: Any) -> None:
+    with contextlib.suppress(Exception):  # the original error is the one worth reporting
+        conn.rollback()
+
+
+# -- SQLite connection settings (shared with the supervisor's engine) ---------------------------------
+
+
+def configure_sqlite(conn: Any) -> None:
+    """WAL (readers never block the writer), a busy timeout, ``synchronous=NORMAL`` (durable
+    against process crashes, the promise we make), and transactions begun by us, not the driver."""
+    conn.isolation_level = None
+    cursor = conn.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    enable_wal(cursor)
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def enable_wal(cursor: Any, deadline_seconds: float = SQLITE_BUSY_TIMEOUT_MS / 1000) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while another connection holds the database.
+
+    Only the first switch of a fresh file needs the exclusive lock (the mode is stored in the
+    file), and SQLite answers "database is locked" at once there instead of waiting on the busy
+    timeout: several processes opening a new database together (a supervisor and its first
+    `dagctl` calls, tests) would otherwise fail.
+    """
+    import sqlite3
+
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02 + random.random() * 0.05)
+
+
+# -- a daemon's own connections -------------------------------------------------------------------------
+
+
+class DirectDatabase(Database):
+    """Driver connections opened by this process (the daemons): a few kept idle for reuse.
+
+    PostgreSQL connections are checked with ``SELECT 1`` when taken from the idle list, as the
+    supervisor's pool does (pre-ping), so a database restart costs no failed transaction.
+    """
+
+    MAX_IDLE = 5  # as the supervisor's pool keeps (SQLAlchemy's default pool_size)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        if url.startswith("sqlite"):
+            import sqlite3
+
+            self.dialect, self.dbapi = SQLITE, sqlite3
+            self._path = url.split(":///", 1)[1]
+        elif url.startswith("postgresql"):
+            import psycopg
+
+            self.dialect, self.dbapi = POSTGRES, psycopg
+            self._conninfo = "postgresql://" + url.split("://", 1)[1]
+        else:
+            raise ValueError(f"unsupported storage URL {url!r}")
+        super().__init__()
+
+    def describe(self) -> str:
+        return re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:***@", self.url)
+
+    def _connect(self) -> Any:
+        try:
+            if self.dialect == SQLITE:
+                conn = self.dbapi.connect(
+                    self._path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+                )
+                configure_sqlite(conn)
+                return conn
+            return self.dbapi.connect(self._conninfo, connect_timeout=PG_CONNECT_TIMEOUT_SECONDS)
+        except self.dbapi.Error as exc:
+            raise StorageUnavailable(f"storage unavailable: {first_line(exc)}") from exc
+
+    def _checkout(self) -> Any:
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return self._connect()
+            if self.dialect == SQLITE or self._alive(conn):
+                return conn
+
+    def _alive(self, conn: Any) -> bool:
+        try:
+            conn.execute("SELECT 1")
+            conn.rollback()
+            return True
+        except self.dbapi.Error:
+            _close(conn)
+            return False
+
+    def _checkin(self, conn: Any) -> None:
+        with self._lock:
+            if len(self._idle) < self.MAX_IDLE:
+                self._idle.append(conn)
+                return
+        _close(conn)
+
+    def _discard(self, conn: Any) -> None:
+        _close(conn)
+
+    def _close_connections(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            _close(conn)
+
+
+def _close(conn: Any) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
