@@ -38,6 +38,8 @@ log = logging.getLogger("dagd.daemon")
 
 ERROR_BACKOFF_SECONDS = 1.0
 DEGRADED_BACKOFF_MAX_SECONDS = 5.0
+# Added to the storage's own bound on a call when a degraded daemon announces a retry.
+STORAGE_WAIT_SLACK_SECONDS = 2.0
 
 
 class Daemon:
@@ -105,6 +107,8 @@ class DaemonRunner:
         self._last_beat = 0.0
         self._last_ping = 0.0
         self._degraded: str | None = None
+        # Test hook, inert unless set: see _inject_degraded_hang.
+        self._fault_hang_degraded = daemon.name in os.environ.get("DAGD_FAULT_HANG_DEGRADED", "").split(",")
 
     @property
     def heartbeat_interval(self) -> float:
@@ -146,6 +150,10 @@ class DaemonRunner:
         degraded_backoff = 0.5
         while not self.stopping.is_set():
             try:
+                if self._degraded is not None:
+                    self._announce_retry()
+                if self._fault_hang_degraded:
+                    self._inject_degraded_hang()
                 self.daemon.phase = "working"
                 self.daemon.run_iteration()
                 self.iteration += 1
@@ -174,6 +182,21 @@ class DaemonRunner:
             self._idle(wait)
             self.wake.clear()
         self.daemon.close()
+
+    def _announce_retry(self) -> None:
+        """Before a pass while storage is down: it may block up to the driver's own bound on a call
+        (SQLite's busy timeout, PostgreSQL's connect timeout). Saying so over the pipe keeps the
+        supervisor from taking that wait for a hang, and from waiting forever on a call that never
+        returns: a degraded daemon is judged like any other, from its last sign of life."""
+        bound = self.daemon.instance.storage.longest_wait_seconds + STORAGE_WAIT_SLACK_SECONDS
+        self.pipe.send(busy=bound, degraded=self._degraded)
+
+    def _inject_degraded_hang(self) -> None:
+        """Test hook (``DAGD_FAULT_HANG_DEGRADED=name,...``): the first pass finds storage
+        unreachable; the retry then blocks for good, like a call on a connection that never answers."""
+        if self._degraded is None:
+            raise StorageUnavailable("storage unavailable: injected by DAGD_FAULT_HANG_DEGRADED")
+        threading.Event().wait()
 
     def _ping(self) -> None:
         """Progress to the supervisor, at most a few times per heartbeat interval (fast loops are cheap)."""

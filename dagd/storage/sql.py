@@ -311,6 +311,15 @@ class Database:
                 {"key": key, "value": json.dumps(value)},
             )
 
+    @property
+    def longest_wait_seconds(self) -> float:
+        """How long one call may block on the database by the driver's own bounds while it is
+        down or locked: SQLite's busy timeout, PostgreSQL's connect timeout. A call blocked longer
+        than this is stuck (a connection that never answers), not waiting."""
+        if self.dialect == SQLITE:
+            return SQLITE_BUSY_TIMEOUT_MS / 1000
+        return float(PG_CONNECT_TIMEOUT_SECONDS)
+
     def describe(self) -> str:
         """Where the data is, without the password."""
         raise NotImplementedError

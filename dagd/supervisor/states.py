@@ -11,7 +11,9 @@ asks :func:`decide` what to do; every function takes ``now`` in monotonic second
 
 Any unforced exit is restarted, code 0 included. FATAL is not permanent: it is retried after a
 cooldown with a fresh budget window. Commanded restarts respawn at once and never use the budget.
-A daemon that reports itself degraded (storage unreachable) is never treated as hung.
+A daemon that reports itself degraded (storage unreachable) is judged like any other, from its
+last sign of life: while degraded its loop still pings between retries, and it announces each
+retry's bounded wait on storage (``busy``), so only a daemon stuck in a call is hung.
 
 The shell's loop, per daemon: ``proc.tick(now, policy)``, then act on ``decide(proc, policy, now)``
 and report back (``spawned``/``spawn_failed``, ``request_stop(STALE_HEARTBEAT)``, ``term_sent``,
@@ -398,23 +400,22 @@ def decide(proc: DaemonProcess, policy: RestartPolicy, now: float) -> Action:
         if now >= proc.stop_deadline:
             return SendKill(proc.pid, proc.pending_stop_reason)
         return Nothing(proc.stop_deadline)
-    # STARTING/RUNNING: a degraded daemon cannot write its heartbeat, so staleness proves nothing
-    wakes = []
-    if not proc.degraded:
-        age = heartbeat_age(proc, now)
-        stale_at = _stale_at(proc, policy)
-        assert age is not None and stale_at is not None
-        if now > stale_at:
-            return MarkHung(proc.pid, age)
-        wakes.append(stale_at)
+    # STARTING/RUNNING. Degraded or not: the pipe pings come from the loop's own thread, so silence
+    # past the timeout (or past an announced bounded wait) means the loop is stuck.
+    age = heartbeat_age(proc, now)
+    stale_at = _stale_at(proc, policy)
+    assert age is not None and stale_at is not None
+    if now > stale_at:
+        return MarkHung(proc.pid, age)
+    wakes = [stale_at]
     if proc.state is _S.STARTING and proc.started_at is not None:
         wakes.append(proc.started_at + policy.start_seconds)
     return Nothing(min(wakes) if wakes else None)
 
 
 def is_healthy(proc: DaemonProcess, policy: RestartPolicy, now: float) -> bool:
-    """RUNNING and either degraded (alive, waiting on storage) or making progress."""
-    return proc.state is _S.RUNNING and (proc.degraded or not _is_stale(proc, policy, now))
+    """RUNNING and showing signs of life (a degraded daemon waiting on storage is healthy)."""
+    return proc.state is _S.RUNNING and not _is_stale(proc, policy, now)
 
 
 def health_detail(proc: DaemonProcess, policy: RestartPolicy, now: float) -> str:
@@ -422,10 +423,11 @@ def health_detail(proc: DaemonProcess, policy: RestartPolicy, now: float) -> str
     state = proc.state
     retry_in = _secs(max(0.0, (proc.next_start_at or now) - now))
     if state in (_S.STARTING, _S.RUNNING):
+        if _is_stale(proc, policy, now):
+            stale = f"stale heartbeat {_secs(heartbeat_age(proc, now) or 0.0)}"
+            return f"{stale} (degraded: {proc.degraded_reason})" if proc.degraded else stale
         if proc.degraded:
             return f"degraded: {proc.degraded_reason}"
-        if _is_stale(proc, policy, now):
-            return f"stale heartbeat {_secs(heartbeat_age(proc, now) or 0.0)}"
         return "running" if state is _S.RUNNING else "starting"
     if state is _S.STOPPING:
         return f"stopping: {proc.pending_stop_detail}"

@@ -204,6 +204,33 @@ def test_second_supervisor_on_the_same_postgres_refuses_or_stands_by(
     assert_no_leftovers(second.home)
 
 
+@pytest.mark.timeout(90)
+def test_degraded_daemon_hung_in_a_storage_call_is_replaced(
+    dagd: DagdProcess, pg_url: str, defs_file: pathlib.Path
+) -> None:
+    """Regression: a daemon that had reported itself degraded was exempt from the hang check, so
+    one stuck in a storage call while degraded was never restarted. The hook makes run_monitoring
+    report storage unreachable, then block for good in its retry: the supervisor must replace it
+    once the retry overruns its announced bound (PostgreSQL: the connect timeout), and no other
+    daemon is touched."""
+    dagd.write_config(FAST + f"storage:\n  postgres:\n    url: '{pg_url}'\n")
+    dagd.start("-f", str(defs_file), wait_healthy=False, env={"DAGD_FAULT_HANG_DEGRADED": "run_monitoring"})
+    first = wait_for(
+        lambda: (d := dagd.daemons()["run_monitoring"])["degraded"] and d,
+        15,
+        "run_monitoring to report degraded",
+    )
+    replaced = wait_for(
+        lambda: (d := dagd.daemons()["run_monitoring"])["pid"] not in (None, first["pid"]) and d,
+        40,
+        "the hung, degraded run_monitoring to be replaced",
+    )
+    assert replaced["restarts_by_reason"].get("STALE_HEARTBEAT", 0) >= 1, replaced["restarts_by_reason"]
+    wait_for(lambda: not psutil.pid_exists(first["pid"]), 10, "the hung process to be gone")
+    others = dagd.daemons()
+    assert all(others[n]["restarts"] == 0 and others[n]["healthy"] for n in NAMES - {"run_monitoring"})
+
+
 @pytest.mark.timeout(120)
 def test_postgres_outage_degrades_without_restart_storm_and_recovers(
     dagd: DagdProcess, pg_url: str, defs_file: pathlib.Path
