@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from dagd.errors import Conflict
 from dagd.storage.leases import EPOCH_OF, SUPERVISOR_LEASE
-from dagd.storage.sql import ConstraintViolation, Sql, in_list, padded, pieces, when
+from dagd.storage.sql import ConstraintViolation, Sql, in_list, insert_sql, padded, pieces, when
 from dagd.timefmt import as_utc, utcnow
 
 if TYPE_CHECKING:
@@ -113,13 +113,7 @@ TICK_COLUMNS = (
     "kind", "name", "scheduled_time", "status", "skip_reason", "error", "planned", "new_cursor",
     "cursor_updated", "epoch", "started_at", "ended_at",
 )  # fmt: skip
-_INSERT_TICK = (
-    "INSERT INTO ticks ("
-    + ", ".join(TICK_COLUMNS)
-    + ") VALUES ("
-    + ", ".join(":" + c for c in TICK_COLUMNS)
-    + ")"
-)
+_INSERT_TICK = insert_sql("ticks", TICK_COLUMNS)
 _CURSOR_UPDATE = "UPDATE instigators SET cursor = :c WHERE kind = :k AND name = :n"
 
 

@@ -27,7 +27,7 @@ from dagd.runs.model import (
     RunStatus,
 )
 from dagd.storage.leases import EPOCH_OF
-from dagd.storage.sql import ConstraintViolation, in_list, padded, when
+from dagd.storage.sql import ConstraintViolation, in_list, insert_sql, padded, when
 from dagd.timefmt import utcnow
 
 if TYPE_CHECKING:
@@ -52,15 +52,10 @@ class NewRun:
     run_id: str | None = None
 
 
-_INSERT_RUN = (
-    "INSERT INTO runs ("
-    + ", ".join(NEW_RUN_COLUMNS)
-    + ") VALUES ("
-    + ", ".join(":" + c for c in NEW_RUN_COLUMNS)
-    + ") RETURNING run_id, seq"
-)
-_INSERT_TAG = "INSERT INTO run_tags (run_id, key, value) VALUES (:run_id, :key, :value)"
-_INSERT_EVENT = "INSERT INTO run_events (run_id, at, kind, status, message) VALUES (:run_id, :at, :kind, :status, :message)"
+_INSERT_RUN = insert_sql("runs", NEW_RUN_COLUMNS) + " RETURNING run_id, seq"
+_INSERT_TAG = insert_sql("run_tags", ("run_id", "key", "value"))
+_INSERT_EVENT = insert_sql("run_events", ("run_id", "at", "kind", "status", "message"))
+_INSERT_LOG = insert_sql("run_logs", ("run_id", "at", "stream", "level", "message"))
 
 
 def _row_to_run(row: Any) -> Run:
@@ -435,8 +430,7 @@ class RunStore:
             return
         with self._storage.sql_write() as sql:
             sql.many(
-                "INSERT INTO run_logs (run_id, at, stream, level, message)"
-                " VALUES (:run_id, :at, :stream, :level, :message)",
+                _INSERT_LOG,
                 [
                     {"run_id": run_id, "at": at, "stream": stream, "level": level, "message": message}
                     for at, stream, level, message in lines

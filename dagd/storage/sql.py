@@ -24,6 +24,7 @@ Errors: a lost or refused connection (the driver's ``OperationalError`` or ``Int
 
 from __future__ import annotations
 
+import abc
 import collections
 import contextlib
 import json
@@ -127,6 +128,11 @@ def in_list(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     return ", ".join(f":{n}" for n in names), dict(zip(names, values, strict=True))
 
 
+def insert_sql(table: str, columns: Sequence[str]) -> str:
+    """``INSERT INTO table (a, b) VALUES (:a, :b)``: each value bound by its column's name."""
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
+
+
 # -- executing ------------------------------------------------------------------------------------
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -176,17 +182,18 @@ class Sql:
             self.execute(sql, rows[0])
             return
         text, _ = self._text_params(sql, rows[0])
-        self.cursor.executemany(text, [self._text_params(sql, row)[1] for row in rows])
+        self.cursor.executemany(
+            text, [self._text_params(sql, row)[1] for row in rows] if self.dialect == SQLITE else rows
+        )
 
     def many_returning(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
         """An ``INSERT ... RETURNING`` for each of ``rows``; the returned rows, in order."""
-        if len(rows) == 1:
-            return self.rows(sql, rows[0])
-        text, _ = self._text_params(sql, rows[0] if rows else None)
+        if len(rows) <= 1:
+            return self.rows(sql, rows[0]) if rows else []
         out: list[tuple[Any, ...]] = []
-        if self.dialect == POSTGRES and rows:
+        if self.dialect == POSTGRES:
             # One round trip for the whole batch; each input row's RETURNING is its own result set.
-            self.cursor.executemany(text, [self._text_params(sql, r)[1] for r in rows], returning=True)
+            self.cursor.executemany(_pg_text(sql), rows, returning=True)
             while True:
                 out.extend(tuple(r) for r in self.cursor.fetchall())
                 if not self.cursor.nextset():
@@ -226,7 +233,7 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-class Database:
+class Database(abc.ABC):
     """Transactions on driver connections, and the stores that use them.
 
     Subclasses say where a connection comes from (:meth:`_checkout`) and where it goes after a
@@ -248,12 +255,15 @@ class Database:
         self.leases: LeaseStore = LeaseStore(self)
         self.instigators: InstigatorStore = InstigatorStore(self)
 
+    @abc.abstractmethod
     def _checkout(self) -> Any:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _checkin(self, conn: Any) -> None:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _discard(self, conn: Any) -> None:
         raise NotImplementedError
 
@@ -320,6 +330,7 @@ class Database:
             return SQLITE_BUSY_TIMEOUT_MS / 1000
         return float(PG_CONNECT_TIMEOUT_SECONDS)
 
+    @abc.abstractmethod
     def describe(self) -> str:
         """Where the data is, without the password."""
         raise NotImplementedError
@@ -336,6 +347,7 @@ class Database:
             self.group_commit.close()
         self._close_connections()
 
+    @abc.abstractmethod
     def _close_connections(self) -> None:
         raise NotImplementedError
 
