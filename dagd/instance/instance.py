@@ -156,9 +156,13 @@ class Instance:
         the supervisor created or checked the schema before starting it. Everything else gets the
         SQLAlchemy-backed :class:`dagd.storage.store.Storage`, which creates or checks the schema."""
         if self.direct_storage:
-            from dagd.storage.sql import DirectDatabase
+            from dagd.storage.sql import SQLITE_BUSY_TIMEOUT_MS, DirectDatabase
 
-            return DirectDatabase(self.storage_url)
+            # A daemon waiting on a SQLite lock gives up (storage unavailable: degraded) well
+            # before the supervisor would take its silence for a hang and kill it.
+            hang_after = self.config.daemons.heartbeat_timeout_seconds
+            busy_timeout = min(SQLITE_BUSY_TIMEOUT_MS / 1000, hang_after / 2)
+            return DirectDatabase(self.storage_url, sqlite_busy_timeout_seconds=busy_timeout)
         from dagd.storage.engine import open_storage
 
         return open_storage(self.storage_url)

@@ -242,6 +242,7 @@ class Database(abc.ABC):
 
     dialect: str
     dbapi: Any
+    sqlite_busy_timeout_seconds: float = SQLITE_BUSY_TIMEOUT_MS / 1000
 
     def __init__(self) -> None:
         from dagd.storage.daemons import DaemonStore
@@ -327,7 +328,7 @@ class Database(abc.ABC):
         down or locked: SQLite's busy timeout, PostgreSQL's connect timeout. A call blocked longer
         than this is stuck (a connection that never answers), not waiting."""
         if self.dialect == SQLITE:
-            return SQLITE_BUSY_TIMEOUT_MS / 1000
+            return self.sqlite_busy_timeout_seconds
         return float(PG_CONNECT_TIMEOUT_SECONDS)
 
     @abc.abstractmethod
@@ -360,13 +361,13 @@ def _rollback(conn: Any) -> None:
 # -- SQLite connection settings (shared with the supervisor's engine) ---------------------------------
 
 
-def configure_sqlite(conn: Any) -> None:
+def configure_sqlite(conn: Any, busy_timeout_seconds: float = SQLITE_BUSY_TIMEOUT_MS / 1000) -> None:
     """WAL (readers never block the writer), a busy timeout, ``synchronous=NORMAL`` (durable
     against process crashes, the promise we make), and transactions begun by us, not the driver."""
     conn.isolation_level = None
     cursor = conn.cursor()
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    enable_wal(cursor)
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
+    enable_wal(cursor, busy_timeout_seconds)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
@@ -404,8 +405,11 @@ class DirectDatabase(Database):
 
     MAX_IDLE = 5  # as the supervisor's pool keeps (SQLAlchemy's default pool_size)
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self, url: str, *, sqlite_busy_timeout_seconds: float = SQLITE_BUSY_TIMEOUT_MS / 1000
+    ) -> None:
         self.url = url
+        self.sqlite_busy_timeout_seconds = sqlite_busy_timeout_seconds
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         if url.startswith("sqlite"):
@@ -428,10 +432,9 @@ class DirectDatabase(Database):
     def _connect(self) -> Any:
         try:
             if self.dialect == SQLITE:
-                conn = self.dbapi.connect(
-                    self._path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, check_same_thread=False
-                )
-                configure_sqlite(conn)
+                timeout = self.sqlite_busy_timeout_seconds
+                conn = self.dbapi.connect(self._path, timeout=timeout, check_same_thread=False)
+                configure_sqlite(conn, timeout)
                 return conn
             return self.dbapi.connect(self._conninfo, connect_timeout=PG_CONNECT_TIMEOUT_SECONDS)
         except self.dbapi.Error as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
+import sqlite3
 import time
 import urllib.parse
 
@@ -202,6 +203,41 @@ def test_second_supervisor_on_the_same_postgres_refuses_or_stands_by(
         second.stop()
     assert_no_leftovers(first.home)
     assert_no_leftovers(second.home)
+
+
+@pytest.mark.timeout(120)
+def test_a_sqlite_lock_held_past_the_heartbeat_timeout_degrades_daemons_without_restarts(
+    dagd: DagdProcess, defs_file: pathlib.Path
+) -> None:
+    """Regression: SQLite's busy timeout (30 s) was longer than the heartbeat timeout, so a daemon
+    waiting on a lock another process held went silent and was killed as hung. Daemons now wait at
+    most half the heartbeat timeout, then report storage unavailable (degraded) and retry."""
+    dagd.write_config(FAST)  # heartbeat timeout 10 s: daemons wait on a lock for 5 s at most
+    dagd.start("-f", str(defs_file))
+    holder = sqlite3.connect(dagd.home / "storage" / "dagd.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # in WAL mode: every writer waits, readers go on
+    try:
+        wait_for(
+            lambda: all(d["degraded"] for d in dagd.daemons().values()), 20, "every daemon to report degraded"
+        )
+        deadline = time.monotonic() + 12  # past the heartbeat timeout, counted from the lock
+        while time.monotonic() < deadline:
+            daemons = dagd.daemons()
+            assert all(d["restarts"] == 0 for d in daemons.values()), {
+                n: (d["restarts_by_reason"], d["last_exit"]) for n, d in daemons.items()
+            }
+            time.sleep(1)
+    finally:
+        holder.rollback()
+        holder.close()
+    recovered = wait_for(
+        lambda: (
+            (ds := dagd.daemons()) and all(d["healthy"] and not d["degraded"] for d in ds.values()) and ds
+        ),
+        20,
+        "every daemon healthy once the lock is released",
+    )
+    assert all(d["restarts"] == 0 for d in recovered.values())
 
 
 @pytest.mark.timeout(90)
