@@ -7,7 +7,7 @@ SQLite and PostgreSQL both accept, executed here on a DBAPI cursor. Two kinds of
   connections come from a SQLAlchemy engine (its pool, pre-ping and migrations);
 - the four daemons, through :class:`DirectDatabase`, which opens driver connections itself.
   A daemon never imports SQLAlchemy: at ~15 MB of Python objects per process it was a third of a
-  daemon's memory (issue #3, docs/architecture.md "Daemons without SQLAlchemy").
+  daemon's memory (issue #3, docs/architecture.md, "Queries").
 
 Both share one store implementation, so the storage tests, which run every method on both
 databases, cover what the daemons run.
@@ -80,10 +80,6 @@ def when(value: Any) -> datetime | None:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return as_utc(value)
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value)
 
 
 # -- statements of variable shape ---------------------------------------------------------------

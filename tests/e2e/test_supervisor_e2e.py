@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import time
 import urllib.parse
+from datetime import datetime, timezone
 
 import psutil
 import pytest
@@ -205,6 +206,24 @@ def test_second_supervisor_on_the_same_postgres_refuses_or_stands_by(
     assert_no_leftovers(second.home)
 
 
+def _age(rfc3339: str) -> float:
+    """Seconds since an RFC 3339 time from `daemons status --json`."""
+    return (
+        datetime.now(timezone.utc) - datetime.fromisoformat(rfc3339.replace("Z", "+00:00"))
+    ).total_seconds()
+
+
+def _all_well_again(dagd: DagdProcess, what: str) -> dict[str, dict]:
+    """Every daemon healthy and no longer degraded; the daemons by name."""
+    return wait_for(
+        lambda: (
+            (ds := dagd.daemons()) and all(d["healthy"] and not d["degraded"] for d in ds.values()) and ds
+        ),
+        20,
+        what,
+    )
+
+
 @pytest.mark.timeout(120)
 def test_a_sqlite_lock_held_past_the_heartbeat_timeout_degrades_daemons_without_restarts(
     dagd: DagdProcess, defs_file: pathlib.Path
@@ -220,23 +239,22 @@ def test_a_sqlite_lock_held_past_the_heartbeat_timeout_degrades_daemons_without_
         wait_for(
             lambda: all(d["degraded"] for d in dagd.daemons().values()), 20, "every daemon to report degraded"
         )
-        deadline = time.monotonic() + 12  # past the heartbeat timeout, counted from the lock
-        while time.monotonic() < deadline:
-            daemons = dagd.daemons()
-            assert all(d["restarts"] == 0 for d in daemons.values()), {
-                n: (d["restarts_by_reason"], d["last_exit"]) for n, d in daemons.items()
-            }
-            time.sleep(1)
+        # Until every daemon has gone without a stored heartbeat for longer than the heartbeat
+        # timeout: the old busy timeout would have had each one killed as hung by then.
+        silent = wait_for(
+            lambda: (
+                (ds := dagd.daemons()) and all(_age(d["last_heartbeat_at"]) > 12 for d in ds.values()) and ds
+            ),
+            30,
+            "every daemon to go past the heartbeat timeout without a stored heartbeat",
+        )
+        assert all(d["restarts"] == 0 for d in silent.values()), {
+            n: (d["restarts_by_reason"], d["last_exit"]) for n, d in silent.items()
+        }
     finally:
         holder.rollback()
         holder.close()
-    recovered = wait_for(
-        lambda: (
-            (ds := dagd.daemons()) and all(d["healthy"] and not d["degraded"] for d in ds.values()) and ds
-        ),
-        20,
-        "every daemon healthy once the lock is released",
-    )
+    recovered = _all_well_again(dagd, "every daemon healthy once the lock is released")
     assert all(d["restarts"] == 0 for d in recovered.values())
 
 
@@ -292,13 +310,7 @@ def test_postgres_outage_degrades_without_restart_storm_and_recovers(
             assert all(d["pid"] for d in daemons)
             time.sleep(1)
         proxy.restore()
-        recovered = wait_for(
-            lambda: (
-                (ds := dagd.daemons()) and all(d["healthy"] and not d["degraded"] for d in ds.values()) and ds
-            ),
-            20,
-            "every daemon healthy after the outage",
-        )
+        recovered = _all_well_again(dagd, "every daemon healthy after the outage")
         assert all(d["restarts"] == 0 for d in recovered.values())
         run = dagd.ctl("submit", "hello", "--json")
         assert run.code == 0, run.stderr
