@@ -363,12 +363,23 @@ def runs_show(ctx: Ctx, run_id: str, as_json: bool) -> None:
         "created_at",
         "started_at",
         "ended_at",
+        "attempt",
+        "host",
         "worker_pid",
     ):
         out().print(f"[bold]{key:<11}[/] {run[key] if run[key] is not None else '-'}")
     out().print(f"[bold]{'tags':<11}[/] {' '.join(f'{k}={v}' for k, v in run['tags'].items()) or '-'}")
     if run["error"]:
         out().print(f"[bold]{'error':<11}[/] [red]{run['error']}[/]", markup=True)
+    if run.get("attempts"):
+        out().print("[bold]attempts[/]")
+        for a in run["attempts"]:
+            where = f"{a['host']} pid {a['pid']}" if a["host"] else "not claimed"
+            reason = f"  {a['end_reason']}" if a["end_reason"] else ""
+            out().print(
+                f"  {a['attempt']:>3}  {a['state']:<10} {where}  dispatched {a['dispatched_at']}{reason}",
+                markup=False,
+            )
     out().print("[bold]timeline[/]")
     for event in events:
         out().print(f"  {event['at']}  {event['status'] or event['kind']:<10} {event['message']}")

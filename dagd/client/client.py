@@ -156,6 +156,24 @@ def run_from_pb(run: pb.Run) -> dict[str, Any]:
         "run_config": json.loads(run.run_config_json) if run.run_config_json else {},
         "error": run.error or None,
         "worker_pid": run.worker_pid or None,
+        "attempt": run.attempt,
+        "host": run.host or None,
+    }
+
+
+def attempt_from_pb(attempt: pb.RunAttempt) -> dict[str, Any]:
+    return {
+        "attempt": attempt.attempt,
+        "state": attempt.state,
+        "host": attempt.host or None,
+        "pid": attempt.pid or None,
+        "worker": attempt.worker or None,
+        "queue": attempt.queue or None,
+        "dispatched_at": attempt.dispatched_at or None,
+        "claimed_at": attempt.claimed_at or None,
+        "heartbeat_at": attempt.heartbeat_at or None,
+        "ended_at": attempt.ended_at or None,
+        "end_reason": attempt.end_reason or None,
     }
 
 
@@ -276,7 +294,9 @@ class Client:
             }
             for e in response.events
         ]
-        return run_from_pb(response.run), events
+        run = run_from_pb(response.run)
+        run["attempts"] = [attempt_from_pb(a) for a in response.attempts]
+        return run, events
 
     def list_runs(
         self,

@@ -53,6 +53,9 @@ class Daemon:
         self.phase = "idle"
         self.info: dict[str, Any] = {}
         self.wake_event = threading.Event()  # set to end the current wait early
+        # Since when (monotonic) storage has answered this daemon without a break; None while it
+        # does not. Run monitoring judges no worker by its silence until this is old enough.
+        self.storage_ok_since: float | None = time.monotonic()
 
     @property
     def interval_seconds(self) -> float:
@@ -140,6 +143,7 @@ class DaemonRunner:
     def _set_degraded(self, reason: str | None) -> None:
         if reason != self._degraded:
             self._degraded = reason
+            self.daemon.storage_ok_since = None if reason else time.monotonic()
             if reason:
                 log.warning("%s degraded: %s", self.daemon.name, reason)
             else:

@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from dagd.daemons.base import Daemon
-from dagd.run_coordinator.queue import QueueView, is_paused, queue_config
-from dagd.run_launcher import launch_runs
+from dagd.runs.launch import launch_runs, redispatch_orphans
 from dagd.runs.model import IN_PROGRESS_STATUSES, RunStatus
+from dagd.runs.queue import QueueView, is_paused, queue_config
 
 if TYPE_CHECKING:
     from dagd.instance.config import QueuedRunCoordinatorConfig
@@ -38,6 +38,7 @@ AT_CAPACITY_PASS_SPACING_SECONDS = 0.05
 # what makes thousands of launches a second possible; a small batch keeps the time between a
 # run's claim and its worker being recorded short.
 LAUNCH_BATCH = 50
+ORPHAN_CHECK_SECONDS = 1.0
 
 
 def _default_queue_config() -> QueuedRunCoordinatorConfig:
@@ -65,6 +66,7 @@ class RunQueueDaemon(Daemon):
         self._at_capacity = False
         self._queued_counted_at = float("-inf")
         self._pool = ThreadPoolExecutor(max_workers=LAUNCH_THREADS, thread_name_prefix="launch")
+        self._orphans_checked = float("-inf")
         # A finished worker frees capacity: look at the queue again at once.
         instance.launcher.on_worker_exit = self._worker_exited
 
@@ -78,8 +80,24 @@ class RunQueueDaemon(Daemon):
         # Run monitoring checks at once whether the run ended properly or its worker died.
         self.request_wake("run_monitoring")
 
+    def _redispatch_orphans(self) -> None:
+        """Attempts whose dispatcher died before their worker claimed them (a run_queue killed
+        between claim and launch): dispatched again at once on start, then checked every second."""
+        now = time.monotonic()
+        if now - self._orphans_checked < ORPHAN_CHECK_SECONDS:
+            return
+        self._orphans_checked = now
+        for item in redispatch_orphans(self.instance):
+            if item.handle is not None:
+                log.info(
+                    "run %s: orphaned attempt dispatched again as attempt %d",
+                    item.run.run_id,
+                    item.attempt.attempt,
+                )
+
     def run_iteration(self) -> None:
         storage = self.instance.storage
+        self._redispatch_orphans()
         if not self.queues_runs:
             self.info = {"coordinator": type(self.instance.coordinator).__name__, "queueing": False}
             return
@@ -156,7 +174,12 @@ class RunQueueDaemon(Daemon):
                 if item.handle is None:
                     log.warning("run %s dequeued, but the launcher failed (see its events)", item.run.run_id)
                 else:
-                    log.info("run %s dequeued: worker pid %d", item.run.run_id, item.handle.pid)
+                    log.info(
+                        "run %s dequeued: attempt %d, worker pid %s",
+                        item.run.run_id,
+                        item.attempt.attempt,
+                        item.handle.pid,
+                    )
                     launched += 1
         self.info["launched"] = launched
 

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from dagd.codeserver.protocol import CodeServerClient, Evaluation, LocationSnapshot, RunRequestData
 from dagd.codeserver.registry import PublishedLocation, read_published
-from dagd.errors import DagdError, StorageUnavailable
-from dagd.run_coordinator import Submission
-from dagd.runs.model import RESUMABLE_TAG, check_max_runtime, parse_priority
+from dagd.errors import DagdError, InvalidArgument, StorageUnavailable
+from dagd.runs.plugins import Submission
+from dagd.runs.requests import build_submission
 from dagd.storage.instigators import TICK_FAILURE, TICK_SUCCESS, Tick, TickEnd
 
 if TYPE_CHECKING:
@@ -153,6 +153,7 @@ def _succeeded(tick: Tick, run_ids: list[str]) -> TickEnd:
 
 def _submission(location: LoadedLocation | None, item: dict[str, Any]) -> Submission:
     job_tags: dict[str, str] = {}
+    resumable = False
     target_json = None
     if location is not None:
         job = location.snapshot.job(item["job_name"])
@@ -160,21 +161,17 @@ def _submission(location: LoadedLocation | None, item: dict[str, Any]) -> Submis
             raise DagdError(
                 f"job {item['job_name']!r} does not exist in code location {location.snapshot.name}"
             )
-        job_tags = dict(job.tags)
-        if job.resumable:
-            job_tags[RESUMABLE_TAG] = "true"
+        job_tags, resumable = dict(job.tags), job.resumable
         target_json = location.published.target.to_json()
-    tags = {**job_tags, **item["tags"]}
     try:
-        priority = parse_priority(tags)
-        check_max_runtime(tags)
-    except ValueError as exc:
+        return build_submission(
+            job_name=item["job_name"],
+            job_tags=job_tags,
+            request_tags=item["tags"],
+            resumable=resumable,
+            run_config=item["run_config"],
+            code_location=target_json,
+            idempotency_key=item["idempotency_key"],
+        )
+    except InvalidArgument as exc:
         raise DagdError(str(exc)) from None
-    return Submission(
-        job_name=item["job_name"],
-        tags=tags,
-        run_config=item["run_config"],
-        priority=priority,
-        code_location=target_json,
-        idempotency_key=item["idempotency_key"],
-    )

@@ -282,6 +282,9 @@ class RunMonitoringConfig(_Model):
     poll_interval_seconds: PositiveSeconds = 5
     max_resume_run_attempts: int = Field(default=0, ge=0)
     max_runtime_seconds: float = Field(default=0, ge=0)  # 0 = no instance-wide limit
+    # A worker whose attempt has not heartbeat for this long, by the database's clock, is dead
+    # (killed, frozen or cut off): its run is resumed or failed. Workers beat every min(2 s, 1/4 of it).
+    worker_heartbeat_timeout_seconds: PositiveSeconds = 30
 
 
 class SchedulerConfig(_Model):

@@ -22,8 +22,7 @@ from dagd.instance.handoff import decode
 
 if TYPE_CHECKING:
     from dagd.instance.config import InstanceConfig
-    from dagd.run_coordinator import RunCoordinator
-    from dagd.run_launcher import RunLauncher
+    from dagd.runs.plugins import RunCoordinator, RunLauncher
     from dagd.storage.sql import Database
 
 DEFAULT_HOME = "~/.dagd"
@@ -190,12 +189,12 @@ class Instance:
         return validate_section(model, section.config, file=str(self.config_file), prefix=f"{key}.config")
 
     def make_coordinator(self) -> RunCoordinator:
-        from dagd.run_coordinator import RunCoordinator
+        from dagd.runs.plugins import RunCoordinator
 
         return self._plugin("run_coordinator", self.config.run_coordinator, RunCoordinator)
 
     def make_launcher(self) -> RunLauncher:
-        from dagd.run_launcher import RunLauncher
+        from dagd.runs.plugins import RunLauncher
 
         return self._plugin("run_launcher", self.config.run_launcher, RunLauncher)
 

@@ -123,6 +123,11 @@ class Run:
     worker_heartbeat_at: datetime | None = None
     error: str | None = None
     code_location: str | None = None
+    # The current attempt (1 for the first launch, 0 before any) and the host it runs on.
+    attempt: int = 0
+    host: str | None = None
+    launch_failures: int = 0
+    resumes: int = 0
 
     def to_json(self) -> dict:
         from dagd.timefmt import rfc3339
@@ -139,6 +144,8 @@ class Run:
             "ended_at": rfc3339(self.ended_at),
             "error": self.error,
             "worker_pid": self.worker_pid,
+            "attempt": self.attempt,
+            "host": self.host,
         }
 
 

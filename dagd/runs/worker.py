@@ -1,87 +1,124 @@
-"""The run worker: one OS process per run, started by the launcher.
+"""The run worker: claims one attempt of a run, runs the job in a child process, watches it.
 
-    python -m dagd.runs.worker --home DAGD_HOME RUN_ID
+    python -m dagd.runs.worker --home DAGD_HOME RUN_ID --attempt N --token TOKEN
 
-It claims the run (STARTING -> STARTED, compare-and-set), loads the run's code location, calls the
-job with a context, and ends the run SUCCESS, FAILURE (with the exception) or CANCELED (on SIGTERM).
-``context.log`` and everything written to file descriptors 1 and 2 (the job's subprocesses too)
-become the run's logs. A background thread heartbeats the run while it executes.
+The worker process is a watcher (the same one whether the local launcher or a fleet host started
+it); the job's own code runs in a child process in a process group of its own:
+
+1. **Claim** (:func:`claim`): one compare-and-set on the attempt's dispatch token. A duplicate or
+   stale delivery changes nothing and is logged; a run canceled before it started ends here.
+2. **Run** (:func:`start_job`): the job is forked with pipes for stdout, stderr, ``context.log``
+   and its result; everything it (and its subprocesses) write becomes the run's logs, written
+   fenced by the attempt, so a worker that lost its attempt writes nothing more.
+3. **Watch** (:class:`Watch`): heartbeat the attempt on the database's clock; on CANCELING (seen in
+   the heartbeat) or SIGTERM, stop the job (SIGTERM, SIGKILL after the grace). Fence itself: when
+   heartbeats have failed for ``freeze_after`` it suspends the job (SIGSTOP) and resumes it once a
+   heartbeat succeeds again (a database outage fails no run); the job kills its own group when
+   it has not heard of a successful heartbeat for ``kill_after`` (the watcher frozen, killed or
+   cut off), well before run monitoring may declare the attempt lost and start another.
+4. **Finish** (:func:`finish`): the end status, fenced by the attempt, retried through a storage
+   outage.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import select
 import signal
+import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
-from dagd.errors import DagdError, DefinitionError
+from dagd.errors import DagdError, DefinitionError, StorageUnavailable
+from dagd.runs.attempts import ClaimOutcome, fence_deadlines, heartbeat_interval
 from dagd.runs.model import Run, RunStatus
 from dagd.timefmt import utcnow
 
 if TYPE_CHECKING:
     from dagd.definitions import Definitions
+    from dagd.instance.instance import Instance
+    from dagd.storage.attempts import WorkerId
     from dagd.workspace import CodeLocationTarget
 
-HEARTBEAT_SECONDS = 2.0
 FLUSH_SECONDS = 0.2
+TERMINATE_GRACE_SECONDS = 5.0
+DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 30.0
+
+log = logging.getLogger("dagd.worker")
 
 
 class RunCanceled(BaseException):
-    """Raised in the job's thread when the worker receives SIGTERM."""
+    """Raised in the job's main thread when the job process receives SIGTERM."""
+
+
+# -- logs -------------------------------------------------------------------------------------
 
 
 class LogSink:
-    """Buffers log lines and writes them to storage in batches from one thread."""
+    """Buffers log lines and writes them to storage in batches from one thread.
 
-    def __init__(self, write: Callable[[list[tuple[datetime, str, str, str]]], None]) -> None:
+    ``write`` returns False when the attempt is fenced: the lines are dropped and ``fenced`` set.
+    """
+
+    def __init__(self, write: Callable[[list[tuple[datetime, str, str, str]]], bool]) -> None:
         self._write = write
         self._lines: list[tuple[datetime, str, str, str]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.fenced = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="log-sink", daemon=True)
         self._thread.start()
 
-    def add(self, stream: str, level: str, message: str) -> None:
+    def add(self, stream: str, level: str, message: str, at: datetime | None = None) -> None:
         with self._lock:
-            self._lines.append((utcnow(), stream, level, message))
+            self._lines.append((at or utcnow(), stream, level, message))
 
     def flush(self) -> None:
         with self._lock:
             lines, self._lines = self._lines, []
-        if lines:
-            self._write(lines)
+        if lines and not self.fenced.is_set():
+            try:
+                if not self._write(lines):
+                    self.fenced.set()
+            except Exception:  # storage hiccup: keep the lines for the next try
+                with self._lock:
+                    self._lines[:0] = lines
+                raise
 
     def _loop(self) -> None:
         while not self._stop.wait(FLUSH_SECONDS):
             try:
                 self.flush()
-            except Exception:  # storage hiccup: keep the lines for the next try
+            except Exception:
                 pass
 
-    def close(self) -> None:
+    def close(self, deadline: float) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        self.flush()
+        while True:
+            try:
+                self.flush()
+                return
+            except Exception:
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(0.5)
 
 
-def _capture_fd(fd: int, stream: str, sink: LogSink) -> threading.Thread:
-    """Point ``fd`` at a pipe and turn what arrives into log lines (subprocesses included)."""
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, fd)
-    os.close(write_end)
+def _pump(fd: int, on_line: Callable[[str], None], name: str) -> threading.Thread:
+    """Read ``fd`` to its end, calling ``on_line`` for every line."""
 
     def pump() -> None:
-        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+        with os.fdopen(fd, "rb", buffering=0) as pipe:
             buffer = b""
             while True:
                 chunk = pipe.read(65536)
@@ -90,24 +127,16 @@ def _capture_fd(fd: int, stream: str, sink: LogSink) -> threading.Thread:
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
-                    sink.add(
-                        stream, "INFO" if stream == "stdout" else "ERROR", line.decode("utf-8", "replace")
-                    )
+                    on_line(line.decode("utf-8", "replace"))
             if buffer:
-                sink.add(stream, "INFO", buffer.decode("utf-8", "replace"))
+                on_line(buffer.decode("utf-8", "replace"))
 
-    thread = threading.Thread(target=pump, name=f"capture-{stream}", daemon=True)
+    thread = threading.Thread(target=pump, name=f"pump-{name}", daemon=True)
     thread.start()
     return thread
 
 
-class _SinkHandler(logging.Handler):
-    def __init__(self, sink: LogSink) -> None:
-        super().__init__()
-        self.sink = sink
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.sink.add("log", record.levelname, self.format(record))
+# -- the job process ----------------------------------------------------------------------------
 
 
 @dataclass
@@ -119,16 +148,138 @@ class RunContext:
     tags: dict[str, str]
     run_config: dict[str, Any]
     log: logging.Logger = field(repr=False)
+    attempt: int = 1
 
 
-def _make_logger(run: Run, sink: LogSink) -> logging.Logger:
-    logger = logging.getLogger(f"dagd.run.{run.run_id}")
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    handler = _SinkHandler(sink)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
-    return logger
+class _PipeHandler(logging.Handler):
+    """``context.log`` records as JSON lines on the log pipe (time, level, message)."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = json.dumps({"t": record.created, "l": record.levelname, "m": self.format(record)})
+        try:
+            os.write(self.fd, line.encode() + b"\n")
+        except OSError:
+            pass
+
+
+@dataclass(frozen=True)
+class JobPipes:
+    """The job's ends and the watcher's ends of its pipes."""
+
+    stdout: tuple[int, int]
+    stderr: tuple[int, int]
+    logs: tuple[int, int]
+    result: tuple[int, int]
+    lease: tuple[int, int]  # watcher -> job: "the attempt is ours until monotonic time T"
+
+    @classmethod
+    def open(cls) -> JobPipes:
+        return cls(os.pipe(), os.pipe(), os.pipe(), os.pipe(), os.pipe())
+
+
+def _fence_guard(lease_fd: int, deadline: float) -> None:
+    """In the job: kill the job's process group unless the watcher keeps extending ``deadline``
+    (monotonic seconds), or at once when the watcher is gone (end of file on the lease pipe)."""
+
+    def kill() -> None:
+        os.write(2, b"dagd: self-fencing: the attempt's heartbeat was not renewed in time; killing the job\n")
+        os.killpg(0, signal.SIGKILL)
+
+    def read_deadline(current: float) -> float:
+        data = os.read(lease_fd, 4096)
+        if not data:
+            os.write(2, b"dagd: the run's watcher is gone; killing the job\n")
+            os.killpg(0, signal.SIGKILL)
+        values = data.split()
+        return float(values[-1]) if values else current
+
+    def guard() -> None:
+        nonlocal deadline
+        while True:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                # A renewal may have been written just before we were resumed: read it first.
+                readable, _, _ = select.select([lease_fd], [], [], 0)
+                if not readable:
+                    kill()
+                deadline = read_deadline(deadline)
+                continue
+            readable, _, _ = select.select([lease_fd], [], [], wait)
+            if readable:
+                deadline = read_deadline(deadline)
+
+    threading.Thread(target=guard, name="fence-guard", daemon=True).start()
+
+
+def _set_parent_death_signal() -> None:
+    """Linux: SIGKILL this process when its parent (the watcher) dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _job_main(
+    run: Run, attempt: int, fn: Callable[[RunContext], Any], pipes: JobPipes, deadline: float
+) -> None:
+    """In the forked job process: never returns."""
+    code = 0
+    try:
+        os.setpgid(0, 0)
+        _set_parent_death_signal()
+        for fd in (pipes.stdout[0], pipes.stderr[0], pipes.logs[0], pipes.result[0], pipes.lease[1]):
+            os.close(fd)
+        os.dup2(pipes.stdout[1], 1)
+        os.dup2(pipes.stderr[1], 2)
+        os.close(pipes.stdout[1])
+        os.close(pipes.stderr[1])
+        sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+        sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+        _fence_guard(pipes.lease[0], deadline)
+
+        def on_sigterm(_signum: int, _frame: Any) -> None:
+            raise RunCanceled()
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        logger = logging.getLogger(f"dagd.run.{run.run_id}")
+        logger.handlers[:] = [_PipeHandler(pipes.logs[1])]
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+        context = RunContext(run.run_id, run.job_name, dict(run.tags), dict(run.run_config), logger, attempt)
+        result: dict[str, Any] = {"status": RunStatus.SUCCESS.value}
+        try:
+            fn(context)
+        except RunCanceled:
+            result = {"status": RunStatus.CANCELED.value}
+        except BaseException as exc:  # the job's failure is the run's result, whatever it raised
+            traceback.print_exc()
+            result = {"status": RunStatus.FAILURE.value, "error": f"{type(exc).__name__}: {exc}"}
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.write(pipes.result[1], json.dumps(result).encode())
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+# -- the watcher --------------------------------------------------------------------------------
+
+
+def worker_identity() -> WorkerId:
+    from dagd.runs.local.process import create_time
+    from dagd.storage.attempts import WorkerId
+
+    pid = os.getpid()
+    host = socket.gethostname()
+    return WorkerId(name=f"{host}:{pid}", host=host, pid=pid, started_at=create_time(pid))
 
 
 def _load_definitions(home: str, target: CodeLocationTarget, sink: LogSink) -> Definitions:
@@ -146,105 +297,294 @@ def _load_definitions(home: str, target: CodeLocationTarget, sink: LogSink) -> D
         return fallback
 
 
-def execute(home: str, run_id: str) -> int:
-    from dagd.instance.instance import Instance
+def _job_function(home: str, run: Run, sink: LogSink) -> Callable[[RunContext], Any]:
     from dagd.workspace import CodeLocationTarget
 
-    instance = Instance.load(home, create=False)
-    runs = instance.storage.runs
-    me = psutil.Process()
-    run = runs.transition(
-        run_id,
-        RunStatus.STARTED,
-        expected=(RunStatus.STARTING,),
-        message=f"worker started (pid {me.pid})",
-        worker_pid=me.pid,
-        worker_started_at=me.create_time(),
-    )
-    if run is None:
-        current = runs.require(run_id)
-        if current.status == RunStatus.CANCELING:
-            runs.transition(
-                run_id, RunStatus.CANCELED, expected=(RunStatus.CANCELING,), message="canceled before start"
-            )
-        return 0
+    if not run.code_location:
+        raise DagdError("run has no code location")
+    definitions = _load_definitions(home, CodeLocationTarget.from_json(run.code_location), sink)
+    job = definitions.job_named(run.job_name)
+    if job is None:
+        raise DagdError(f"job {run.job_name!r} no longer exists in {run.code_location}")
+    return job.fn  # type: ignore[no-any-return]
 
-    canceled = threading.Event()
+
+class Watch:
+    """The watcher's loop over one running job: heartbeat, cancel, fence; returns the job's result."""
+
+    def __init__(
+        self,
+        instance: Instance,
+        run: Run,
+        attempt: int,
+        me: WorkerId,
+        pid: int,
+        lease_fd: int,
+        claimed_at: float,
+    ) -> None:
+        self.instance = instance
+        self.run = run
+        self.attempt = attempt
+        self.me = me
+        self.pid = pid
+        self.lease_fd = lease_fd
+        timeout = _heartbeat_timeout(instance)
+        self.interval = heartbeat_interval(timeout)
+        self.freeze_after, self.kill_after = fence_deadlines(timeout)
+        self.last_ok = claimed_at  # monotonic start of the last heartbeat that succeeded
+        self.frozen = False
+        self.fenced = False
+        self.canceling = False
+        self.kill_at: float | None = None
+        self.terminate_requested = False
+
+    def _signal_job(self, sig: int) -> None:
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _renew(self, until: float) -> None:
+        try:
+            os.write(self.lease_fd, f"{until:.6f}\n".encode())
+        except OSError:
+            pass
+
+    def cancel(self, why: str) -> None:
+        if self.canceling:
+            return
+        self.canceling = True
+        log.info("run %s attempt %d: stopping the job (%s)", self.run.run_id, self.attempt, why)
+        if self.frozen:
+            self._signal_job(signal.SIGCONT)
+            self.frozen = False
+        self._signal_job(signal.SIGTERM)
+        self.kill_at = time.monotonic() + TERMINATE_GRACE_SECONDS
+
+    def beat(self) -> None:
+        attempts = self.instance.storage.attempts
+        started = time.monotonic()
+        if not self.frozen and started - self.last_ok > self.freeze_after:
+            log.warning(
+                "run %s attempt %d: no heartbeat for %.1fs: suspending the job until storage answers",
+                self.run.run_id, self.attempt, started - self.last_ok,
+            )  # fmt: skip
+            self._signal_job(signal.SIGSTOP)
+            self.frozen = True
+        try:
+            status = attempts.heartbeat(self.run.run_id, self.attempt, self.me.name)
+        except StorageUnavailable:
+            return
+        if status is None:
+            log.warning(
+                "run %s attempt %d: fenced (the attempt is no longer ours): killing the job",
+                self.run.run_id,
+                self.attempt,
+            )
+            self.fenced = True
+            self._signal_job(signal.SIGKILL)
+            self._signal_job(signal.SIGCONT)
+            return
+        self.last_ok = started
+        self._renew(started + self.kill_after)
+        if self.frozen:
+            log.info(
+                "run %s attempt %d: storage answers again: resuming the job", self.run.run_id, self.attempt
+            )
+            self._signal_job(signal.SIGCONT)
+            self.frozen = False
+        if status == RunStatus.CANCELING:
+            self.cancel("the run is CANCELING")
+
+    def wait(self, sink: LogSink) -> int:
+        """Until the job process exits; its wait status."""
+        pidfd = _pidfd(self.pid)
+        next_beat = time.monotonic() + self.interval
+        try:
+            while True:
+                if self.terminate_requested:
+                    self.terminate_requested = False
+                    self.cancel("SIGTERM")
+                if sink.fenced.is_set() and not self.fenced:
+                    self.fenced = True
+                    self._signal_job(signal.SIGKILL)
+                now = time.monotonic()
+                if self.kill_at is not None and now >= self.kill_at:
+                    self._signal_job(signal.SIGKILL)
+                    self.kill_at = None
+                if now >= next_beat and not self.fenced:
+                    self.beat()
+                    next_beat = now + self.interval
+                done, status = os.waitpid(self.pid, os.WNOHANG)
+                if done:
+                    return status
+                wait = max(0.0, min(next_beat - time.monotonic(), 0.5))
+                if pidfd is not None:
+                    try:
+                        select.select([pidfd], [], [], wait)
+                    except InterruptedError:
+                        pass
+                else:
+                    time.sleep(min(wait, 0.05))
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)  # type: ignore[attr-defined,no-any-return]
+    except (AttributeError, OSError):
+        return None
+
+
+def _heartbeat_timeout(instance: Instance) -> float:
+    value = getattr(instance.config.run_monitoring, "worker_heartbeat_timeout_seconds", None)
+    return float(value or DEFAULT_HEARTBEAT_TIMEOUT_SECONDS)
+
+
+def finish(
+    instance: Instance,
+    run: Run,
+    attempt: int,
+    me: WorkerId,
+    status: RunStatus,
+    error: str | None,
+    deadline: float,
+) -> None:
+    """Write the end status, fenced by the attempt; retried while storage is unavailable."""
+    runs = instance.storage.runs
+    if status == RunStatus.CANCELED:
+        expected = (RunStatus.CANCELING, RunStatus.STARTED)
+        message = "canceled"
+    else:
+        expected = (RunStatus.STARTED, RunStatus.CANCELING)
+        message = "finished" if error is None else ""
+    while True:
+        try:
+            done = runs.transition(
+                run.run_id,
+                status,
+                expected=expected,
+                error=error,
+                message=message,
+                attempt=(attempt, me.name),
+            )
+            if done is None:
+                log.warning(
+                    "run %s attempt %d: end status %s not written: the attempt is no longer ours",
+                    run.run_id,
+                    attempt,
+                    status.value,
+                )
+            return
+        except StorageUnavailable as exc:
+            if time.monotonic() >= deadline:
+                log.error(
+                    "run %s attempt %d: giving up writing %s: %s", run.run_id, attempt, status.value, exc
+                )
+                return
+            time.sleep(0.5)
+
+
+def execute(home: str, run_id: str, attempt: int, token: str) -> int:
+    from dagd.instance.instance import Instance
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    instance = Instance.load(home, create=False)
+    storage = instance.storage
+    me = worker_identity()
+    watch_holder: list[Watch] = []
 
     def on_sigterm(_signum: int, _frame: Any) -> None:
-        canceled.set()
-        raise RunCanceled()
+        if watch_holder:
+            watch_holder[0].terminate_requested = True
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    sink = LogSink(lambda lines: runs.append_logs(run_id, lines))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pumps = [_capture_fd(1, "stdout", sink), _capture_fd(2, "stderr", sink)]
-    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
-    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-    stop_heartbeat = threading.Event()
-
-    def heartbeat() -> None:
-        while not stop_heartbeat.wait(HEARTBEAT_SECONDS):
-            try:
-                runs.worker_heartbeat(run_id)
-            except DagdError:
-                pass
-
-    threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
-    status, error = RunStatus.SUCCESS, None
+    claimed_at = time.monotonic()
+    claim = storage.attempts.claim(run_id, attempt, token, me)
+    if claim.outcome != ClaimOutcome.CLAIMED:
+        log.warning(
+            "run %s attempt %d: not claimed: %s", run_id, attempt, claim.reason or claim.outcome.value
+        )
+        return 0
+    run = storage.runs.require(run_id)
+    fence = (attempt, me.name)
+    sink = LogSink(lambda lines: storage.runs.append_logs(run_id, lines, attempt=fence))
+    timeout = _heartbeat_timeout(instance)
+    _, kill_after = fence_deadlines(timeout)
+    outage_deadline = lambda: time.monotonic() + max(60.0, 3 * timeout)  # noqa: E731
     try:
-        if not run.code_location:
-            raise DagdError("run has no code location")
-        definitions = _load_definitions(home, CodeLocationTarget.from_json(run.code_location), sink)
-        job = definitions.job_named(run.job_name)
-        if job is None:
-            raise DagdError(f"job {run.job_name!r} no longer exists in {run.code_location}")
-        context = RunContext(
-            run.run_id, run.job_name, dict(run.tags), dict(run.run_config), _make_logger(run, sink)
+        fn = _job_function(home, run, sink)
+    except BaseException as exc:
+        sink.add("stderr", "ERROR", traceback.format_exc().rstrip())
+        sink.close(outage_deadline())
+        finish(
+            instance, run, attempt, me, RunStatus.FAILURE, f"{type(exc).__name__}: {exc}", outage_deadline()
         )
-        job.fn(context)
-        if canceled.is_set():
-            status = RunStatus.CANCELED
-    except RunCanceled:
-        status, error = RunStatus.CANCELED, None
-    except BaseException as exc:  # the job's failure is the run's result, whatever it raised
-        if canceled.is_set():
-            status = RunStatus.CANCELED
-        else:
-            status = RunStatus.FAILURE
-            error = f"{type(exc).__name__}: {exc}"
-            sink.add("stderr", "ERROR", traceback.format_exc().rstrip())
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    stop_heartbeat.set()
+        return 0
+    pipes = JobPipes.open()
     sys.stdout.flush()
     sys.stderr.flush()
-    # Close our ends of fds 1 and 2 so the pumps see EOF (children may still hold them).
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
+    pid = os.fork()
+    if pid == 0:
+        _job_main(run, attempt, fn, pipes, claimed_at + kill_after)
+    for fd in (pipes.stdout[1], pipes.stderr[1], pipes.logs[1], pipes.result[1], pipes.lease[0]):
+        os.close(fd)
+    pumps = [
+        _pump(pipes.stdout[0], lambda line: sink.add("stdout", "INFO", line), "stdout"),
+        _pump(pipes.stderr[0], lambda line: sink.add("stderr", "ERROR", line), "stderr"),
+        _pump(pipes.logs[0], lambda line: _log_line(sink, line), "logs"),
+    ]
+    watch = Watch(instance, run, attempt, me, pid, pipes.lease[1], claimed_at)
+    watch_holder.append(watch)
+    wait_status = watch.wait(sink)
+    with os.fdopen(pipes.result[0], "rb") as result_pipe:
+        raw = result_pipe.read()
+    os.close(pipes.lease[1])
     for pump in pumps:
-        pump.join(timeout=1)
-    sink.close()
-    expected = (RunStatus.STARTED, RunStatus.CANCELING)
-    if status == RunStatus.CANCELED:
-        runs.transition(
-            run_id, RunStatus.CANCELED, expected=(RunStatus.CANCELING, RunStatus.STARTED), message="canceled"
-        )
-    else:
-        runs.transition(
-            run_id, status, expected=expected, error=error, message="finished" if error is None else ""
-        )
+        pump.join(timeout=2)
+    if watch.fenced:
+        log.warning("run %s attempt %d: fenced; nothing more is written", run_id, attempt)
+        return 0
+    sink.close(outage_deadline())
+    status, error = _result(raw, wait_status, watch.canceling)
+    finish(instance, run, attempt, me, status, error, outage_deadline())
     return 0
+
+
+def _log_line(sink: LogSink, line: str) -> None:
+    try:
+        record = json.loads(line)
+        at = datetime.fromtimestamp(float(record["t"]), tz=utcnow().tzinfo)
+        sink.add("log", str(record["l"]), str(record["m"]), at)
+    except (ValueError, KeyError, TypeError):
+        sink.add("log", "INFO", line)
+
+
+def _result(raw: bytes, wait_status: int, canceling: bool) -> tuple[RunStatus, str | None]:
+    try:
+        result = json.loads(raw)
+        return RunStatus(result["status"]), result.get("error")
+    except (ValueError, KeyError, TypeError):
+        pass
+    if canceling:
+        return RunStatus.CANCELED, None
+    if os.WIFSIGNALED(wait_status):
+        sig = os.WTERMSIG(wait_status)
+        return RunStatus.FAILURE, f"the job process was killed by {signal.Signals(sig).name}"
+    return RunStatus.FAILURE, f"the job process exited with code {os.waitstatus_to_exitcode(wait_status)}"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dagd.runs.worker")
     parser.add_argument("--home", required=True)
+    parser.add_argument("--attempt", type=int, required=True)
+    parser.add_argument("--token", required=True)
     parser.add_argument("run_id")
     args = parser.parse_args(argv)
     # os._exit: the job's non-daemon threads must not keep a finished run's worker alive.
-    os._exit(execute(args.home, args.run_id))
+    os._exit(execute(args.home, args.run_id, args.attempt, args.token))
 
 
 if __name__ == "__main__":

@@ -27,11 +27,12 @@ from dagd.runs.model import (
     RunStatus,
 )
 from dagd.storage.leases import EPOCH_OF
-from dagd.storage.sql import ConstraintViolation, in_list, insert_sql, padded, when
+from dagd.storage.sql import ConstraintViolation, Refused, in_list, insert_sql, padded, when
 from dagd.timefmt import utcnow
 
 if TYPE_CHECKING:
-    from dagd.storage.sql import Database
+    from dagd.runs.attempts import Attempt
+    from dagd.storage.sql import Database, Sql
 
 
 NEW_RUN_COLUMNS = (
@@ -58,7 +59,7 @@ _INSERT_EVENT = insert_sql("run_events", ("run_id", "at", "kind", "status", "mes
 _INSERT_LOG = insert_sql("run_logs", ("run_id", "at", "stream", "level", "message"))
 
 
-def _row_to_run(row: Any) -> Run:
+def row_to_run(row: Any) -> Run:
     return Run(
         run_id=row.run_id,
         job_name=row.job_name,
@@ -76,6 +77,10 @@ def _row_to_run(row: Any) -> Run:
         worker_heartbeat_at=when(row.worker_heartbeat_at),
         error=row.error,
         code_location=row.code_location,
+        attempt=row.current_attempt,
+        host=row.worker_host,
+        launch_failures=row.launch_failures,
+        resumes=row.resumes,
     )
 
 
@@ -93,6 +98,14 @@ def _filtered(flt: RunFilter, params: dict[str, Any]) -> builtins.list[str]:
         where.append(f"run_id IN (SELECT run_id FROM run_tags WHERE key = :tk{i} AND value = :tv{i})")
         params[f"tk{i}"], params[f"tv{i}"] = key, value
     return where
+
+
+def insert_event(sql: Sql, run_id: str, status: RunStatus | None, message: str, kind: str = "status") -> None:
+    """A run event stamped with the database's clock, inside the caller's transaction."""
+    sql.execute(
+        f"INSERT INTO run_events (run_id, at, kind, status, message) VALUES (:run_id, {sql.now}, :kind, :status, :message)",
+        {"run_id": run_id, "kind": kind, "status": status.value if status else None, "message": message},
+    )
 
 
 def _where(conditions: builtins.list[str]) -> str:
@@ -206,7 +219,7 @@ class RunStore:
             for chunk in padded(builtins.list(keys)):
                 names, params = in_list("k", chunk)
                 rows = sql.records(f"SELECT * FROM runs WHERE idempotency_key IN ({names})", params)
-                found.update((row.idempotency_key, _row_to_run(row)) for row in rows)
+                found.update((row.idempotency_key, row_to_run(row)) for row in rows)
         return found
 
     # -- reads ------------------------------------------------------------------------------
@@ -214,7 +227,7 @@ class RunStore:
     def get(self, run_id: str) -> Run | None:
         with self._storage.sql_read() as sql:
             row = sql.record("SELECT * FROM runs WHERE run_id = :run_id", {"run_id": run_id})
-        return None if row is None else _row_to_run(row)
+        return None if row is None else row_to_run(row)
 
     def require(self, run_id: str) -> Run:
         run = self.get(run_id)
@@ -225,7 +238,7 @@ class RunStore:
     def get_by_idempotency_key(self, key: str) -> Run | None:
         with self._storage.sql_read() as sql:
             row = sql.record("SELECT * FROM runs WHERE idempotency_key = :key", {"key": key})
-        return None if row is None else _row_to_run(row)
+        return None if row is None else row_to_run(row)
 
     def list(self, flt: RunFilter) -> builtins.list[Run]:
         params: dict[str, Any] = {"limit": flt.limit}
@@ -235,7 +248,7 @@ class RunStore:
             params["before_seq"] = flt.before_seq
         query = f"SELECT * FROM runs{_where(where)} ORDER BY seq DESC LIMIT :limit"
         with self._storage.sql_read() as sql:
-            return [_row_to_run(row) for row in sql.records(query, params)]
+            return [row_to_run(row) for row in sql.records(query, params)]
 
     def with_status(self, statuses: Iterable[RunStatus], *, oldest_first: bool = True) -> builtins.list[Run]:
         names, params = in_list("st", [s.value for s in statuses])
@@ -244,7 +257,7 @@ class RunStore:
         order = "ASC" if oldest_first else "DESC"
         with self._storage.sql_read() as sql:
             rows = sql.records(f"SELECT * FROM runs WHERE status IN ({names}) ORDER BY seq {order}", params)
-        return [_row_to_run(row) for row in rows]
+        return [row_to_run(row) for row in rows]
 
     def count_by_status(self, only: Iterable[RunStatus] | None = None) -> dict[RunStatus, int]:
         """How many runs are in each status, in one GROUP BY; statuses with no runs are absent.
@@ -287,10 +300,8 @@ class RunStore:
         expected: Sequence[RunStatus] | None = None,
         message: str = "",
         error: str | None = None,
-        worker_pid: int | None = None,
-        worker_started_at: float | None = None,
-        claim_epoch: int | None = None,
         fence: tuple[str, int] | None = None,
+        attempt: tuple[int, str] | None = None,
     ) -> Run | None:
         """Compare-and-set the run's status; returns the updated run, or None if another writer won.
 
@@ -298,37 +309,74 @@ class RunStore:
         unknown run and InvalidTransition when an explicit ``expected`` status cannot reach ``to``.
         ``fence=(lease_name, epoch)`` makes the change conditional on that lease still having that
         epoch, in the same statement: a writer that lost its lease changes nothing.
+        ``attempt=(number, worker)`` is a worker's fence: the change happens only while that
+        attempt is the run's current one and still CLAIMED by that worker; a finished status also
+        ends the attempt (DONE), in the same transaction.
         """
         sources = list(expected) if expected is not None else [s for s, t in TRANSITIONS.items() if to in t]
         for source in sources:
             if to not in TRANSITIONS[source]:
                 raise InvalidTransition(f"run cannot go from {source.value} to {to.value}")
-        now = utcnow()
-        values: dict[str, Any] = {"status": to.value, "updated_at": now}
-        if to == RunStatus.STARTED:
-            values["started_at"] = now
-        if to in FINISHED_STATUSES:
-            values["ended_at"] = now
-        if error is not None:
-            values["error"] = error
-        if worker_pid is not None:
-            values["worker_pid"] = worker_pid
-            values["worker_started_at"] = worker_started_at
-        if claim_epoch is not None:
-            values["claim_epoch"] = claim_epoch
         names, params = in_list("src", [s.value for s in sources])
-        params.update(values)
-        params["run_id"] = run_id
-        conditions = ["run_id = :run_id", f"status IN ({names})", *_fenced(fence, params)]
-        assignments = ", ".join(f"{column} = :{column}" for column in values)
+        params.update(run_id=run_id, status=to.value, error=error)
+        try:
+            self._transition(
+                sql_params=params,
+                names=names,
+                to=to,
+                message=message,
+                error=error,
+                fence=fence,
+                attempt=attempt,
+            )
+        except Refused:
+            return None
+        return self.get(run_id)
+
+    def _transition(
+        self,
+        *,
+        sql_params: dict[str, Any],
+        names: str,
+        to: RunStatus,
+        message: str,
+        error: str | None,
+        fence: tuple[str, int] | None,
+        attempt: tuple[int, str] | None,
+    ) -> None:
+        from dagd.runs.attempts import AttemptState
+
+        params = sql_params
+        run_id = params["run_id"]
         with self._storage.sql_write() as sql:
-            changed = sql.execute(f"UPDATE runs SET {assignments}{_where(conditions)}", params)
+            now = sql.now
+            assignments = ["status = :status", f"updated_at = {now}"]
+            if to == RunStatus.STARTED:
+                assignments.append(f"started_at = {now}")
+            if to in FINISHED_STATUSES:
+                assignments.append(f"ended_at = {now}")
+            if error is not None:
+                assignments.append("error = :error")
+            conditions = ["run_id = :run_id", f"status IN ({names})", *fenced_conditions(fence, params)]
+            if attempt is not None:
+                number, worker = attempt
+                params["attempt"] = number
+                conditions.append("current_attempt = :attempt")
+                if to in FINISHED_STATUSES:
+                    ended = self._storage.attempts.end(
+                        sql, run_id, number, AttemptState.DONE, message or error or to.value,
+                        only=(AttemptState.CLAIMED,), worker=worker,
+                    )  # fmt: skip
+                else:
+                    ended = self._storage.attempts.holds(sql, run_id, number, worker)
+                if not ended:
+                    raise Refused()
+            changed = sql.execute(f"UPDATE runs SET {', '.join(assignments)}{_where(conditions)}", params)
             if changed != 1:
                 if sql.scalar("SELECT status FROM runs WHERE run_id = :run_id", {"run_id": run_id}) is None:
                     raise NotFound(f"no run with id {run_id!r}")
-                return None
-            sql.execute(_INSERT_EVENT, _event(run_id, now, to.value, message or error or ""))
-        return self.get(run_id)
+                raise Refused()
+            insert_event(sql, run_id, to, message or error or "")
 
     def bulk_transition(
         self, run_ids: Sequence[str], expected: RunStatus, to: RunStatus, message: str
@@ -365,70 +413,81 @@ class RunStore:
         claim_epoch: int | None = None,
         fence: tuple[str, int] | None = None,
         message: str = "launching",
-    ) -> builtins.list[Run]:
-        """Claim runs for launch (-> STARTING) in one transaction; returns the runs this call claimed.
+        dispatcher: str | None = None,
+        queue_of: dict[str, str | None] | None = None,
+    ) -> builtins.list[tuple[Run, Attempt]]:
+        """Claim runs for launch (-> STARTING) and dispatch a new attempt of each, in one
+        transaction; returns (run, attempt) for the runs this call claimed.
 
         The compare-and-set of :meth:`transition` for many runs in one statement per 256: a run
         another writer moved first (canceled, claimed by another dequeuer) is left out, and with
         ``fence=(lease_name, epoch)`` nothing is claimed unless the lease still has that epoch.
         Unknown ids are left out too. The result follows the order of ``run_ids``.
         """
+        from dagd.storage.attempts import new_attempts
+
         to = RunStatus.STARTING
         for source in expected:
             if to not in TRANSITIONS[source]:
                 raise InvalidTransition(f"run cannot go from {source.value} to {to.value}")
-        now = utcnow()
         sources, source_params = in_list("src", [s.value for s in expected])
-        epoch = ", claim_epoch = :claim_epoch" if claim_epoch is not None else ""
         wanted = builtins.list(dict.fromkeys(run_ids))
-        claimed: dict[str, Run] = {}
+        claimed: dict[str, tuple[Run, Attempt]] = {}
         with self._storage.sql_write() as sql:
             for chunk in padded(wanted):
                 names, params = in_list("r", chunk)
-                params.update(source_params, to=to.value, now=now, claim_epoch=claim_epoch)
-                conditions = [f"run_id IN ({names})", f"status IN ({sources})", *_fenced(fence, params)]
+                params.update(source_params, to=to.value, claim_epoch=claim_epoch)
+                conditions = [
+                    f"run_id IN ({names})",
+                    f"status IN ({sources})",
+                    *fenced_conditions(fence, params),
+                ]
                 # UPDATE ... RETURNING: exactly the rows this statement changed.
                 rows = sql.records(
-                    f"UPDATE runs SET status = :to, updated_at = :now{epoch}{_where(conditions)} RETURNING *",
+                    f"UPDATE runs SET status = :to, updated_at = {sql.now}, claim_epoch = :claim_epoch,"
+                    f" current_attempt = current_attempt + 1{_where(conditions)} RETURNING *",
                     params,
                 )
-                sql.many(_INSERT_EVENT, [_event(row.run_id, now, to.value, message) for row in rows])
-                claimed.update((row.run_id, _row_to_run(row)) for row in rows)
+                attempts = new_attempts(
+                    sql, [(row.run_id, row.current_attempt) for row in rows], epoch=claim_epoch,
+                    dispatcher=dispatcher, queue_of=queue_of,
+                )  # fmt: skip
+                for row, attempt in zip(rows, attempts, strict=True):
+                    insert_event(sql, row.run_id, to, f"attempt {attempt.attempt}: {message}")
+                    claimed[row.run_id] = (row_to_run(row), attempt)
         return [claimed[run_id] for run_id in wanted if run_id in claimed]
 
     def add_event(self, run_id: str, message: str, *, kind: str = "info") -> None:
         with self._storage.sql_write() as sql:
-            sql.execute(_INSERT_EVENT, _event(run_id, utcnow(), None, message, kind=kind))
+            insert_event(sql, run_id, None, message, kind=kind)
 
-    def record_worker(self, run_id: str, pid: int, started_at: float) -> None:
-        self.record_workers([(run_id, pid, started_at)])
-
-    def record_workers(self, workers: Sequence[tuple[str, int, float]]) -> None:
-        """The worker (pid, start time) of many runs, in one transaction."""
-        if not workers:
-            return
-        now = utcnow()
-        with self._storage.sql_write() as sql:
-            sql.many(
-                "UPDATE runs SET worker_pid = :pid, worker_started_at = :started_at, worker_heartbeat_at = :now"
-                " WHERE run_id = :run_id",
-                [{"run_id": r, "pid": pid, "started_at": at, "now": now} for r, pid, at in workers],
-            )
-
-    def worker_heartbeat(self, run_id: str) -> None:
+    def count_launch_failure(self, run_id: str) -> int:
+        """One more failed launch of the run; how many it has had."""
         with self._storage.sql_write() as sql:
             sql.execute(
-                "UPDATE runs SET worker_heartbeat_at = :now WHERE run_id = :run_id",
-                {"now": utcnow(), "run_id": run_id},
+                "UPDATE runs SET launch_failures = launch_failures + 1 WHERE run_id = :run_id",
+                {"run_id": run_id},
+            )
+            return int(
+                sql.scalar("SELECT launch_failures FROM runs WHERE run_id = :run_id", {"run_id": run_id}) or 0
             )
 
     # -- logs -------------------------------------------------------------------------------
 
-    def append_logs(self, run_id: str, lines: Sequence[tuple[datetime, str, str, str]]) -> None:
-        """Append (at, stream, level, message) lines in one transaction."""
+    def append_logs(
+        self,
+        run_id: str,
+        lines: Sequence[tuple[datetime, str, str, str]],
+        *,
+        attempt: tuple[int, str] | None = None,
+    ) -> bool:
+        """Append (at, stream, level, message) lines in one transaction; with ``attempt=(number,
+        worker)``, only while that worker still holds that attempt (False: fenced, nothing written)."""
         if not lines:
-            return
+            return True
         with self._storage.sql_write() as sql:
+            if attempt is not None and not self._storage.attempts.holds(sql, run_id, *attempt):
+                return False
             sql.many(
                 _INSERT_LOG,
                 [
@@ -436,6 +495,7 @@ class RunStore:
                     for at, stream, level, message in lines
                 ],
             )
+        return True
 
     def read_logs(self, run_id: str, *, after_seq: int = 0, limit: int = 1000) -> builtins.list[LogLine]:
         with self._storage.sql_read() as sql:
@@ -509,7 +569,7 @@ class RunStore:
         return [(run_id, RunStatus(status)) for run_id, status in rows]
 
 
-def _fenced(fence: tuple[str, int] | None, params: dict[str, Any]) -> builtins.list[str]:
+def fenced_conditions(fence: tuple[str, int] | None, params: dict[str, Any]) -> builtins.list[str]:
     """The condition that makes a write conditional on a lease still having an epoch (fencing)."""
     if fence is None:
         return []

@@ -34,8 +34,42 @@ runs = sa.Table(
     # Epoch of the lease holder that claimed the run (fencing).
     sa.Column("claim_epoch", sa.Integer, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
+    # The run's current attempt (run_attempts.attempt; 0 = never launched). Every status write of
+    # a worker is fenced by it. worker_host/worker_pid/worker_started_at say where it runs.
+    sa.Column("current_attempt", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("worker_host", sa.String(255), nullable=True),
+    # Counts kept as fields (never read back from event wording).
+    sa.Column("launch_failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("resumes", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_runs_status_seq", "status", "seq"),
     sa.Index("ix_runs_job_name", "job_name"),
+)
+
+# One row per launch of a run (dagd.runs.attempts): dispatched, claimed by exactly one worker with
+# a compare-and-set on its dispatch token, heartbeated on the database's clock, then DONE, LOST
+# (silent past the heartbeat timeout, or its worker died) or ABANDONED (superseded before a claim).
+run_attempts = sa.Table(
+    "run_attempts",
+    metadata,
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("dispatch_token", sa.String(64), nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=True),
+    # Who dispatched it ("host:pid:start time"): an orphaned dispatch is one whose dispatcher died.
+    sa.Column("dispatcher", sa.String(255), nullable=True),
+    sa.Column("queue", sa.String(255), nullable=True),
+    sa.Column("worker", sa.String(255), nullable=True),
+    sa.Column("host", sa.String(255), nullable=True),
+    sa.Column("pid", sa.Integer, nullable=True),
+    sa.Column("pid_started_at", sa.Float, nullable=True),
+    sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("end_reason", sa.Text, nullable=True),
+    sa.PrimaryKeyConstraint("run_id", "attempt"),
+    sa.Index("ix_run_attempts_state", "state"),
 )
 
 run_tags = sa.Table(

@@ -41,6 +41,7 @@ from dagd.errors import StorageUnavailable
 from dagd.timefmt import as_utc
 
 if TYPE_CHECKING:
+    from dagd.storage.attempts import AttemptStore
     from dagd.storage.daemons import DaemonStore
     from dagd.storage.instigators import InstigatorStore
     from dagd.storage.leases import LeaseStore
@@ -49,6 +50,11 @@ if TYPE_CHECKING:
 SQLITE, POSTGRES = "sqlite", "postgresql"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_SECONDS = 5
+
+
+class Refused(Exception):
+    """Raised inside a transaction to roll it back: a later condition of a multi-statement
+    compare-and-set did not hold, so nothing of it may stay. Callers turn it into "nothing changed"."""
 
 
 class ConstraintViolation(Exception):
@@ -150,6 +156,13 @@ def _record_type(names: tuple[str, ...]) -> Any:
     return cls
 
 
+#: The database's clock in SQL text: ``clock_timestamp()`` on PostgreSQL (the moment of the
+#: statement; ``now()`` would be the transaction's start), and on SQLite, whose database lives on
+#: one host, that host's clock bound as ``:db_now``. Liveness judged across processes and hosts
+#: (worker heartbeats, attempt ages) is stamped and aged with this, never with a caller's clock.
+DB_NOW = {POSTGRES: "clock_timestamp()", SQLITE: ":db_now"}
+
+
 class Sql:
     """The statements of one transaction, on one DBAPI cursor."""
 
@@ -157,12 +170,32 @@ class Sql:
         self.cursor = cursor
         self.dialect = dialect
 
+    @property
+    def now(self) -> str:
+        """The database's clock as an SQL expression (see :data:`DB_NOW`)."""
+        return DB_NOW[self.dialect]
+
+    def db_now(self) -> datetime:
+        """The database's clock, read (PostgreSQL) or, on SQLite's single host, this host's."""
+        if self.dialect == POSTGRES:
+            return when(self.scalar("SELECT clock_timestamp()"))  # type: ignore[return-value]
+        return datetime.now(timezone.utc)
+
+    def older_than(self, column: str, param: str) -> str:
+        """``column`` is older than ``:param`` seconds by the database's clock (SQL condition)."""
+        if self.dialect == POSTGRES:
+            return f"{column} < clock_timestamp() - make_interval(secs => :{param})"
+        return f"{column} < strftime('%Y-%m-%d %H:%M:%f', :db_now, '-' || :{param} || ' seconds')"
+
     def _text_params(self, sql: str, params: Mapping[str, Any] | None) -> tuple[str, Any]:
         if params is None:
             params = {}
         if self.dialect == POSTGRES:
             return _pg_text(sql), params
-        return sql, {k: sqlite_time(v) if isinstance(v, datetime) else v for k, v in params.items()}
+        values = {k: sqlite_time(v) if isinstance(v, datetime) else v for k, v in params.items()}
+        if ":db_now" in sql and "db_now" not in values:
+            values["db_now"] = sqlite_time(datetime.now(timezone.utc))
+        return sql, values
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
         """Run one statement; the number of rows it changed."""
@@ -241,6 +274,7 @@ class Database(abc.ABC):
     sqlite_busy_timeout_seconds: float = SQLITE_BUSY_TIMEOUT_MS / 1000
 
     def __init__(self) -> None:
+        from dagd.storage.attempts import AttemptStore
         from dagd.storage.daemons import DaemonStore
         from dagd.storage.instigators import InstigatorStore
         from dagd.storage.leases import LeaseStore
@@ -248,6 +282,7 @@ class Database(abc.ABC):
 
         self.group_commit: Any = None
         self.runs: RunStore = RunStore(self)
+        self.attempts: AttemptStore = AttemptStore(self)
         self.daemons: DaemonStore = DaemonStore(self)
         self.leases: LeaseStore = LeaseStore(self)
         self.instigators: InstigatorStore = InstigatorStore(self)

@@ -16,8 +16,10 @@ from typing import Any
 
 from dagd.errors import InvalidArgument, NotFound, StorageUnavailable, Unavailable
 from dagd.instance.instance import Instance
-from dagd.run_coordinator import Submission
-from dagd.run_coordinator.queue import (
+from dagd.runs.attempts import Attempt
+from dagd.runs.cancel import request_cancel
+from dagd.runs.model import LogLine, Run, RunEvent, RunFilter, RunStatus
+from dagd.runs.queue import (
     Explanation,
     QueueStatus,
     explain,
@@ -25,17 +27,7 @@ from dagd.run_coordinator.queue import (
     queue_status,
     set_paused,
 )
-from dagd.runs.cancel import finish_cancel
-from dagd.runs.model import (
-    PRIORITY_TAG,
-    RESUMABLE_TAG,
-    LogLine,
-    Run,
-    RunEvent,
-    RunFilter,
-    RunStatus,
-    parse_priority,
-)
+from dagd.runs.requests import build_submission
 from dagd.storage.daemons import Heartbeat
 from dagd.strictjson import loads_object
 from dagd.supervisor.code_locations import CodeLocations
@@ -123,23 +115,15 @@ class ControlPlane:
             known = ", ".join(self.locations.job_names()) or "none"
             raise NotFound(f"no job named {request.job_name!r} (known jobs: {known})")
         target, job = found
-        # Code tags < submission tags < explicit --priority.
-        tags = {**job.tags, **request_tags}
-        if job.resumable:
-            tags.setdefault(RESUMABLE_TAG, "true")
-        if request.priority is not None:
-            tags[PRIORITY_TAG] = str(request.priority)
-        try:
-            priority = parse_priority(tags)
-        except ValueError as exc:
-            raise InvalidArgument(str(exc)) from None
-        submission = Submission(
+        submission = build_submission(
             job_name=job.name,
-            tags=tags,
+            job_tags=job.tags,
+            request_tags=request_tags,
+            resumable=job.resumable,
             run_config=run_config,
-            priority=priority,
             code_location=target.to_json(),
             idempotency_key=request.idempotency_key or None,
+            priority=request.priority,
         )
         run = self.instance.coordinator.submit_run(submission, metadata)
         if run.status == RunStatus.QUEUED and self.daemons is not None:
@@ -198,9 +182,9 @@ class ControlPlane:
 
     # -- read ----------------------------------------------------------------------------------
 
-    def get_run(self, run_id: str) -> tuple[Run, list[RunEvent]]:
+    def get_run(self, run_id: str) -> tuple[Run, list[RunEvent], list[Attempt]]:
         run = self.runs.require(run_id)
-        return run, self.runs.events(run_id)
+        return run, self.runs.events(run_id), self.instance.storage.attempts.of_run(run_id)
 
     def list_runs(self, flt: RunFilter) -> list[Run]:
         if flt.before_seq is not None and not 0 <= flt.before_seq <= MAX_SEQ:
@@ -220,39 +204,9 @@ class ControlPlane:
     # -- terminate -----------------------------------------------------------------------------
 
     def terminate(self, run_id: str) -> tuple[Run, bool]:
-        """Cancel a run: queued ones at once, running ones through CANCELING and SIGTERM."""
-        for _ in range(5):  # a concurrent status change can beat us; re-read and retry
-            run = self.runs.require(run_id)
-            if run.status.is_finished:
-                return run, False
-            if run.status in (RunStatus.QUEUED, RunStatus.NOT_STARTED):
-                done = self.runs.transition(
-                    run_id, RunStatus.CANCELED, expected=(run.status,), message="terminated"
-                )
-                if done is not None:
-                    return done, True
-                continue
-            if run.status == RunStatus.CANCELING:
-                self._signal_worker(run)
-                return run, False
-            canceling = self.runs.transition(
-                run_id,
-                RunStatus.CANCELING,
-                expected=(RunStatus.STARTING, RunStatus.STARTED),
-                message="terminate requested",
-            )
-            if canceling is not None:
-                self._signal_worker(canceling)
-                return canceling, True
-        return self.runs.require(run_id), False
-
-    def _signal_worker(self, run: Run) -> None:
-        threading.Thread(
-            target=self._finish_cancel, args=(run.run_id,), name=f"cancel-{run.run_id}", daemon=True
-        ).start()
-
-    def _finish_cancel(self, run_id: str) -> None:
-        finish_cancel(self.instance, run_id)
+        """Cancel a run: queued or unclaimed ones at once, running ones through CANCELING and
+        their launcher (:mod:`dagd.runs.cancel`)."""
+        return request_cancel(self.instance, run_id)
 
     def terminate_runs(self, flt: RunFilter) -> tuple[list[str], list[str]]:
         """Bulk cancel: queued runs in one transaction, running ones each through CANCELING."""

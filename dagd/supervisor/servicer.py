@@ -32,8 +32,9 @@ from dagd.errors import (
     Unauthenticated,
     Unavailable,
 )
-from dagd.run_coordinator.queue import QueueStatus
+from dagd.runs.attempts import Attempt
 from dagd.runs.model import Run, RunEvent, RunFilter, RunStatus
+from dagd.runs.queue import QueueStatus
 from dagd.storage.daemons import Heartbeat
 from dagd.storage.instigators import Tick
 from dagd.supervisor.control import ControlPlane, SubmitRequest
@@ -96,6 +97,24 @@ def run_to_pb(run: Run) -> pb.Run:
         error=run.error or "",
         worker_pid=run.worker_pid or 0,
         code_location=run.code_location or "",
+        attempt=run.attempt,
+        host=run.host or "",
+    )
+
+
+def attempt_to_pb(attempt: Attempt) -> pb.RunAttempt:
+    return pb.RunAttempt(
+        attempt=attempt.attempt,
+        state=attempt.state.value,
+        host=attempt.host or "",
+        pid=attempt.pid or 0,
+        worker=attempt.worker or "",
+        queue=attempt.queue or "",
+        dispatched_at=_ts(attempt.dispatched_at),
+        claimed_at=_ts(attempt.claimed_at),
+        heartbeat_at=_ts(attempt.heartbeat_at),
+        ended_at=_ts(attempt.ended_at),
+        end_reason=attempt.end_reason or "",
     )
 
 
@@ -145,8 +164,12 @@ class RunServicer(pb_grpc.RunServiceServicer):
 
     @translate_errors
     def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pb.GetRunResponse:
-        run, events = self.control.get_run(request.run_id)
-        return pb.GetRunResponse(run=run_to_pb(run), events=[event_to_pb(e) for e in events])
+        run, events, attempts = self.control.get_run(request.run_id)
+        return pb.GetRunResponse(
+            run=run_to_pb(run),
+            events=[event_to_pb(e) for e in events],
+            attempts=[attempt_to_pb(a) for a in attempts],
+        )
 
     @translate_errors
     def ListRuns(self, request: pb.ListRunsRequest, context: grpc.ServicerContext) -> pb.ListRunsResponse:

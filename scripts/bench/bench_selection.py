@@ -1,4 +1,4 @@
-"""Benchmark of the run queue's dequeue choice (:func:`dagd.run_coordinator.selection.select_runs`).
+"""Benchmark of the run queue's dequeue choice (:func:`dagd.runs.selection.select_runs`).
 
 One pass over 10,000 queued runs, 1,000 in progress and 5 tag limits of every kind, repeated; prints
 the median and p99 wall time. The target is well under 100 ms per pass in CPython.
@@ -19,7 +19,7 @@ from pathlib import Path
 # Runnable from anywhere without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from dagd.run_coordinator.selection import (  # noqa: E402
+from dagd.runs.selection import (  # noqa: E402
     InProgressRun,
     QueuedRun,
     TagLimit,

@@ -120,7 +120,7 @@ def tree(home: pathlib.Path) -> list[Member]:
             continue
         if "dagd.daemons" in cmd:
             role = cmd[cmd.index("dagd.daemons") + 1]
-        elif "dagd.run_launcher.forkserver" in cmd:
+        elif "dagd.runs.local.forkserver" in cmd:
             role = "fork server"
         elif "dagd.codeserver" in cmd:
             role = "code server"

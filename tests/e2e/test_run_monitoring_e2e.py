@@ -238,7 +238,9 @@ def test_run_whose_worker_never_reports_fails_with_start_timeout(dagd: DagdProce
     # The daemons import the launcher: tests/ must be on their path.
     dagd.start("-f", str(DEFS), env={"PYTHONPATH": str(TESTS_DIR)})
     run_id = submit(dagd, "sleeper")
-    silent = wait_for(lambda: get_run(dagd, run_id)["worker_pid"], 10, "the silent worker to be recorded")
+    silent = wait_for(
+        lambda: get_run(dagd, run_id)["attempts"][0]["pid"], 10, "the silent worker to be recorded"
+    )
     assert not gone(silent) and psutil.Process(silent).name() == "sleep"
     assert get_run(dagd, run_id)["status"] == "STARTING"
 
@@ -293,7 +295,7 @@ def test_resumable_run_gets_a_new_worker_when_its_worker_dies_and_succeeds(dagd:
 
     assert run["status"] == "SUCCESS", run
     assert run["worker_pid"] == second != first
-    assert "worker died; resuming (attempt 1)" in messages(run), run["events"]
+    assert any("resuming as attempt 2 (resume 1)" in m for m in messages(run)), run["events"]
     statuses = [e["status"] for e in run["events"] if e["kind"] == "status"]
     assert statuses.count("STARTED") == 2 and "FAILURE" not in statuses, statuses
 
@@ -314,5 +316,7 @@ def test_resumable_run_fails_when_its_worker_dies_again_after_the_attempts_are_u
 
     assert run["status"] == "FAILURE", run
     assert "WORKER_DIED" in run["error"] and f"pid {second}" in run["error"], run["error"]
-    assert messages(run).count("worker died; resuming (attempt 1)") == 1, run["events"]
+    assert sum("resuming as attempt 2" in m for m in messages(run)) == 1, run["events"]
+    assert [a["state"] for a in run["attempts"]] == ["LOST", "LOST"], run["attempts"]
+    assert run["attempt"] == 2
     assert not any("attempt 2" in m for m in messages(run)), run["events"]

@@ -16,7 +16,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from dagd.run_launcher import RunLauncher, WorkerHandle
+from dagd.run_launcher import RunLauncher, WorkerHandle, WorkerHealth
+from dagd.runs.attempts import Attempt
 from dagd.runs.model import Run
 
 if TYPE_CHECKING:
@@ -33,18 +34,18 @@ class RecordingLauncher(RunLauncher):
         self.launched: list[str] = []  # run ids, in the order launch() was called
         self.alive: set[str] = set()
 
-    def launch(self, run: Run) -> WorkerHandle:
+    def launch(self, run: Run, attempt: Attempt) -> WorkerHandle:
         with self._lock:
             self.launched.append(run.run_id)
             self.alive.add(run.run_id)
             pid = FAKE_PID_BASE + len(self.launched)
         return WorkerHandle(pid=pid, started_at=0.0)
 
-    def is_alive(self, run: Run) -> bool:
+    def check_health(self, run: Run, attempt: Attempt) -> WorkerHealth:
         with self._lock:
-            return run.run_id in self.alive
+            return WorkerHealth.ALIVE if run.run_id in self.alive else WorkerHealth.DEAD
 
-    def terminate(self, run: Run, grace_seconds: float) -> bool:
+    def terminate(self, run: Run, attempt: Attempt, *, force: bool = False) -> bool:
         with self._lock:
             if run.run_id not in self.alive:
                 return False

@@ -14,14 +14,16 @@ import threading
 
 import psutil
 
-from dagd.run_launcher import RunLauncher, WorkerHandle, process_matches, signal_group
+from dagd.run_launcher import RunLauncher, WorkerHandle
+from dagd.runs.attempts import Attempt
+from dagd.runs.local.process import signal_group
 from dagd.runs.model import Run
 
 SILENT_SECONDS = 60
 
 
 class SilentLauncher(RunLauncher):
-    def launch(self, run: Run) -> WorkerHandle:
+    def launch(self, run: Run, attempt: Attempt) -> WorkerHandle:
         proc = subprocess.Popen(
             ["sleep", str(SILENT_SECONDS)],
             stdin=subprocess.DEVNULL,
@@ -31,14 +33,16 @@ class SilentLauncher(RunLauncher):
         )
         # Reap it when it ends, so a killed "worker" is gone rather than a zombie of this daemon.
         threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+        self.started.append(proc)
         return WorkerHandle(pid=proc.pid, started_at=psutil.Process(proc.pid).create_time())
 
-    def is_alive(self, run: Run) -> bool:
-        return process_matches(run.worker_pid, run.worker_started_at)
+    started: list[subprocess.Popen[bytes]] = []
 
-    def terminate(self, run: Run, grace_seconds: float) -> bool:
-        if not self.is_alive(run):
+    # No check_health: the launcher cannot tell (UNKNOWN), as a launcher that never hears from
+    # its worker cannot. The run stays STARTING until run monitoring's start timeout fails it.
+
+    def terminate(self, run: Run, attempt: Attempt, *, force: bool = False) -> bool:
+        if attempt.pid is None:
             return False
-        assert run.worker_pid is not None
-        signal_group(run.worker_pid, 15)
+        signal_group(attempt.pid, 15)
         return True

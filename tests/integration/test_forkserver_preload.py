@@ -22,7 +22,7 @@ ALLOWED_AFTER_FORK = {"sqlite3", "_sqlite3"}
 
 PROBE = """
 import json, sys
-from dagd.run_launcher.forkserver import _preload
+from dagd.runs.local.forkserver import _preload
 _preload()
 before = set(sys.modules)
 from dagd.instance.instance import Instance

@@ -38,8 +38,8 @@ from hypothesis.stateful import (
 from dagd.daemons.run_queue import RunQueueDaemon
 from dagd.instance.instance import Instance
 from dagd.run_coordinator import Submission
-from dagd.run_coordinator.queue import QueueView
 from dagd.runs.model import IN_PROGRESS_STATUSES, PRIORITY_TAG, RunStatus
+from dagd.runs.queue import QueueView
 from dagd.storage import Storage
 from dagd.storage.leases import SUPERVISOR_LEASE
 from dagd.storage.schema import leases, run_events, run_logs, run_tags, runs

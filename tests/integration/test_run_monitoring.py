@@ -14,6 +14,7 @@ run's bad tag never stops the others being monitored; a deadline found in a pass
 from __future__ import annotations
 
 import pathlib
+import socket
 import subprocess
 import threading
 import time
@@ -28,8 +29,9 @@ from helpers.procs import wait_for
 from dagd.daemons.base import DaemonRunner, StatusPipe
 from dagd.daemons.run_monitoring import FINISH_GRACE_SECONDS, RunMonitoringDaemon
 from dagd.instance.instance import Instance
-from dagd.runs.cancel import finish_cancel
+from dagd.runs.cancel import force_cancel
 from dagd.runs.model import MAX_RUNTIME_TAG, Run, RunStatus
+from dagd.storage.attempts import WorkerId
 from dagd.storage.runs import NewRun
 
 FAST = {"start_timeout_seconds": 1, "cancel_timeout_seconds": 1, "poll_interval_seconds": 0.2}
@@ -100,30 +102,33 @@ def put_run(
     started_at: float | None = None,
     tags: dict[str, str] | None = None,
 ) -> Run:
-    """A run in ``status``, taken there through the legal transitions, with this worker recorded."""
-    runs = daemon.instance.storage.runs
-    run = runs.create(NewRun("job", dict(tags or {}), {}, 0, RunStatus.NOT_STARTED))
-    runs.transition(run.run_id, RunStatus.STARTING, expected=(RunStatus.NOT_STARTED,), message="launching")
-    if pid is not None and started_at is None:
-        started_at = create_time(pid)
+    """A run in ``status``, taken there through the real claim path: dispatched as attempt 1 and,
+    if it got further than STARTING, claimed by a "worker" that is process ``pid``."""
+    storage = daemon.instance.storage
+    run = storage.runs.create(NewRun("job", dict(tags or {}), {}, 0, RunStatus.NOT_STARTED))
+    [(run, attempt)] = storage.runs.claim_many([run.run_id], expected=(RunStatus.NOT_STARTED,))
     if status == RunStatus.STARTING:
-        if pid is not None and started_at is not None:
-            runs.record_worker(run.run_id, pid, started_at)
-        return runs.require(run.run_id)
-    runs.transition(
-        run.run_id,
-        RunStatus.STARTED,
-        expected=(RunStatus.STARTING,),
-        worker_pid=pid,
-        worker_started_at=started_at,
-    )
+        return storage.runs.require(run.run_id)
+    assert pid is not None
+    if started_at is None:
+        started_at = create_time(pid)
+    worker = WorkerId(name=f"test:{pid}", host=socket.gethostname(), pid=pid, started_at=started_at)
+    claim = storage.attempts.claim(run.run_id, attempt.attempt, attempt.dispatch_token, worker)
+    assert claim.outcome.value == "CLAIMED", claim
     if status == RunStatus.CANCELING:
-        runs.transition(run.run_id, RunStatus.CANCELING, expected=(RunStatus.STARTED,), message="terminate")
-    return runs.require(run.run_id)
+        storage.runs.transition(
+            run.run_id, RunStatus.CANCELING, expected=(RunStatus.STARTED,), message="terminate"
+        )
+    return storage.runs.require(run.run_id)
 
 
 def status_of(daemon: RunMonitoringDaemon, run_id: str) -> RunStatus:
     return daemon.instance.storage.runs.require(run_id).status
+
+
+def pass_then_status(daemon: RunMonitoringDaemon, run_id: str) -> RunStatus:
+    daemon.run_iteration()
+    return status_of(daemon, run_id)
 
 
 def two_passes(daemon: RunMonitoringDaemon) -> None:
@@ -204,21 +209,23 @@ def test_worker_death_fails_only_its_own_run(
 # -- timeouts ------------------------------------------------------------------------------------
 
 
-def test_start_timeout_fails_the_run_and_kills_its_silent_worker(
-    make_daemon: MakeDaemon, spawn: Callable[[], subprocess.Popen[bytes]]
-) -> None:
+def test_start_timeout_fails_the_run_and_a_late_worker_claims_nothing(make_daemon: MakeDaemon) -> None:
     daemon = make_daemon(start_timeout_seconds=0.5)
-    silent = spawn()
-    run = put_run(daemon, RunStatus.STARTING, silent.pid)
+    run = put_run(daemon, RunStatus.STARTING)
+    attempt = daemon.instance.storage.attempts.get(run.run_id, 1)
+    assert attempt is not None
     daemon.run_iteration()
-    assert status_of(daemon, run.run_id) == RunStatus.STARTING and alive(silent)
+    assert status_of(daemon, run.run_id) == RunStatus.STARTING
 
     time.sleep(0.6)
     daemon.run_iteration()
 
     failed = daemon.instance.storage.runs.require(run.run_id)
     assert failed.status == RunStatus.FAILURE and failed.error and "START_TIMEOUT" in failed.error
-    wait_for(lambda: not alive(silent), 5, "the silent worker to be killed")
+    late = WorkerId(name="late:1", host=socket.gethostname(), pid=1, started_at=0.0)
+    claim = daemon.instance.storage.attempts.claim(run.run_id, 1, attempt.dispatch_token, late)
+    assert claim.outcome.value == "REFUSED" and "ABANDONED" in claim.reason
+    assert status_of(daemon, run.run_id) == RunStatus.FAILURE
 
 
 def test_cancel_timeout_kills_the_worker_group_and_cancels(
@@ -259,13 +266,13 @@ def test_cancel_timeout_never_kills_a_process_that_reused_the_worker_pid(
 def test_terminate_never_kills_a_process_that_reused_the_worker_pid(
     make_daemon: MakeDaemon, spawn: Callable[[], subprocess.Popen[bytes]]
 ) -> None:
-    """Regression: ``finish_cancel`` (terminate, max runtime) SIGKILLed the recorded pid's group
+    """Regression: ``finish_cancel`` (now ``force_cancel``; terminate, max runtime) SIGKILLed the recorded pid's group
     when the worker was gone, even when that pid now belonged to an unrelated session leader."""
     daemon = make_daemon()
     stranger = spawn()
     run = put_run(daemon, RunStatus.CANCELING, stranger.pid, create_time(stranger.pid) - 100)
 
-    finish_cancel(daemon.instance, run.run_id, grace=0.5)
+    force_cancel(daemon.instance, run, "terminated")
 
     assert status_of(daemon, run.run_id) == RunStatus.CANCELED
     time.sleep(0.2)
@@ -290,8 +297,9 @@ def test_max_runtime_terminates_the_run_with_the_reason(
     assert status_of(daemon, run.run_id) in (RunStatus.CANCELING, RunStatus.CANCELED)
     reasons = [e.message for e in daemon.instance.storage.runs.events(run.run_id)]
     assert any(m.startswith("MAX_RUNTIME:") and "limit of 0.5s" in m for m in reasons), reasons
-    wait_for(lambda: status_of(daemon, run.run_id) == RunStatus.CANCELED, 10, "the run to be CANCELED")
-    assert not alive(worker)
+    # The launcher SIGTERMed the worker; once it is gone, the next passes find it so: CANCELED.
+    wait_for(lambda: not alive(worker), 5, "the worker to stop")
+    wait_for(lambda: pass_then_status(daemon, run.run_id) == RunStatus.CANCELED, 10, "the run to be CANCELED")
 
 
 @pytest.mark.parametrize("raw", ["nan", "inf", "1e12", "abc", "-3"])

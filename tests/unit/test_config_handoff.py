@@ -10,7 +10,7 @@ import pytest
 from dagd.instance.config import InstanceConfig, load_instance_config
 from dagd.instance.handoff import ConfigView, decode, encode
 from dagd.instance.instance import Instance
-from dagd.run_coordinator.queue import tag_limits
+from dagd.runs.queue import tag_limits
 
 CONFIG = """
 run_coordinator:

@@ -15,7 +15,7 @@ DAEMON_SIDE = [
     "dagd.daemons.run_monitoring",
     "dagd.codeserver.server",
     "dagd.runs.worker",
-    "dagd.run_launcher.forkserver",
+    "dagd.runs.local.forkserver",
 ]
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dagd.run_coordinator.selection import (
+from dagd.runs.selection import (
     NEXT_PASS_REASON,
     Blocked,
     InProgressRun,

@@ -29,7 +29,7 @@ CANCELING: RunStatus
 CANCELED: RunStatus
 
 class Run(_message.Message):
-    __slots__ = ("run_id", "job_name", "status", "tags", "priority", "created_at", "started_at", "ended_at", "run_config_json", "error", "worker_pid", "code_location")
+    __slots__ = ("run_id", "job_name", "status", "tags", "priority", "created_at", "started_at", "ended_at", "run_config_json", "error", "worker_pid", "code_location", "attempt", "host")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,8 @@ class Run(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     WORKER_PID_FIELD_NUMBER: _ClassVar[int]
     CODE_LOCATION_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     job_name: str
     status: RunStatus
@@ -61,7 +63,35 @@ class Run(_message.Message):
     error: str
     worker_pid: int
     code_location: str
-    def __init__(self, run_id: _Optional[str] = ..., job_name: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., created_at: _Optional[str] = ..., started_at: _Optional[str] = ..., ended_at: _Optional[str] = ..., run_config_json: _Optional[str] = ..., error: _Optional[str] = ..., worker_pid: _Optional[int] = ..., code_location: _Optional[str] = ...) -> None: ...
+    attempt: int
+    host: str
+    def __init__(self, run_id: _Optional[str] = ..., job_name: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., created_at: _Optional[str] = ..., started_at: _Optional[str] = ..., ended_at: _Optional[str] = ..., run_config_json: _Optional[str] = ..., error: _Optional[str] = ..., worker_pid: _Optional[int] = ..., code_location: _Optional[str] = ..., attempt: _Optional[int] = ..., host: _Optional[str] = ...) -> None: ...
+
+class RunAttempt(_message.Message):
+    __slots__ = ("attempt", "state", "host", "pid", "worker", "queue", "dispatched_at", "claimed_at", "heartbeat_at", "ended_at", "end_reason")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    DISPATCHED_AT_FIELD_NUMBER: _ClassVar[int]
+    CLAIMED_AT_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    END_REASON_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    state: str
+    host: str
+    pid: int
+    worker: str
+    queue: str
+    dispatched_at: str
+    claimed_at: str
+    heartbeat_at: str
+    ended_at: str
+    end_reason: str
+    def __init__(self, attempt: _Optional[int] = ..., state: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., worker: _Optional[str] = ..., queue: _Optional[str] = ..., dispatched_at: _Optional[str] = ..., claimed_at: _Optional[str] = ..., heartbeat_at: _Optional[str] = ..., ended_at: _Optional[str] = ..., end_reason: _Optional[str] = ...) -> None: ...
 
 class RunEvent(_message.Message):
     __slots__ = ("at", "kind", "status", "message")
@@ -103,12 +133,14 @@ class GetRunRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
 
 class GetRunResponse(_message.Message):
-    __slots__ = ("run", "events")
+    __slots__ = ("run", "events", "attempts")
     RUN_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     run: Run
     events: _containers.RepeatedCompositeFieldContainer[RunEvent]
-    def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ..., events: _Optional[_Iterable[_Union[RunEvent, _Mapping]]] = ...) -> None: ...
+    attempts: _containers.RepeatedCompositeFieldContainer[RunAttempt]
+    def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ..., events: _Optional[_Iterable[_Union[RunEvent, _Mapping]]] = ..., attempts: _Optional[_Iterable[_Union[RunAttempt, _Mapping]]] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
     __slots__ = ("statuses", "job_name", "tags", "limit", "page_token")

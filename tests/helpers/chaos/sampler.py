@@ -160,7 +160,7 @@ def _test_descendants() -> set[int]:
 def _role(proc: psutil.Process, cmd: str) -> str:
     if "dagd.runs.worker" in cmd:
         return "worker"
-    if "dagd.run_launcher.forkserver" in cmd:
+    if "dagd.runs.local.forkserver" in cmd:
         parent = proc.parent()
         parent_cmd = " ".join(parent.cmdline()) if parent is not None else ""
         return "fork server" if "dagd.daemons" in parent_cmd else "worker"

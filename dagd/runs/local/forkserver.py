@@ -7,8 +7,8 @@ group), opens its *own* database engine (nothing pooled crosses the fork) and ru
 
 The server is single-threaded (forking a threaded process is unsafe) and speaks JSON lines:
 
-    launcher -> server   {"run_id": "..."}
-    server -> launcher   {"launched": "<run_id>", "pid": N} | {"error": "<run_id>", "message": "..."}
+    launcher -> server   {"run_id": "...", "attempt": N, "token": "...", "key": "..."}
+    server -> launcher   {"launched": "<key>", "pid": N} | {"error": "<key>", "message": "..."}
                          {"exited": N, "code": C}            (a worker ended; the queue can look again)
 
 EOF on stdin means the launcher is gone: the server exits, and the workers keep running.
@@ -36,6 +36,7 @@ def _preload() -> None:
     import dagd.instance.config  # noqa: F401  (pydantic and the config models: a worker validates dagd.yaml)
     import dagd.instance.instance  # noqa: F401
     import dagd.runs.worker  # noqa: F401
+    import dagd.storage.attempts  # noqa: F401
     import dagd.storage.engine  # noqa: F401
     import dagd.storage.runs  # noqa: F401
     import dagd.workspace  # noqa: F401
@@ -46,7 +47,7 @@ def _preload() -> None:
         pass
 
 
-def _child(home: str, run_id: str, wakeup_r: int, wakeup_w: int) -> None:
+def _child(home: str, run_id: str, attempt: int, token: str, wakeup_r: int, wakeup_w: int) -> None:
     """In the forked child: detach, reset what the server changed, run the worker."""
     os.setsid()
     signal.set_wakeup_fd(-1)
@@ -56,7 +57,7 @@ def _child(home: str, run_id: str, wakeup_r: int, wakeup_w: int) -> None:
     os.close(wakeup_w)
     log_dir = os.path.join(home, "logs", "runs")
     os.makedirs(log_dir, exist_ok=True)
-    crash_log = os.open(os.path.join(log_dir, f"{run_id}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    crash_log = os.open(os.path.join(log_dir, f"{run_id}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(crash_log, 1)
@@ -67,7 +68,7 @@ def _child(home: str, run_id: str, wakeup_r: int, wakeup_w: int) -> None:
     try:
         from dagd.runs.worker import execute
 
-        code = execute(home, run_id)
+        code = execute(home, run_id, attempt, token)
     except BaseException:
         import traceback
 
@@ -119,21 +120,27 @@ def serve(home: str) -> None:
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
             try:
-                run_id = str(json.loads(line)["run_id"])
+                request = json.loads(line)
+                run_id, attempt, token = (
+                    str(request["run_id"]),
+                    int(request["attempt"]),
+                    str(request["token"]),
+                )
+                key = str(request["key"])
             except (ValueError, KeyError, TypeError):
                 continue
             try:
                 pid = os.fork()
             except OSError as exc:
-                send({"error": run_id, "message": f"fork failed: {exc}"})
+                send({"error": key, "message": f"fork failed: {exc}"})
                 continue
             if pid == 0:
-                _child(home, run_id, wakeup_r, wakeup_w)
-            send({"launched": run_id, "pid": pid})
+                _child(home, run_id, attempt, token, wakeup_r, wakeup_w)
+            send({"launched": key, "pid": pid})
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m dagd.run_launcher.forkserver")
+    parser = argparse.ArgumentParser(prog="python -m dagd.runs.local.forkserver")
     parser.add_argument("--home", required=True)
     serve(parser.parse_args().home)
 

@@ -1,5 +1,9 @@
 """The local launcher: one worker process per run on this host, via the fork server when it can.
 
+Each worker leads a session of its own (its job and the job's children are in it), so the launcher
+can reach all of it by the worker's pid and start time, which the worker records when it claims
+its attempt (``run_attempts.pid`` / ``pid_started_at``).
+
 Fast path: a pre-warmed fork server (see :mod:`forkserver`) forks the worker in milliseconds.
 Fallback: a plain ``python -m dagd.runs.worker`` spawn, used when the fork server is disabled
 (``run_launcher: {config: {fork_server: false}}``) or fails to answer; the fork server is then
@@ -8,27 +12,33 @@ restarted on the next launch.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import IO, TYPE_CHECKING, Any
 
-import psutil
-
 from dagd.instance.instance import BuiltinConfigModel
-from dagd.run_launcher import RunLauncher, WorkerHandle, process_matches, signal_group
+from dagd.runs.attempts import Attempt, WorkerHealth
+from dagd.runs.local.process import create_time, kill_session, process_matches, session_members, signal_group
 from dagd.runs.model import Run
+from dagd.runs.plugins import RunLauncher, WorkerHandle
 
 if TYPE_CHECKING:
     from dagd.instance.instance import Instance
 
 log = logging.getLogger("dagd.launcher")
+
+# Test hook, inert unless set: start two workers for every attempt (a duplicate delivery).
+FAULT_DUPLICATE_WORKER = "DAGD_FAULT_DUPLICATE_WORKER"
 
 FORK_REPLY_TIMEOUT = 10.0
 
@@ -38,13 +48,14 @@ class ForkServer:
 
     def __init__(self, home: str, on_exit: Any) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dagd.run_launcher.forkserver", "--home", home],
+            [sys.executable, "-m", "dagd.runs.local.forkserver", "--home", home],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=None,
             close_fds=True,
         )
         self._pending: dict[str, Future[int]] = {}
+        self._keys = itertools.count()
         self._lock = threading.Lock()
         self._on_exit = on_exit
         self.ready: Future[int] = Future()
@@ -85,12 +96,14 @@ class ForkServer:
         if not self.ready.done():
             self.ready.set_exception(OSError("fork server exited before it was ready"))
 
-    def fork(self, run_id: str) -> int:
+    def fork(self, run_id: str, attempt: int, token: str) -> int:
         future: Future[int] = Future()
+        key = f"{run_id}/{attempt}/{next(self._keys)}"
         with self._lock:
-            self._pending[run_id] = future
+            self._pending[key] = future
             assert self.proc.stdin is not None
-            self.proc.stdin.write(json.dumps({"run_id": run_id}).encode() + b"\n")
+            request = {"run_id": run_id, "attempt": attempt, "token": token, "key": key}
+            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
             self.proc.stdin.flush()
         return future.result(timeout=FORK_REPLY_TIMEOUT)
 
@@ -116,8 +129,11 @@ class LocalProcessRunLauncher(RunLauncher):
         self._fork_server: ForkServer | None = None
         self._fork_lock = threading.Lock()
 
-    def worker_command(self, run: Run) -> Sequence[str]:
-        return [sys.executable, "-m", "dagd.runs.worker", "--home", str(self.instance.home), run.run_id]
+    def worker_command(self, run: Run, attempt: Attempt) -> Sequence[str]:
+        return [
+            sys.executable, "-m", "dagd.runs.worker", "--home", str(self.instance.home),
+            "--attempt", str(attempt.attempt), "--token", attempt.dispatch_token, run.run_id,
+        ]  # fmt: skip
 
     def _notify_exit(self) -> None:
         if self.on_worker_exit is not None:
@@ -131,26 +147,31 @@ class LocalProcessRunLauncher(RunLauncher):
                 self._fork_server = server
             return self._fork_server
 
-    def launch(self, run: Run) -> WorkerHandle:
+    def launch(self, run: Run, attempt: Attempt) -> WorkerHandle:
+        copies = 2 if os.environ.get(FAULT_DUPLICATE_WORKER) else 1
+        handles = [self._launch_one(run, attempt) for _ in range(copies)]
+        return handles[0]
+
+    def _launch_one(self, run: Run, attempt: Attempt) -> WorkerHandle:
         if getattr(self.config, "fork_server", True):
             try:
-                pid = self._server().fork(run.run_id)
-                return WorkerHandle(pid=pid, started_at=_create_time(pid))
+                pid = self._server().fork(run.run_id, attempt.attempt, attempt.dispatch_token)
+                return WorkerHandle(pid=pid, started_at=create_time(pid), host=socket.gethostname())
             except (OSError, FutureTimeout) as exc:
                 log.warning("fork server failed (%s); spawning the worker instead", exc)
                 with self._fork_lock:
                     if self._fork_server is not None:
                         self._fork_server.proc.kill()
                         self._fork_server = None
-        return self._spawn(run)
+        return self._spawn(run, attempt)
 
-    def _spawn(self, run: Run) -> WorkerHandle:
+    def _spawn(self, run: Run, attempt: Attempt) -> WorkerHandle:
         log_dir = self.instance.home / "logs" / "runs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        # The worker's own crash output (before it can write to storage) lands here.
+        # The worker's own output (claims, fencing, crashes before it can write to storage).
         with open(log_dir / f"{run.run_id}.log", "ab") as crash_log:
             proc = subprocess.Popen(
-                self.worker_command(run),
+                self.worker_command(run, attempt),
                 stdin=subprocess.DEVNULL,
                 stdout=crash_log,
                 stderr=crash_log,
@@ -163,16 +184,29 @@ class LocalProcessRunLauncher(RunLauncher):
             self._notify_exit()
 
         threading.Thread(target=reap, name=f"reap-{proc.pid}", daemon=True).start()
-        return WorkerHandle(pid=proc.pid, started_at=_create_time(proc.pid))
+        return WorkerHandle(pid=proc.pid, started_at=create_time(proc.pid), host=socket.gethostname())
 
-    def is_alive(self, run: Run) -> bool:
-        return process_matches(run.worker_pid, run.worker_started_at)
+    def check_health(self, run: Run, attempt: Attempt) -> WorkerHealth:
+        if attempt.pid is None:
+            return WorkerHealth.UNKNOWN  # not claimed yet: its worker has not said who it is
+        if attempt.host and attempt.host != socket.gethostname():
+            return WorkerHealth.UNKNOWN
+        return (
+            WorkerHealth.ALIVE if process_matches(attempt.pid, attempt.pid_started_at) else WorkerHealth.DEAD
+        )
 
-    def terminate(self, run: Run, grace_seconds: float) -> bool:
-        if not self.is_alive(run):
+    def terminate(self, run: Run, attempt: Attempt, *, force: bool = False) -> bool:
+        if attempt.pid is None or (attempt.host and attempt.host != socket.gethostname()):
             return False
-        assert run.worker_pid is not None
-        signal_group(run.worker_pid, 15)
+        if force:
+            # The worker, its job and whatever the job started: the whole session.
+            kill_session(attempt.pid, attempt.pid_started_at)
+            return True
+        if not process_matches(attempt.pid, attempt.pid_started_at):
+            if session_members(attempt.pid):
+                kill_session(attempt.pid, None)  # the worker died; its job's leftovers go too
+            return False
+        signal_group(attempt.pid, signal.SIGTERM)  # the watcher stops its job, then writes CANCELED
         return True
 
     def close(self) -> None:
@@ -180,10 +214,3 @@ class LocalProcessRunLauncher(RunLauncher):
             if self._fork_server is not None:
                 self._fork_server.close()
                 self._fork_server = None
-
-
-def _create_time(pid: int) -> float:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.NoSuchProcess:
-        return time.time()

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from dagd.errors import NotFound
-from dagd.run_coordinator import QueuedRunCoordinator
-from dagd.run_coordinator.selection import InProgressRun, QueuedRun, Selection, TagLimit, select_runs
+from dagd.runs.coordinators import QueuedRunCoordinator
 from dagd.runs.model import RunStatus
+from dagd.runs.selection import InProgressRun, QueuedRun, Selection, TagLimit, select_runs
 
 if TYPE_CHECKING:
     from dagd.instance.config import QueuedRunCoordinatorConfig

@@ -1,0 +1,69 @@
+"""Run request -> submission: the one place the rules for a new run's tags live.
+
+Schedules, sensors, the API and the web UI (through the API) all build submissions here:
+
+- tag precedence: the job's tags from code < the request's tags < an explicit priority;
+- ``@job(resumable=True)`` becomes the ``dagd/resumable`` tag (run monitoring may resume it);
+- the priority is parsed from the tags (an integer in the column's range), and ``dagd/max_runtime``
+  is checked, so a bad value is refused at submission with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from dagd.errors import InvalidArgument
+from dagd.runs.model import PRIORITY_TAG, RESUMABLE_TAG, check_max_runtime, parse_priority
+from dagd.runs.plugins import Submission
+
+
+def merged_tags(
+    job_tags: Mapping[str, str],
+    request_tags: Mapping[str, str],
+    *,
+    resumable: bool,
+    priority: int | None = None,
+) -> dict[str, str]:
+    """The run's tags: code < request < explicit ``priority``; resumable jobs marked."""
+    tags = {**job_tags, **request_tags}
+    if resumable:
+        tags.setdefault(RESUMABLE_TAG, "true")
+    if priority is not None:
+        tags[PRIORITY_TAG] = str(priority)
+    return tags
+
+
+def finalize(submission: Submission) -> Submission:
+    """The submission with its priority taken from its tags; InvalidArgument naming a bad tag."""
+    try:
+        priority = parse_priority(submission.tags)
+        check_max_runtime(submission.tags)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    return replace(submission, priority=priority)
+
+
+def build_submission(
+    *,
+    job_name: str,
+    job_tags: Mapping[str, str],
+    request_tags: Mapping[str, str],
+    resumable: bool,
+    run_config: dict[str, Any],
+    code_location: str | None,
+    idempotency_key: str | None = None,
+    priority: int | None = None,
+) -> Submission:
+    """A checked submission from a run request (raises InvalidArgument naming what is wrong)."""
+    tags = merged_tags(job_tags, request_tags, resumable=resumable, priority=priority)
+    return finalize(
+        Submission(
+            job_name=job_name,
+            tags=tags,
+            run_config=run_config,
+            code_location=code_location,
+            idempotency_key=idempotency_key,
+        )
+    )
