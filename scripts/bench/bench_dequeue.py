@@ -35,8 +35,8 @@ from common import postgres_schema, write_json  # noqa: E402
 
 from dagd.daemons.run_queue import RunQueueDaemon  # noqa: E402
 from dagd.instance.instance import Instance  # noqa: E402
-from dagd.runs.queue import QueueView  # noqa: E402
 from dagd.runs.model import RunStatus  # noqa: E402
+from dagd.runs.queue import QueueView  # noqa: E402
 from dagd.storage.runs import NewRun  # noqa: E402
 from dagd.storage.schema import runs as runs_table  # noqa: E402
 
