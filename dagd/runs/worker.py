@@ -310,7 +310,12 @@ def _job_function(home: str, run: Run, sink: LogSink) -> Callable[[RunContext], 
 
 
 class Watch:
-    """The watcher's loop over one running job: heartbeat, cancel, fence; returns the job's result."""
+    """The watcher's loop over one running job: heartbeat, cancel, fence; returns its wait status.
+
+    Heartbeats run on their own thread, because a call to an unreachable database can block for
+    seconds; the main loop never touches storage, so it suspends the job on time whatever the
+    database does.
+    """
 
     def __init__(
         self,
@@ -333,10 +338,12 @@ class Watch:
         self.freeze_after, self.kill_after = fence_deadlines(timeout)
         self.last_ok = claimed_at  # monotonic start of the last heartbeat that succeeded
         self.frozen = False
-        self.fenced = False
+        self.fenced = threading.Event()
+        self.cancel_seen = threading.Event()
         self.canceling = False
         self.kill_at: float | None = None
         self.terminate_requested = False
+        self._done = threading.Event()
 
     def _signal_job(self, sig: int) -> None:
         try:
@@ -344,89 +351,92 @@ class Watch:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def _renew(self, until: float) -> None:
-        try:
-            os.write(self.lease_fd, f"{until:.6f}\n".encode())
-        except OSError:
-            pass
+    def _tag(self) -> str:
+        return f"run {self.run.run_id} attempt {self.attempt}"
 
     def cancel(self, why: str) -> None:
         if self.canceling:
             return
         self.canceling = True
-        log.info("run %s attempt %d: stopping the job (%s)", self.run.run_id, self.attempt, why)
+        log.info("%s: stopping the job (%s)", self._tag(), why)
+        self._signal_job(signal.SIGTERM)
         if self.frozen:
             self._signal_job(signal.SIGCONT)
             self.frozen = False
-        self._signal_job(signal.SIGTERM)
         self.kill_at = time.monotonic() + TERMINATE_GRACE_SECONDS
 
-    def beat(self) -> None:
+    def _beats(self) -> None:
+        """The heartbeat thread: stamp the attempt every interval; renew the job's deadline."""
         attempts = self.instance.storage.attempts
-        started = time.monotonic()
-        if not self.frozen and started - self.last_ok > self.freeze_after:
-            log.warning(
-                "run %s attempt %d: no heartbeat for %.1fs: suspending the job until storage answers",
-                self.run.run_id, self.attempt, started - self.last_ok,
-            )  # fmt: skip
-            self._signal_job(signal.SIGSTOP)
-            self.frozen = True
-        try:
-            status = attempts.heartbeat(self.run.run_id, self.attempt, self.me.name)
-        except StorageUnavailable:
-            return
-        if status is None:
-            log.warning(
-                "run %s attempt %d: fenced (the attempt is no longer ours): killing the job",
-                self.run.run_id,
-                self.attempt,
-            )
-            self.fenced = True
-            self._signal_job(signal.SIGKILL)
-            self._signal_job(signal.SIGCONT)
-            return
-        self.last_ok = started
-        self._renew(started + self.kill_after)
-        if self.frozen:
-            log.info(
-                "run %s attempt %d: storage answers again: resuming the job", self.run.run_id, self.attempt
-            )
-            self._signal_job(signal.SIGCONT)
-            self.frozen = False
-        if status == RunStatus.CANCELING:
-            self.cancel("the run is CANCELING")
+        while not self._done.wait(self.interval):
+            started = time.monotonic()
+            try:
+                status = attempts.heartbeat(self.run.run_id, self.attempt, self.me.name)
+            except StorageUnavailable:
+                continue
+            except Exception as exc:  # never let the thread die: silence would fence the job
+                log.warning("%s: heartbeat failed: %s", self._tag(), exc)
+                continue
+            if status is None:
+                self.fenced.set()
+                return
+            # Renew the job's own deadline first, then let the main loop see the success.
+            try:
+                os.write(self.lease_fd, f"{started + self.kill_after:.6f}\n".encode())
+            except OSError:
+                pass
+            self.last_ok = started
+            if status == RunStatus.CANCELING:
+                self.cancel_seen.set()
 
     def wait(self, sink: LogSink) -> int:
         """Until the job process exits; its wait status."""
         pidfd = _pidfd(self.pid)
-        next_beat = time.monotonic() + self.interval
+        beats = threading.Thread(target=self._beats, name="heartbeat", daemon=True)
+        beats.start()
         try:
             while True:
                 if self.terminate_requested:
                     self.terminate_requested = False
                     self.cancel("SIGTERM")
-                if sink.fenced.is_set() and not self.fenced:
-                    self.fenced = True
+                if self.cancel_seen.is_set():
+                    self.cancel("the run is CANCELING")
+                if (self.fenced.is_set() or sink.fenced.is_set()) and self.kill_at != 0.0:
+                    log.warning("%s: fenced (the attempt is no longer ours): killing the job", self._tag())
+                    self.fenced.set()
                     self._signal_job(signal.SIGKILL)
+                    self._signal_job(signal.SIGCONT)
+                    self.kill_at = 0.0
                 now = time.monotonic()
-                if self.kill_at is not None and now >= self.kill_at:
+                silent = now - self.last_ok
+                if not self.frozen and not self.canceling and silent > self.freeze_after:
+                    log.warning(
+                        "%s: no heartbeat for %.1fs: suspending the job until storage answers",
+                        self._tag(),
+                        silent,
+                    )
+                    self._signal_job(signal.SIGSTOP)
+                    self.frozen = True
+                elif self.frozen and silent <= self.freeze_after:
+                    log.info("%s: storage answers again: resuming the job", self._tag())
+                    self._signal_job(signal.SIGCONT)
+                    self.frozen = False
+                if self.kill_at and now >= self.kill_at:
                     self._signal_job(signal.SIGKILL)
                     self.kill_at = None
-                if now >= next_beat and not self.fenced:
-                    self.beat()
-                    next_beat = now + self.interval
                 done, status = os.waitpid(self.pid, os.WNOHANG)
                 if done:
                     return status
-                wait = max(0.0, min(next_beat - time.monotonic(), 0.5))
+                wait = 0.1 if self.frozen else max(0.01, min(0.1, self.freeze_after - silent))
                 if pidfd is not None:
                     try:
                         select.select([pidfd], [], [], wait)
                     except InterruptedError:
                         pass
                 else:
-                    time.sleep(min(wait, 0.05))
+                    time.sleep(wait)
         finally:
+            self._done.set()
             if pidfd is not None:
                 os.close(pidfd)
 
@@ -544,7 +554,7 @@ def execute(home: str, run_id: str, attempt: int, token: str) -> int:
     os.close(pipes.lease[1])
     for pump in pumps:
         pump.join(timeout=2)
-    if watch.fenced:
+    if watch.fenced.is_set():
         log.warning("run %s attempt %d: fenced; nothing more is written", run_id, attempt)
         return 0
     sink.close(outage_deadline())
