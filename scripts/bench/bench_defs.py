@@ -22,4 +22,10 @@ def sleeper(context):
     time.sleep(float(context.run_config.get("seconds", 60)))
 
 
-defs = Definitions(jobs=[noop, first_line, sleeper])
+@job(resumable=True)
+def resumable_sleeper(context):
+    # bench_attempts freezes this run's worker (SIGSTOP) and times the resume.
+    time.sleep(float(context.run_config.get("seconds", 60)))
+
+
+defs = Definitions(jobs=[noop, first_line, sleeper, resumable_sleeper])

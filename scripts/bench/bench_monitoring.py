@@ -22,6 +22,7 @@ import contextlib
 import os
 import pathlib
 import signal
+import socket
 import statistics
 import sys
 import tempfile
@@ -42,6 +43,7 @@ from dagd.daemons.run_monitoring import RunMonitoringDaemon  # noqa: E402
 from dagd.instance.instance import Instance  # noqa: E402
 from dagd.runs.model import RunStatus  # noqa: E402
 from dagd.storage.runs import NewRun  # noqa: E402
+from dagd.storage.schema import run_attempts as attempts_table  # noqa: E402
 from dagd.storage.schema import runs as runs_table  # noqa: E402
 from dagd.timefmt import utcnow  # noqa: E402
 
@@ -83,7 +85,7 @@ def death_to_failure(samples: int, backend: str = "sqlite") -> list[float]:
         for _ in range(samples):
             run_id = client.submit("sleeper", run_config={"seconds": 120})["run_id"]
             started = run_reaching(client, run_id, {"STARTED"})
-            os.kill(started["worker_pid"], signal.SIGKILL)
+            os.kill(started["worker_pid"], signal.SIGKILL)  # the watcher; its job dies with it
             killed = time.time()
             ended = run_reaching(client, run_id, {"FAILURE", "SUCCESS", "CANCELED"})
             if ended["status"] != "FAILURE" or "WORKER_DIED" not in (ended["error"] or ""):
@@ -107,16 +109,20 @@ def instance_with_runs(backend: str, count: int) -> Iterator[Instance]:
         stack.callback(instance.close)
         store = instance.storage.runs
         for start in range(0, count, 1000):
-            store.create_many(
-                [NewRun("sleeper", {}, {}, 0, RunStatus.STARTED) for _ in range(min(1000, count - start))]
+            made = store.create_many(
+                [NewRun("sleeper", {}, {}, 0, RunStatus.NOT_STARTED) for _ in range(min(1000, count - start))]
             )
+            store.claim_many([r.run_id for r in made], expected=(RunStatus.NOT_STARTED,))
+        # Every attempt claimed by this process (alive, heartbeating now): none is acted on.
         me = psutil.Process()
         with instance.storage.write() as conn:
             conn.execute(
-                sa.update(runs_table).values(
-                    worker_pid=me.pid, worker_started_at=me.create_time(), started_at=utcnow()
+                sa.update(attempts_table).values(
+                    state="CLAIMED", worker=f"{socket.gethostname()}:{me.pid}", host=socket.gethostname(),
+                    pid=me.pid, pid_started_at=me.create_time(), claimed_at=utcnow(), heartbeat_at=utcnow(),
                 )
-            )
+            )  # fmt: skip
+            conn.execute(sa.update(runs_table).values(status="STARTED", started_at=utcnow()))
         yield instance
 
 
@@ -134,11 +140,12 @@ def one_pass(backend: str, count: int, passes: int) -> dict[str, float]:
         reads, checks = [], []
         for _ in range(passes):
             began = time.perf_counter()
-            watched = instance.storage.runs.with_status(WATCHED)
+            _, watched = instance.storage.attempts.in_progress(WATCHED)
             reads.append(time.perf_counter() - began)
             began = time.perf_counter()
-            for run in watched:
-                instance.launcher.is_alive(run)
+            for run, attempt in watched:
+                assert attempt is not None
+                instance.launcher.check_health(run, attempt)
             checks.append(time.perf_counter() - began)
         return {
             "pass": statistics.median(timings),

@@ -79,8 +79,11 @@ def test_replay_finds_an_overlap_only_where_the_intervals_overlap() -> None:
 def test_launched_twice_from_events_or_from_markers() -> None:
     once = events((0, "a", "QUEUED"), (1, "a", "STARTING"), (2, "a", "STARTED"), (3, "a", "SUCCESS"))
     assert launched_twice(once, {"a": [100]}) == []
-    twice = [*once, *events((4, "a", "STARTING"))]
-    assert launched_twice(twice, {}) == ["run a has 2 STARTING events"]
+    # Dispatched again (its first attempt orphaned before any claim): not a double launch.
+    redispatched = [*events((0, "a", "QUEUED"), (1, "a", "STARTING"), (1.5, "a", "STARTING")), *once[2:]]
+    assert launched_twice(redispatched, {"a": [100]}) == []
+    twice = [*once, *events((4, "a", "STARTED"))]
+    assert launched_twice(twice, {}) == ["run a has 2 STARTED events"]
     assert launched_twice(once, {"a": [100, 101]}) == ["run a executed in 2 processes [100, 101]"]
 
 

@@ -69,11 +69,15 @@ def replay_limits(
 
 
 def launched_twice(events: Iterable[StatusEvent], markers: Mapping[str, Sequence[int]]) -> list[str]:
-    """Runs claimed for launch more than once, started by two workers, or executed in two processes."""
-    starting = Counter(e.run_id for e in events if e.status == "STARTING")
+    """Runs started by two workers, or executed in two processes.
+
+    Two STARTING events are no longer a double launch: an attempt whose dispatcher died before any
+    worker claimed it (a run queue killed between claim and launch) is dispatched again as a new
+    attempt, and the old attempt's token is dead (issue #14). What must never happen is a second
+    claim (STARTED) or a second process executing the job.
+    """
     started = Counter(e.run_id for e in events if e.status == "STARTED")
-    out = [f"run {r} has {n} STARTING events" for r, n in starting.items() if n > 1]
-    out += [f"run {r} has {n} STARTED events" for r, n in started.items() if n > 1]
+    out = [f"run {r} has {n} STARTED events" for r, n in started.items() if n > 1]
     out += [f"run {r} executed in {len(p)} processes {sorted(p)}" for r, p in markers.items() if len(p) > 1]
     return out[:MAX_LISTED]
 
