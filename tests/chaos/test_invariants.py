@@ -157,6 +157,7 @@ def test_the_fault_plan_is_a_function_of_the_seed_and_has_every_kind() -> None:
         "kill_daemon",
         "stop_daemon",
         "kill_worker",
+        "freeze_worker",
         "terminate_storm",
         "kill_supervisor",
         "db_outage",

@@ -139,6 +139,10 @@ def test_run_launched_from_launchpad_goes_from_queue_to_finished_success(
     assert status_cell(page).inner_text() == "SUCCESS"
     page.locator("#run-log", has_text="worker pid").wait_for()
     assert page.locator("ol.timeline li", has_text="SUCCESS").count() == 1
+    # Its one attempt: claimed on this host, then DONE.
+    assert page.locator("[data-field='attempt']").inner_text() == "1"
+    attempt_row = page.locator("table.attempts-table tbody tr")
+    assert attempt_row.count() == 1 and attempt_row.locator("td").nth(1).inner_text() == "DONE"
 
 
 @pytest.mark.timeout(90)

@@ -94,6 +94,7 @@ run_monitoring:
   start_timeout_seconds: 15
   cancel_timeout_seconds: 20
   poll_interval_seconds: 1
+  worker_heartbeat_timeout_seconds: 5
 scheduler:
   max_catchup_runs: 5
   evaluation_timeout_seconds: 20

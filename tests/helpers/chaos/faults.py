@@ -12,6 +12,9 @@ Faults:
 - ``stop_daemon``      SIGSTOP one daemon, SIGCONT after 1-10 s (past the hang timeout of 8 s the
                        supervisor kills and replaces it first)
 - ``kill_worker``      SIGKILL the worker of a running run
+- ``freeze_worker``    SIGSTOP the worker of a running run, SIGCONT after 1-12 s (past the worker
+                       heartbeat timeout of 5 s its job fences itself and run monitoring fails the
+                       run; the thawed worker must then write nothing)
 - ``kill_supervisor``  SIGKILL the supervisor, then start it again (as systemd would), retrying while
                        it cannot start (e.g. the database is down); ``daemons status`` is excused
                        from the kill until the new supervisor answers
@@ -51,6 +54,7 @@ WEIGHTS = {
     "kill_daemon": 4,
     "stop_daemon": 2,
     "kill_worker": 4,
+    "freeze_worker": 2,
     "terminate_storm": 2,
     "kill_supervisor": 1,
     "db_outage": 1,
@@ -81,6 +85,8 @@ def make_plan(seed: int, seconds: float, backend: str) -> list[Fault]:
     def fault(at: float, kind: str) -> Fault:
         if kind == "stop_daemon":
             return Fault(at, kind, rng.uniform(1, 10), rng.choice(DAEMON_NAMES))
+        if kind == "freeze_worker":
+            return Fault(at, kind, rng.uniform(1, 12))
         if kind == "kill_daemon":
             return Fault(at, kind, target=rng.choice(DAEMON_NAMES))
         if kind == "db_outage":
@@ -267,6 +273,23 @@ class FaultInjector(threading.Thread):
         run = self.rng.choice(sorted(running, key=lambda r: r.run_id))
         send(run.worker_pid or 0, signal.SIGKILL)
         self.log.add("kill_worker", f"SIGKILL worker pid {run.worker_pid} of run {run.run_id}")
+
+    def _freeze_worker(self, fault: Fault) -> None:
+        running = [r for r in self.deployment.view.runs(("STARTED",)) if r.worker_pid]
+        running = [r for r in running if same_process(r.worker_pid or 0, r.worker_started_at)]
+        if not running:
+            self.log.add("freeze_worker", "no run in progress")
+            return
+        run = self.rng.choice(sorted(running, key=lambda r: r.run_id))
+        pid = run.worker_pid or 0
+        send(pid, signal.SIGSTOP)
+        self.log.add("freeze_worker", f"SIGSTOP worker pid {pid} of run {run.run_id} for {fault.duration:.1f}s")
+
+        def thaw() -> None:
+            if send(pid, signal.SIGCONT):
+                self.log.add("freeze_worker", f"SIGCONT worker pid {pid}", injected=False)
+
+        self._later(fault.duration, f"SIGSTOP of worker {pid}", thaw)
 
     def _kill_supervisor(self, fault: Fault) -> None:
         pid = self.deployment.supervisor_pid
