@@ -343,6 +343,7 @@ class Watch:
         self.canceling = False
         self.kill_at: float | None = None
         self.terminate_requested = False
+        self._fence_killed = False
         self._done = threading.Event()
 
     def _signal_job(self, sig: int) -> None:
@@ -401,12 +402,12 @@ class Watch:
                     self.cancel("SIGTERM")
                 if self.cancel_seen.is_set():
                     self.cancel("the run is CANCELING")
-                if (self.fenced.is_set() or sink.fenced.is_set()) and self.kill_at != 0.0:
+                if (self.fenced.is_set() or sink.fenced.is_set()) and not self._fence_killed:
                     log.warning("%s: fenced (the attempt is no longer ours): killing the job", self._tag())
                     self.fenced.set()
                     self._signal_job(signal.SIGKILL)
                     self._signal_job(signal.SIGCONT)
-                    self.kill_at = 0.0
+                    self._fence_killed = True
                 now = time.monotonic()
                 silent = now - self.last_ok
                 if not self.frozen and not self.canceling and silent > self.freeze_after:
@@ -421,7 +422,7 @@ class Watch:
                     log.info("%s: storage answers again: resuming the job", self._tag())
                     self._signal_job(signal.SIGCONT)
                     self.frozen = False
-                if self.kill_at and now >= self.kill_at:
+                if self.kill_at is not None and now >= self.kill_at:
                     self._signal_job(signal.SIGKILL)
                     self.kill_at = None
                 done, status = os.waitpid(self.pid, os.WNOHANG)
@@ -462,31 +463,32 @@ def finish(
     error: str | None,
     deadline: float,
 ) -> None:
-    """Write the end status, fenced by the attempt; retried while storage is unavailable."""
+    """Write the end status, fenced by the attempt; retried while storage is unavailable.
+
+    A job stopped by SIGTERM while its run was not CANCELING (the worker was stopped from outside
+    dagd: a host shutting down, an operator's kill) is a FAILURE saying so, not a cancel.
+    """
     runs = instance.storage.runs
-    if status == RunStatus.CANCELED:
-        expected = (RunStatus.CANCELING, RunStatus.STARTED)
-        message = "canceled"
-    else:
-        expected = (RunStatus.STARTED, RunStatus.CANCELING)
-        message = "finished" if error is None else ""
+    fence = (attempt, me.name)
     while True:
         try:
-            done = runs.transition(
-                run.run_id,
-                status,
-                expected=expected,
-                error=error,
-                message=message,
-                attempt=(attempt, me.name),
-            )
+            if status == RunStatus.CANCELED:
+                done = runs.transition(
+                    run.run_id, RunStatus.CANCELED, expected=(RunStatus.CANCELING,), message="canceled", attempt=fence
+                ) or runs.transition(
+                    run.run_id, RunStatus.FAILURE, expected=(RunStatus.STARTED,), attempt=fence,
+                    error="the job was stopped by SIGTERM from outside dagd (the run was not canceled)",
+                )  # fmt: skip
+            else:
+                done = runs.transition(
+                    run.run_id, status, expected=(RunStatus.STARTED, RunStatus.CANCELING), error=error,
+                    message="finished" if error is None else "", attempt=fence,
+                )  # fmt: skip
             if done is None:
                 log.warning(
                     "run %s attempt %d: end status %s not written: the attempt is no longer ours",
-                    run.run_id,
-                    attempt,
-                    status.value,
-                )
+                    run.run_id, attempt, status.value,
+                )  # fmt: skip
             return
         except StorageUnavailable as exc:
             if time.monotonic() >= deadline:
