@@ -86,17 +86,45 @@ def test_nice_ceiling(value: int, ceiling: int) -> None:
     assert charts.nice_ceiling(value) == ceiling
 
 
-def test_queue_chart_is_well_formed_svg_with_scale_and_current_counts() -> None:
+def legend(svg: ET.Element) -> dict[str, str]:
+    """The legend's texts by line (``queued``, ``in-progress``), in the order they are drawn."""
+    (group,) = [g for g in svg.iter() if g.get("class") == "legend"]
+    texts = [t.text or "" for t in group if t.tag.endswith("text")]
+    return dict(zip(["queued", "in-progress"], texts, strict=True))
+
+
+def test_queue_chart_is_well_formed_svg_with_scale_and_peaks() -> None:
     spans = charts.spans([run(f"r{i}", created=3, status="QUEUED") for i in range(7)])
     svg = parse_svg(charts.queue_chart(charts.queue_series(spans, NOW)))
     texts = [t.text for t in svg.iter() if t.tag.endswith("text")]
-    assert "10" in texts and "queued (now 7)" in texts and "in progress (now 0)" in texts
+    assert "10" in texts
+    assert legend(svg) == {
+        "queued": "waiting during the minute (peak 7)",
+        "in-progress": "in progress during the minute (peak 0)",
+    }
     assert len([p for p in svg.iter() if p.tag.endswith("path")]) == 2
+
+
+def test_queue_chart_legend_does_not_contradict_the_tiles() -> None:
+    """Issue #18.4: the legend said "in progress (now 1)" for a run that ended seconds ago, under a
+    tile saying 0. The last minute still counts that run; the legend now says what it counts."""
+    spans = charts.spans(
+        [
+            run("done", created=3, started=2, ended=0.2, status="SUCCESS"),  # ended 12 s ago
+            run("launched", created=0.5, started=0.4, ended=0.3, status="SUCCESS"),
+        ]
+    )
+    series = charts.queue_series(spans, NOW)
+    assert series[-1].in_progress == 2  # the last minute: both ran in it, neither runs now
+    svg = parse_svg(charts.queue_chart(series))
+    words = " ".join(legend(svg).values())
+    assert "now" not in words
+    assert legend(svg)["in-progress"] == "in progress during the minute (peak 2)"
 
 
 def test_empty_queue_chart_still_draws() -> None:
     svg = parse_svg(charts.queue_chart(charts.queue_series([], NOW)))
-    assert any(t.text == "queued (now 0)" for t in svg.iter() if t.tag.endswith("text"))
+    assert legend(svg)["queued"] == "waiting during the minute (peak 0)"
 
 
 def test_gantt_rows_are_links_oldest_first_with_bars_by_status() -> None:

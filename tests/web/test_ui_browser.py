@@ -268,3 +268,66 @@ def test_pages_render_and_send_security_headers(web: WebDeployment, page: Any) -
     page.goto(f"{web.url}/deployment/configuration")
     assert "AttributingRunCoordinator" in page.locator("main").inner_text()
     assert page.locator("[data-storage]").inner_text().startswith("sqlite:")
+
+
+# -- languages -------------------------------------------------------------------------------------
+
+JAPANESE_BROWSER = {"x-dagd-user": "alice", "Accept-Language": "ja,en-US;q=0.8,en;q=0.7"}
+
+
+def daemon_names(page: Any) -> set[str]:
+    rows = page.locator("tr[data-daemon]")
+    return {rows.nth(i).get_attribute("data-daemon") for i in range(rows.count())}
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("page", [JAPANESE_BROWSER], indirect=True)
+def test_japanese_browser_gets_japanese_pages_and_the_switch_back_to_english_stays(
+    web: WebDeployment, page: Any
+) -> None:
+    page.goto(f"{web.url}/deployment/daemons")
+    assert page.locator("html").get_attribute("lang") == "ja"
+    assert page.locator("h1").inner_text() == "デプロイメント"
+    assert page.locator("nav.tabs a.active").inner_text() == "デーモン"
+    assert page.locator("table.daemons th").all_inner_texts()[:4] == [
+        "デーモン",
+        "ヘルス",
+        "状態",
+        "最後のハートビート",
+    ]
+    assert daemon_names(page) == DAEMONS
+    assert page.locator("[data-health]").all_inner_texts() == ["正常"] * 4
+    assert page.locator("[data-summary]").inner_text() == "デーモン 4 個中 4 個が正常です。"
+    assert page.locator("button", has_text="再起動").count() == 4
+    for path, heading in [
+        ("/", "概要"),
+        ("/runs", "実行"),
+        ("/launchpad", "ランチパッド"),
+        ("/deployment/configuration", "デプロイメント"),
+        ("/schedules", "スケジュール"),
+        ("/sensors", "センサー"),
+    ]:
+        page.goto(f"{web.url}{path}")
+        assert page.locator("h1").first.inner_text() == heading, path
+        assert page.locator("header nav a").first.inner_text() == "概要"
+
+    page.goto(f"{web.url}/deployment/daemons")
+    page.click("[data-lang-switch] button[value=en]")
+    page.locator("h1", has_text="Deployment").wait_for()
+    assert page.url == f"{web.url}/deployment/daemons"  # the same page, now in English
+    assert page.locator("html").get_attribute("lang") == "en"
+    assert daemon_names(page) == DAEMONS
+    assert page.locator("[data-health]").all_inner_texts() == ["healthy"] * 4
+    assert page.locator("[data-summary]").inner_text().startswith("4 of 4 daemons healthy")
+
+    # Remembered: other pages and later visits stay English though the browser still asks for Japanese.
+    page.goto(f"{web.url}/runs")
+    assert page.locator("h1").inner_text() == "Runs"
+    page.goto(f"{web.url}/deployment/daemons")
+    assert page.locator("h1").inner_text() == "Deployment"
+    assert page.locator("[data-lang-switch] button[aria-pressed=true]").inner_text() == "English"
+
+    page.click("[data-lang-switch] button[value=ja]")
+    page.locator("h1", has_text="デプロイメント").wait_for()
+    page.reload()
+    assert page.locator("[data-health]").first.inner_text() == "正常"

@@ -68,6 +68,11 @@
     return at + " " + line.stream + " " + line.level + " " + line.message + "\n";
   }
 
+  // Words come from the page (data-text-*), so they are in the page's language.
+  function text(el, key, fallback) {
+    return el.getAttribute("data-text-" + key) || fallback;
+  }
+
   function startLogFollow() {
     var pre = document.getElementById("run-log");
     if (!pre) {
@@ -100,7 +105,7 @@
           } else if (data.finished) {
             pre.setAttribute("data-finished", "true");
             if (state) {
-              state.textContent = "The run has finished (" + data.status + ").";
+              state.textContent = text(state, "finished", "The run has finished ({status}).").replace("{status}", data.status);
             }
           } else {
             window.setTimeout(poll, 1000);
@@ -108,7 +113,7 @@
         })
         .catch(function () {
           if (state) {
-            state.textContent = "Lost the log stream; retrying…";
+            state.textContent = text(state, "lost", "Lost the log stream; retrying…");
           }
           window.setTimeout(poll, 3000);
         });
