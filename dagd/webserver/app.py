@@ -28,7 +28,7 @@ from dagd.errors import (
 )
 from dagd.webserver.i18n import N_, LocaleMiddleware, gettext
 from dagd.webserver.middleware import SecurityMiddleware, SecuritySettings
-from dagd.webserver.pages import auth, deployment, instigators, language, launchpad, overview, runs
+from dagd.webserver.pages import auth, deployment, instigators, jobs, language, launchpad, overview, runs
 from dagd.webserver.render import UI, page
 
 STATIC = pathlib.Path(__file__).parent / "static"
@@ -78,6 +78,7 @@ def create_app(ui: UI, settings: SecuritySettings) -> Starlette:
     routes = [
         *overview.routes,
         *runs.routes,
+        *jobs.routes,
         *launchpad.routes,
         *deployment.routes,
         *instigators.routes,

@@ -10,6 +10,7 @@ Templates speak through Jinja's i18n extension (``{{ _("...") }}``, ``{% trans %
 
 from __future__ import annotations
 
+import json
 import pathlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +33,7 @@ TEMPLATES = pathlib.Path(__file__).parent / "templates"
 NAV = (
     ("overview", "/", N_("Overview")),
     ("runs", "/runs", N_("Runs")),
+    ("jobs", "/jobs", N_("Jobs")),
     ("launchpad", "/launchpad", N_("Launchpad")),
     ("schedules", "/schedules", N_("Schedules")),
     ("sensors", "/sensors", N_("Sensors")),
@@ -59,9 +61,11 @@ def make_environment() -> jinja2.Environment:
     )
     env.filters.update(
         clock=display.clock,
+        clock_ms=display.clock_ms,
         duration=display.duration,
         status_class=display.status_class,
         num=i18n.number,
+        pretty_json=lambda value: json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False),
         q=lambda value: quote(str(value), safe=""),
     )
     return env

@@ -429,3 +429,53 @@ def test_dagctl_and_the_supervisor_do_not_import_the_web_stack() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]", result.stdout
+
+
+# -- jobs page, launchpad pre-fill, log times ----------------------------------------------------
+
+
+def test_log_times_keep_milliseconds() -> None:
+    from dagd.webserver.display import clock_ms
+
+    assert clock_ms("2026-05-01T12:00:03.007Z") == "2026-05-01 12:00:03.007Z"
+    assert clock_ms("2026-05-01T12:00:03Z") == "2026-05-01 12:00:03.000Z"
+    assert clock_ms(None) == "-"
+
+
+def test_job_views_pair_each_job_with_the_instigators_of_its_own_location() -> None:
+    from dagd.webserver.pages.jobs import job_views
+
+    info = {
+        "code_locations": [
+            {
+                "name": "a",
+                "jobs": ["etl"],
+                "job_details": [{"name": "etl", "description": "Loads.", "tags": {"t": "1"}}],
+            },
+            {"name": "b", "jobs": ["etl", "other"], "job_details": []},
+        ]
+    }
+    schedules = [
+        {"name": "nightly", "job_name": "etl", "code_location": "a"},
+        {"name": "hourly", "job_name": "etl", "code_location": "b"},
+    ]
+    sensors = [
+        {"name": "files", "job_name": "other", "code_location": "b"},
+        {"name": "x", "job_name": None, "code_location": "b"},
+    ]
+    views = job_views(info, schedules, sensors)
+    assert [(v.location, v.name) for v in views] == [("a", "etl"), ("b", "etl"), ("b", "other")]
+    assert (views[0].description, views[0].tags) == ("Loads.", {"t": "1"})
+    assert [s["name"] for s in views[0].schedules] == ["nightly"]
+    assert [s["name"] for s in views[1].schedules] == ["hourly"]
+    assert [s["name"] for s in views[2].sensors] == ["files"]
+    assert views[1].description is None and views[1].tags == {}
+
+
+def test_launchpad_tags_text_and_job_tags() -> None:
+    from dagd.webserver.pages.launchpad import job_tags, tags_text
+
+    assert tags_text({"team": "web", "dagd/priority": "3"}) == "dagd/priority=3\nteam=web"
+    assert tags_text({}) == ""
+    locations = [{"name": "a", "jobs": ["j"], "job_details": [{"name": "j", "tags": {"k": "v"}}]}]
+    assert job_tags(locations) == {"j": "k=v"}

@@ -86,6 +86,7 @@ async def run_detail(request: Request) -> Response:
         log_lines=lines,
         last_seq=last_seq,
         finished=run["status"] in FINISHED_STATUSES,
+        log_filter=request.query_params.get("q", ""),
     )
 
 
