@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_from_dir
-from babel.messages.mofile import write_mo
+from babel.messages.mofile import read_mo, write_mo
 from babel.messages.pofile import read_po, write_po
 
 from dagd.webserver.i18n import DEFAULT, DOMAIN, LANGUAGES, LOCALE_DIR
@@ -106,6 +106,22 @@ def compile_catalog(path: pathlib.Path) -> pathlib.Path:
 
 
 def stale_mo(path: pathlib.Path) -> bool:
-    """Whether the ``.mo`` next to the ``.po`` at ``path`` is missing or not what the ``.po`` compiles to."""
+    """Whether the ``.mo`` next to the ``.po`` at ``path`` is missing or translates differently.
+
+    Compared message by message, not byte by byte: the header Babel writes names its own version,
+    which may differ between the machine that compiled and the one that checks.
+    """
     target = path.with_suffix(".mo")
-    return not target.exists() or target.read_bytes() != mo_bytes(read(path))
+    if not target.exists():
+        return True
+    with target.open("rb") as fh:
+        compiled = read_mo(fh)
+    return _translations(compiled) != _translations(read(path))
+
+
+def _translations(catalog: Catalog) -> dict[object, object]:
+    return {
+        (message.context, message.id): message.string
+        for message in catalog
+        if message.id and message.string and not message.fuzzy
+    }

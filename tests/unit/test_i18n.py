@@ -259,3 +259,13 @@ def test_links_between_japanese_pages_resolve(page: str) -> None:
     text = (REPO / page).read_text()
     for target in re.findall(r"\]\(([^)#]+\.md)(?:#[^)]*)?\)", text):
         assert (REPO / posixpath.dirname(page) / target).resolve().exists(), f"{page}: broken link {target}"
+
+
+def test_a_stale_compiled_catalog_is_detected(tmp_path: pathlib.Path) -> None:
+    po = tmp_path / "messages.po"
+    shutil.copy(catalog.po_path("ja"), po)
+    assert catalog.stale_mo(po)  # no .mo yet
+    catalog.compile_catalog(po)
+    assert not catalog.stale_mo(po)
+    po.write_text(po.read_text().replace('msgstr "デーモン"', 'msgstr "常駐プロセス"', 1))
+    assert catalog.stale_mo(po)
