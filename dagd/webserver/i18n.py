@@ -156,11 +156,6 @@ def units() -> Units:
     return _UNITS.get(current(), _UNITS[DEFAULT])
 
 
-def decimal(value: float, pattern: str) -> str:
-    """``value`` with the current locale's digits and separators (``pattern``: a CLDR number pattern)."""
-    return numbers.format_decimal(value, format=pattern, locale=_babel_locale(current()))
-
-
 def number(value: object) -> str:
     """A count as the locale writes it; English keeps plain digits (its UI has always shown them)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
