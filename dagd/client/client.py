@@ -427,6 +427,14 @@ class Client:
                     "sensors": list(loc.sensors),
                     "load_error": loc.load_error or None,
                     "definition_errors": list(loc.definition_errors),
+                    "job_details": [
+                        {
+                            "name": j.name,
+                            "description": j.description or None,
+                            "tags": dict(sorted(j.tags.items())),
+                        }
+                        for j in loc.job_details
+                    ],
                     "server": {
                         "healthy": loc.server_healthy,
                         "state": loc.server_state or None,

@@ -76,11 +76,18 @@ def snapshot_of(
     return LocationSnapshot(
         name=name,
         generation=generation,
-        jobs=[JobInfo(j.name, dict(j.tags), j.resumable) for j in defs.jobs],
+        jobs=[JobInfo(j.name, dict(j.tags), j.resumable, _description(j.description)) for j in defs.jobs],
         schedules=schedules,
         sensors=sensors,
         load_error=load_error,
     )
+
+
+def _description(text: object) -> str | None:
+    """A job's description as shown to people: a docstring's indentation removed, None when empty."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    return inspect.cleandoc(text)
 
 
 def _plain(value: Any) -> Any:

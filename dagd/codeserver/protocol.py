@@ -34,6 +34,7 @@ class JobInfo:
     name: str
     tags: dict[str, str] = field(default_factory=dict)
     resumable: bool = False
+    description: str | None = None
 
 
 @dataclass(frozen=True)

@@ -419,6 +419,10 @@ class InstanceServicer(pb_grpc.InstanceServiceServicer):
                     server_pid=(view.pid or 0) if view else 0,
                     generation=snap.generation if snap else 0,
                     definition_errors=errors,
+                    job_details=[
+                        pb.JobDetail(name=j.name, description=j.description or "", tags=j.tags)
+                        for j in (snap.jobs if snap else [])
+                    ],
                 )
             )
         return pb.InstanceInfo(

@@ -5,7 +5,12 @@ so they are pure and testable without a browser. Every piece of text that comes 
 names, run ids) is escaped; colours come from CSS classes in ``static/app.css``, never from data.
 
 A run is *waiting* from submission until its worker started (queued, or being launched), and *in
-progress* from then until it ended (or now).
+progress* from then until it ended (or now). The queue chart counts, for each minute, the runs that
+were waiting or in progress at any time during it; its legend says so and gives each line's peak,
+never a "now" value (the tiles above it say what is queued and in progress now, and a run that
+ended a few seconds ago still counts in the last minute).
+
+Text is in the request's language (:mod:`dagd.webserver.i18n`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from urllib.parse import quote
 from markupsafe import Markup, escape
 
 from dagd.webserver.display import duration, parse_time, status_class
+from dagd.webserver.i18n import gettext, units
 
 
 @dataclass(frozen=True)
@@ -114,29 +120,32 @@ def _step_path(values: Sequence[int], x0: float, step: float, y: Any) -> str:
     return "M" + " L".join(points)
 
 
-def queue_chart(
-    series: Sequence[Bucket], *, width: int = 720, height: int = 200, window_label: str = "last hour"
-) -> Markup:
-    """Two step lines (queued, in progress) over time, with a labelled y axis and a legend."""
+def queue_chart(series: Sequence[Bucket], *, width: int = 720, height: int = 200) -> Markup:
+    """Two step lines (queued, in progress) over the last hour, with a labelled y axis and a legend."""
     left, right, top, bottom = 36, 10, 24, 22
     plot_w, plot_h = width - left - right, height - top - bottom
-    peak = max([b.queued for b in series] + [b.in_progress for b in series] + [0])
+    peak_queued = max([b.queued for b in series] + [0])
+    peak_running = max([b.in_progress for b in series] + [0])
+    peak = max(peak_queued, peak_running)
     ymax = nice_ceiling(peak)
 
     def y(value: int) -> float:
         return top + plot_h - (value / ymax) * plot_h
 
     step = plot_w / max(len(series), 1)
+    label = gettext("Queued and in-progress runs, last hour; peak %(peak)s") % {"peak": peak}
+    title = gettext("Queued and in-progress runs over the last hour (peak %(peak)s)") % {"peak": peak}
     parts = [
         f'<svg class="chart queue-chart" viewBox="0 0 {width} {height}" width="100%" role="img" '
-        f'aria-label="{escape(f"Queued and in-progress runs, {window_label}; peak {peak}")}">',
-        f"<title>{escape(f'Queued and in-progress runs over the {window_label} (peak {peak})')}</title>",
+        f'aria-label="{escape(label)}">',
+        f"<title>{escape(title)}</title>",
     ]
     for tick in sorted({0, ymax // 2, ymax}):
         ty = y(tick)
         parts.append(f'<line class="grid" x1="{left}" x2="{width - right}" y1="{_f(ty)}" y2="{_f(ty)}"/>')
         parts.append(f'<text class="axis" x="{left - 6}" y="{_f(ty + 4)}" text-anchor="end">{tick}</text>')
-    labels = ["-60m", "-45m", "-30m", "-15m", "now"]
+    minute = units().m
+    labels = [f"-60{minute}", f"-45{minute}", f"-30{minute}", f"-15{minute}", gettext("now")]
     for index, label in enumerate(labels):
         tx = left + plot_w * index / (len(labels) - 1)
         parts.append(
@@ -148,12 +157,13 @@ def queue_chart(
         )
         running = [b.in_progress for b in series]
         parts.append(f'<path class="line in-progress" d="{_step_path(running, left, step, y)}"/>')
-    last = series[-1] if series else Bucket(start=datetime.min, queued=0, in_progress=0)
+    waiting = gettext("waiting during the minute (peak %(peak)s)") % {"peak": peak_queued}
+    running_text = gettext("in progress during the minute (peak %(peak)s)") % {"peak": peak_running}
     parts.append(
         f'<g class="legend"><rect class="swatch queued" x="{left}" y="6" width="10" height="10"/>'
-        f'<text x="{left + 14}" y="15">queued (now {last.queued})</text>'
-        f'<rect class="swatch in-progress" x="{left + 150}" y="6" width="10" height="10"/>'
-        f'<text x="{left + 164}" y="15">in progress (now {last.in_progress})</text></g>'
+        f'<text x="{left + 14}" y="15" data-legend="queued">{escape(waiting)}</text>'
+        f'<rect class="swatch in-progress" x="{left + 290}" y="6" width="10" height="10"/>'
+        f'<text x="{left + 304}" y="15" data-legend="in-progress">{escape(running_text)}</text></g>'
     )
     parts.append("</svg>")
     return Markup("".join(parts))
@@ -173,9 +183,10 @@ def gantt_chart(
     label_w, right, top, axis_h = 230, 10, 6, 20
     rows = sorted(items, key=lambda s: (s.created, s.run_id))
     if not rows:
+        empty = escape(gettext("No runs yet."))
         return Markup(
             f'<svg class="chart gantt" viewBox="0 0 {width} 40" width="100%" role="img" '
-            'aria-label="No runs yet"><text class="axis" x="10" y="24">No runs yet.</text></svg>'
+            f'aria-label="{empty}"><text class="axis" x="10" y="24">{empty}</text></svg>'
         )
     start = min(s.created for s in rows)
     end = max([now, *(s.ended for s in rows if s.ended)])
@@ -190,7 +201,7 @@ def gantt_chart(
 
     parts = [
         f'<svg class="chart gantt" viewBox="0 0 {width} {height}" width="100%" role="img" '
-        f'aria-label="{escape(f"Timeline of the {len(rows)} most recent runs")}">'
+        f'aria-label="{escape(gettext("Timeline of the %(count)s most recent runs") % {"count": len(rows)})}">'
     ]
     for index in range(5):
         when = start + (end - start) * index / 4
@@ -204,11 +215,17 @@ def gantt_chart(
         ry = top + index * row_height
         wait_a, wait_b = span.waiting(now)
         running = span.running(now)
-        tip = (
-            f"{span.job_name} {span.run_id}: {span.status}; waited "
-            f"{duration((wait_b - wait_a).total_seconds())}"
-            + (f", ran {duration((running[1] - running[0]).total_seconds())}" if running else "")
-        )
+        facts = {
+            "job": span.job_name,
+            "run": span.run_id,
+            "status": span.status,
+            "waited": duration((wait_b - wait_a).total_seconds()),
+        }
+        if running:
+            facts["ran"] = duration((running[1] - running[0]).total_seconds())
+            tip = gettext("%(job)s %(run)s: %(status)s; waited %(waited)s, ran %(ran)s") % facts
+        else:
+            tip = gettext("%(job)s %(run)s: %(status)s; waited %(waited)s") % facts
         label = f"{span.job_name} {span.run_id[:8]}"
         if len(label) > 34:
             label = label[:33] + "…"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from dagd.webserver.i18n import N_, datetime_text, gettext, units
+
 QUEUED_STATUSES = ("QUEUED",)
 IN_PROGRESS_STATUSES = ("NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 FINISHED_STATUSES = ("SUCCESS", "FAILURE", "CANCELED")
@@ -13,7 +15,7 @@ TABS: dict[str, tuple[str, ...]] = {
     "in_progress": IN_PROGRESS_STATUSES,
     "finished": FINISHED_STATUSES,
 }
-TAB_TITLES = {"queued": "Queued", "in_progress": "In progress", "finished": "Finished"}
+TAB_TITLES = {"queued": N_("Queued"), "in_progress": N_("In progress"), "finished": N_("Finished")}
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -28,23 +30,27 @@ def parse_time(value: str | None) -> datetime | None:
 
 
 def duration(seconds: float | None) -> str:
-    """``850ms``, ``42s``, ``3m 07s``, ``2h 05m``, ``3d 4h``: short, and exact enough to compare."""
+    """``850ms``, ``42s``, ``3m 07s``, ``2h 05m``, ``3d 4h``: short, and exact enough to compare.
+
+    In Japanese: ``850ミリ秒``, ``42秒``, ``3分07秒``, ``2時間05分``, ``3日4時間``.
+    """
     if seconds is None:
         return "-"
+    u = units()
     if seconds < 0:
         seconds = 0
     if seconds < 1:
-        return f"{int(seconds * 1000)}ms"
+        return f"{int(seconds * 1000)}{u.ms}"
     if seconds < 60:
-        return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
+        return f"{seconds:.0f}{u.s}" if seconds >= 10 else f"{seconds:.1f}{u.s}"
     minutes, secs = divmod(int(seconds), 60)
     if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
+        return f"{minutes}{u.m}{u.sep}{secs:02d}{u.s}"
     hours, minutes = divmod(minutes, 60)
     if hours < 48:
-        return f"{hours}h {minutes:02d}m"
+        return f"{hours}{u.h}{u.sep}{minutes:02d}{u.m}"
     days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h"
+    return f"{days}{u.d}{u.sep}{hours}{u.h}"
 
 
 def age(value: str | None, now: datetime) -> str:
@@ -53,7 +59,9 @@ def age(value: str | None, now: datetime) -> str:
     if when is None:
         return "-"
     delta = (now - when).total_seconds()
-    return f"{duration(delta)} ago" if delta >= 0 else f"in {duration(-delta)}"
+    if delta >= 0:
+        return gettext("%(duration)s ago") % {"duration": duration(delta)}
+    return gettext("in %(duration)s") % {"duration": duration(-delta)}
 
 
 def between(start: str | None, end: str | None, now: datetime) -> str:
@@ -66,9 +74,17 @@ def between(start: str | None, end: str | None, now: datetime) -> str:
 
 
 def clock(value: str | None) -> str:
-    """``2026-05-01 12:00:03Z``: the API's UTC time, shortened for tables."""
+    """``2026-05-01 12:00:03Z``: the API's UTC time, shortened for tables (``2026/05/01 12:00:03 UTC`` in
+    Japanese)."""
     when = parse_time(value)
-    return "-" if when is None else when.strftime("%Y-%m-%d %H:%M:%SZ")
+    return "-" if when is None else datetime_text(when)
+
+
+def clock_ms(value: str | None) -> str:
+    """``2026-05-01 12:00:03.123Z``: a log line's time, to the millisecond (the same in every language,
+    as ``static/app.js`` writes the lines it appends)."""
+    when = parse_time(value)
+    return "-" if when is None else when.strftime("%Y-%m-%d %H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 def status_class(status: str | None) -> str:

@@ -33,8 +33,9 @@ SECURITY_HEADERS = {
     "referrer-policy": "same-origin",
     "cross-origin-opener-policy": "same-origin",
 }
-# Reachable without signing in: the sign-in page itself, a liveness probe, and the static files.
-PUBLIC_PATHS = ("/login", "/healthz", "/static/")
+# Reachable without signing in: the sign-in page itself, a liveness probe, the static files, and
+# the language switch (so the sign-in page can be read in either language; it still needs CSRF).
+PUBLIC_PATHS = ("/login", "/healthz", "/static/", "/language")
 
 
 @dataclass(frozen=True)

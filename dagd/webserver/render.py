@@ -1,12 +1,16 @@
 """Pages from templates: the Jinja environment (autoescape everywhere) and what every page shows.
 
-Every page gets the navigation, the CSRF token for its forms, the refresh interval, and the
-instance banner: a warning when the ``run_queue`` daemon is unhealthy, the queue is paused, or the
-supervisor cannot be reached.
+Every page gets the navigation, the CSRF token for its forms, the refresh interval, the language
+switch, and the instance banner: a warning when the ``run_queue`` daemon is unhealthy, the queue is
+paused, or the supervisor cannot be reached.
+
+Templates speak through Jinja's i18n extension (``{{ _("...") }}``, ``{% trans %}``) bound to
+:mod:`dagd.webserver.i18n`, so a page is rendered in the language of its request.
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,19 +24,23 @@ from starlette.responses import HTMLResponse, RedirectResponse
 from dagd.client.client import SupervisorUnreachable
 from dagd.errors import DagdError
 from dagd.timefmt import utcnow
-from dagd.webserver import display
+from dagd.webserver import display, i18n
 from dagd.webserver.gateway import Gateway
+from dagd.webserver.i18n import N_, gettext
 
 TEMPLATES = pathlib.Path(__file__).parent / "templates"
 
 NAV = (
-    ("overview", "/", "Overview"),
-    ("runs", "/runs", "Runs"),
-    ("launchpad", "/launchpad", "Launchpad"),
-    ("schedules", "/schedules", "Schedules"),
-    ("sensors", "/sensors", "Sensors"),
-    ("daemons", "/deployment/daemons", "Deployment"),
+    ("overview", "/", N_("Overview")),
+    ("runs", "/runs", N_("Runs")),
+    ("jobs", "/jobs", N_("Jobs")),
+    ("launchpad", "/launchpad", N_("Launchpad")),
+    ("schedules", "/schedules", N_("Schedules")),
+    ("sensors", "/sensors", N_("Sensors")),
+    ("daemons", "/deployment/daemons", N_("Deployment")),
 )
+# How templates are read for messages (scripts/i18n and the catalog test use the same options).
+I18N_EXTENSIONS = ["jinja2.ext.i18n"]
 
 
 def make_environment() -> jinja2.Environment:
@@ -43,11 +51,21 @@ def make_environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        extensions=I18N_EXTENSIONS,
+    )
+    # Whitespace inside {% trans %} is collapsed, as the extractor is told too (scripts/i18n).
+    env.policies["ext.i18n.trimmed"] = True
+    # newstyle: variables are escaped, and a translation missing a placeholder fails loudly.
+    env.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=i18n.gettext, ngettext=i18n.ngettext, newstyle=True
     )
     env.filters.update(
         clock=display.clock,
+        clock_ms=display.clock_ms,
         duration=display.duration,
         status_class=display.status_class,
+        num=i18n.number,
+        pretty_json=lambda value: json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False),
         q=lambda value: quote(str(value), safe=""),
     )
     return env
@@ -81,20 +99,22 @@ async def banners(ui: UI, queue: dict[str, Any] | None = None) -> list[Banner]:
         try:
             queue = await ui.gateway.call(lambda c: c.queue_status())
         except SupervisorUnreachable as exc:
-            return [Banner("error", f"Cannot reach the supervisor: {exc}")]
+            return [Banner("error", gettext("Cannot reach the supervisor: %(error)s") % {"error": exc})]
         except DagdError as exc:
-            return [Banner("error", f"The supervisor did not answer: {exc}")]
+            return [Banner("error", gettext("The supervisor did not answer: %(error)s") % {"error": exc})]
     out = []
     if not queue["queue_daemon_healthy"]:
         out.append(
             Banner(
                 "error",
-                "The run_queue daemon is not healthy: queued runs are not being launched.",
+                gettext("The run_queue daemon is not healthy: queued runs are not being launched."),
                 "/deployment/daemons",
             )
         )
     if queue["paused"]:
-        out.append(Banner("warning", "The run queue is paused: queued runs wait until it is resumed.", "/"))
+        out.append(
+            Banner("warning", gettext("The run queue is paused: queued runs wait until it is resumed."), "/")
+        )
     return out
 
 
@@ -115,9 +135,13 @@ async def page(
     ui = ui_of(request)
     now: datetime = utcnow()
     context.setdefault("notice", notice_of(request))
+    locale = i18n.current()
     html = ui.env.get_template(template).render(
         request_path=request.url.path,
-        nav=NAV,
+        request_target=_target(request),
+        lang=locale,
+        languages=i18n.LANGUAGES,
+        nav=[(key, href, gettext(label)) for key, href, label in NAV],
         active=active,
         csrf_token=request.state.csrf_token,
         refresh_ms=int(ui.refresh_seconds * 1000),
@@ -132,21 +156,28 @@ async def page(
     return HTMLResponse(html, status_code=status_code)
 
 
+def _target(request: Request) -> str:
+    """This page's path and query, for forms that come back here (without a one-time notice)."""
+    url = request.url.remove_query_params("done")
+    return url.path + (f"?{url.query}" if url.query else "")
+
+
 # After a POST the browser is redirected with ``?done=<code>``; only these fixed texts are shown,
 # so a crafted link cannot put words of its own on the page.
 NOTICES = {
-    "launched": "Run launched.",
-    "terminated": "Termination requested.",
-    "restarted": "Restart requested: the daemon is being replaced.",
-    "started": "Started.",
-    "stopped": "Stopped.",
-    "paused": "The run queue is paused.",
-    "resumed": "The run queue is running again.",
+    "launched": N_("Run launched."),
+    "terminated": N_("Termination requested."),
+    "restarted": N_("Restart requested: the daemon is being replaced."),
+    "started": N_("Started."),
+    "stopped": N_("Stopped."),
+    "paused": N_("The run queue is paused."),
+    "resumed": N_("The run queue is running again."),
 }
 
 
 def notice_of(request: Request) -> str | None:
-    return NOTICES.get(request.query_params.get("done", ""))
+    text = NOTICES.get(request.query_params.get("done", ""))
+    return None if text is None else gettext(text)
 
 
 def redirect(url: str) -> RedirectResponse:

@@ -86,17 +86,45 @@ def test_nice_ceiling(value: int, ceiling: int) -> None:
     assert charts.nice_ceiling(value) == ceiling
 
 
-def test_queue_chart_is_well_formed_svg_with_scale_and_current_counts() -> None:
+def legend(svg: ET.Element) -> dict[str, str]:
+    """The legend's texts by line (``queued``, ``in-progress``), in the order they are drawn."""
+    (group,) = [g for g in svg.iter() if g.get("class") == "legend"]
+    texts = [t.text or "" for t in group if t.tag.endswith("text")]
+    return dict(zip(["queued", "in-progress"], texts, strict=True))
+
+
+def test_queue_chart_is_well_formed_svg_with_scale_and_peaks() -> None:
     spans = charts.spans([run(f"r{i}", created=3, status="QUEUED") for i in range(7)])
     svg = parse_svg(charts.queue_chart(charts.queue_series(spans, NOW)))
     texts = [t.text for t in svg.iter() if t.tag.endswith("text")]
-    assert "10" in texts and "queued (now 7)" in texts and "in progress (now 0)" in texts
+    assert "10" in texts
+    assert legend(svg) == {
+        "queued": "waiting during the minute (peak 7)",
+        "in-progress": "in progress during the minute (peak 0)",
+    }
     assert len([p for p in svg.iter() if p.tag.endswith("path")]) == 2
+
+
+def test_queue_chart_legend_does_not_contradict_the_tiles() -> None:
+    """Issue #18.4: the legend said "in progress (now 1)" for a run that ended seconds ago, under a
+    tile saying 0. The last minute still counts that run; the legend now says what it counts."""
+    spans = charts.spans(
+        [
+            run("done", created=3, started=2, ended=0.2, status="SUCCESS"),  # ended 12 s ago
+            run("launched", created=0.5, started=0.4, ended=0.3, status="SUCCESS"),
+        ]
+    )
+    series = charts.queue_series(spans, NOW)
+    assert series[-1].in_progress == 2  # the last minute: both ran in it, neither runs now
+    svg = parse_svg(charts.queue_chart(series))
+    words = " ".join(legend(svg).values())
+    assert "now" not in words
+    assert legend(svg)["in-progress"] == "in progress during the minute (peak 2)"
 
 
 def test_empty_queue_chart_still_draws() -> None:
     svg = parse_svg(charts.queue_chart(charts.queue_series([], NOW)))
-    assert any(t.text == "queued (now 0)" for t in svg.iter() if t.tag.endswith("text"))
+    assert legend(svg)["queued"] == "waiting during the minute (peak 0)"
 
 
 def test_gantt_rows_are_links_oldest_first_with_bars_by_status() -> None:
@@ -401,3 +429,53 @@ def test_dagctl_and_the_supervisor_do_not_import_the_web_stack() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]", result.stdout
+
+
+# -- jobs page, launchpad pre-fill, log times ----------------------------------------------------
+
+
+def test_log_times_keep_milliseconds() -> None:
+    from dagd.webserver.display import clock_ms
+
+    assert clock_ms("2026-05-01T12:00:03.007Z") == "2026-05-01 12:00:03.007Z"
+    assert clock_ms("2026-05-01T12:00:03Z") == "2026-05-01 12:00:03.000Z"
+    assert clock_ms(None) == "-"
+
+
+def test_job_views_pair_each_job_with_the_instigators_of_its_own_location() -> None:
+    from dagd.webserver.pages.jobs import job_views
+
+    info = {
+        "code_locations": [
+            {
+                "name": "a",
+                "jobs": ["etl"],
+                "job_details": [{"name": "etl", "description": "Loads.", "tags": {"t": "1"}}],
+            },
+            {"name": "b", "jobs": ["etl", "other"], "job_details": []},
+        ]
+    }
+    schedules = [
+        {"name": "nightly", "job_name": "etl", "code_location": "a"},
+        {"name": "hourly", "job_name": "etl", "code_location": "b"},
+    ]
+    sensors = [
+        {"name": "files", "job_name": "other", "code_location": "b"},
+        {"name": "x", "job_name": None, "code_location": "b"},
+    ]
+    views = job_views(info, schedules, sensors)
+    assert [(v.location, v.name) for v in views] == [("a", "etl"), ("b", "etl"), ("b", "other")]
+    assert (views[0].description, views[0].tags) == ("Loads.", {"t": "1"})
+    assert [s["name"] for s in views[0].schedules] == ["nightly"]
+    assert [s["name"] for s in views[1].schedules] == ["hourly"]
+    assert [s["name"] for s in views[2].sensors] == ["files"]
+    assert views[1].description is None and views[1].tags == {}
+
+
+def test_launchpad_tags_text_and_job_tags() -> None:
+    from dagd.webserver.pages.launchpad import job_tags, tags_text
+
+    assert tags_text({"team": "web", "dagd/priority": "3"}) == "dagd/priority=3\nteam=web"
+    assert tags_text({}) == ""
+    locations = [{"name": "a", "jobs": ["j"], "job_details": [{"name": "j", "tags": {"k": "v"}}]}]
+    assert job_tags(locations) == {"j": "k=v"}

@@ -8,6 +8,7 @@ otherwise. Daemon restarts back off 3 s, so an unhealthy daemon stays visible fo
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -21,7 +22,8 @@ from helpers.procs import DagdProcess, wait_for
 from helpers.web import WebDeployment, form_session, request
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-DEFS = REPO / "tests" / "fixtures" / "defs.py"
+# The shared test jobs (tests/fixtures/defs.py) and a second location with a schedule and a sensor.
+WORKSPACE = REPO / "tests" / "web" / "workspace.yaml"
 CONFIG = """
 run_coordinator:
   module: attribution
@@ -43,7 +45,7 @@ def web(module_dagd: DagdProcess) -> Iterator[WebDeployment]:
         p for p in (str(REPO / "examples" / "custom_coordinator"), os.environ.get("PYTHONPATH")) if p
     )
     deployment = WebDeployment(module_dagd)
-    deployment.start("-f", str(DEFS), env={"PYTHONPATH": pythonpath})
+    deployment.start("-w", str(WORKSPACE), env={"PYTHONPATH": pythonpath})
     yield deployment
     # Ctrl-C, as a user would: the webserver must go with everything else (module_dagd then
     # checks that no process of this home is left).
@@ -257,6 +259,7 @@ def test_pages_render_and_send_security_headers(web: WebDeployment, page: Any) -
     for path, heading in [
         ("/", "Overview"),
         ("/runs", "Runs"),
+        ("/jobs", "Jobs"),
         ("/launchpad", "Launchpad"),
         ("/deployment/configuration", "Deployment"),
         ("/schedules", "Schedules"),
@@ -272,3 +275,165 @@ def test_pages_render_and_send_security_headers(web: WebDeployment, page: Any) -
     page.goto(f"{web.url}/deployment/configuration")
     assert "AttributingRunCoordinator" in page.locator("main").inner_text()
     assert page.locator("[data-storage]").inner_text().startswith("sqlite:")
+
+
+# -- languages -------------------------------------------------------------------------------------
+
+JAPANESE_BROWSER = {"x-dagd-user": "alice", "Accept-Language": "ja,en-US;q=0.8,en;q=0.7"}
+
+
+def daemon_names(page: Any) -> set[str]:
+    rows = page.locator("tr[data-daemon]")
+    return {rows.nth(i).get_attribute("data-daemon") for i in range(rows.count())}
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("page", [JAPANESE_BROWSER], indirect=True)
+def test_japanese_browser_gets_japanese_pages_and_the_switch_back_to_english_stays(
+    web: WebDeployment, page: Any
+) -> None:
+    page.goto(f"{web.url}/deployment/daemons")
+    assert page.locator("html").get_attribute("lang") == "ja"
+    assert page.locator("h1").inner_text() == "デプロイメント"
+    assert page.locator("nav.tabs a.active").inner_text() == "デーモン"
+    assert page.locator("table.daemons th").all_inner_texts()[:4] == [
+        "デーモン",
+        "ヘルス",
+        "状態",
+        "最後のハートビート",
+    ]
+    assert daemon_names(page) == DAEMONS
+    assert page.locator("[data-health]").all_inner_texts() == ["正常"] * 4
+    assert page.locator("[data-summary]").inner_text() == "デーモン 4 個中 4 個が正常です。"
+    assert page.locator("button", has_text="再起動").count() == 4
+    for path, heading in [
+        ("/", "概要"),
+        ("/runs", "実行"),
+        ("/jobs", "ジョブ"),
+        ("/launchpad", "ランチパッド"),
+        ("/deployment/configuration", "デプロイメント"),
+        ("/schedules", "スケジュール"),
+        ("/sensors", "センサー"),
+    ]:
+        page.goto(f"{web.url}{path}")
+        assert page.locator("h1").first.inner_text() == heading, path
+        assert page.locator("header nav a").first.inner_text() == "概要"
+
+    page.goto(f"{web.url}/deployment/daemons")
+    page.click("[data-lang-switch] button[value=en]")
+    page.locator("h1", has_text="Deployment").wait_for()
+    assert page.url == f"{web.url}/deployment/daemons"  # the same page, now in English
+    assert page.locator("html").get_attribute("lang") == "en"
+    assert daemon_names(page) == DAEMONS
+    assert page.locator("[data-health]").all_inner_texts() == ["healthy"] * 4
+    assert page.locator("[data-summary]").inner_text().startswith("4 of 4 daemons healthy")
+
+    # Remembered: other pages and later visits stay English though the browser still asks for Japanese.
+    page.goto(f"{web.url}/runs")
+    assert page.locator("h1").inner_text() == "Runs"
+    page.goto(f"{web.url}/deployment/daemons")
+    assert page.locator("h1").inner_text() == "Deployment"
+    assert page.locator("[data-lang-switch] button[aria-pressed=true]").inner_text() == "English"
+
+    page.click("[data-lang-switch] button[value=ja]")
+    page.locator("h1", has_text="デプロイメント").wait_for()
+    page.reload()
+    assert page.locator("[data-health]").first.inner_text() == "正常"
+
+
+# -- what a Dagster user looks for (issue #18.10) --------------------------------------------------
+
+LOG_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}Z ")
+
+
+@pytest.mark.timeout(90)
+def test_jobs_page_shows_each_job_with_its_instigators_runs_and_a_prefilled_launch(
+    web: WebDeployment, page: Any
+) -> None:
+    run_id = web.submit("daily_report", tags={"note": "first"})["run_id"]
+    page.goto(f"{web.url}/jobs")
+    row = page.locator("tr[data-job=daily_report]")
+    assert "Builds the daily report." in row.locator("[data-description]").inner_text()
+    assert "Reads yesterday's runs" in row.locator("[data-description]").inner_text()
+    assert row.locator("[data-tags] .tag").all_inner_texts() == ["dagd/priority=2", "team=analytics"]
+    assert row.locator("[data-schedules] a").inner_text() == "daily_report_morning"
+    assert row.locator("[data-sensors] a").inner_text() == "report_requests"
+    row.locator(f"[data-runs] [data-run-id='{run_id}']").wait_for()  # its latest runs
+    assert page.locator("tr[data-job]").count() == 6  # the five test jobs and daily_report
+    assert page.locator("tr[data-job=hello] [data-schedules]").inner_text() == "-"
+
+    row.locator("[data-launch]").click()
+    page.wait_for_url(re.compile(r"/launchpad\?job=daily_report$"))
+    assert page.locator("select[name=job]").input_value() == "daily_report"
+    assert page.locator("textarea[name=tags]").input_value() == "dagd/priority=2\nteam=analytics"
+    # Another job: its own tags replace the untouched ones.
+    page.select_option("select[name=job]", "prioritized")
+    assert page.locator("textarea[name=tags]").input_value() == "dagd/priority=3"
+    page.select_option("select[name=job]", "daily_report")
+    page.click("button:has-text('Launch run')")
+    page.wait_for_url(RUN_URL)
+    launched = web.run(RUN_URL.search(page.url).group(1))  # type: ignore[union-attr]
+    assert launched["job_name"] == "daily_report"
+    assert launched["tags"]["team"] == "analytics" and launched["priority"] == 2
+
+
+@pytest.mark.timeout(90)
+def test_run_page_shows_run_config_and_launch_again_starts_from_it(web: WebDeployment, page: Any) -> None:
+    run_id = launch(page, web, "echo_config", config='{"day": "2026-05-01", "limit": 3}', tags="team=web")
+    assert page.locator("#run-config").inner_text() == '{\n  "day": "2026-05-01",\n  "limit": 3\n}'
+
+    page.click("a:has-text('Launch again')")
+    page.wait_for_url(re.compile(rf"/launchpad\?run={run_id}$"))
+    assert page.locator("select[name=job]").input_value() == "echo_config"
+    assert page.locator("textarea[name=tags]").input_value() == "submitted_by=alice\nteam=web"
+    assert json.loads(page.locator("textarea[name=run_config]").input_value()) == {
+        "day": "2026-05-01",
+        "limit": 3,
+    }
+    page.click("button:has-text('Launch run')")
+    page.wait_for_url(RUN_URL)
+    again = web.run(RUN_URL.search(page.url).group(1))  # type: ignore[union-attr]
+    assert again["run_id"] != run_id
+    assert again["run_config"] == {"day": "2026-05-01", "limit": 3}
+
+
+@pytest.mark.timeout(90)
+def test_log_lines_have_milliseconds_and_a_filter(web: WebDeployment, page: Any) -> None:
+    with web.client() as client:
+        run_id = client.submit("sleeper", run_config={"seconds": 0.5})["run_id"]
+    wait_for(lambda: web.run(run_id)["status"] == "SUCCESS", 30, f"run {run_id} to succeed", interval=0.2)
+    page.goto(f"{web.url}/runs/{run_id}")
+    lines = page.locator("#run-log .log-line")
+    lines.first.wait_for()
+    texts = lines.all_inner_texts()
+    assert any("worker pid" in t for t in texts), texts
+    assert all(LOG_TIME.match(t) for t in texts), texts
+
+    page.fill("#log-filter", "WORKER PID")  # as you type, case-insensitive
+    visible = page.locator("#run-log .log-line:visible")
+    assert visible.count() == 1 and "worker pid" in visible.inner_text()
+    assert lines.count() == len(texts)  # hidden, not removed
+    assert "q=WORKER" in page.url  # a reload keeps the filter
+    page.reload()
+    assert page.locator("#run-log .log-line:visible").count() == 1
+    page.fill("#log-filter", "")
+    assert page.locator("#run-log .log-line:visible").count() == len(texts)
+
+
+@pytest.mark.timeout(90)
+def test_live_log_lines_have_milliseconds_and_follow_the_filter(web: WebDeployment, page: Any) -> None:
+    # The queue is paused, so the page opens on an empty log and every line arrives through app.js.
+    with web.client() as client:
+        client.set_queue_paused(True)
+        try:
+            run_id = client.submit("echo_config", run_config={"seconds": 1})["run_id"]
+            page.goto(f"{web.url}/runs/{run_id}?q=config%3D")
+            assert page.locator("#run-log .log-line").count() == 0
+            assert page.locator("#log-filter").input_value() == "config="
+        finally:
+            client.set_queue_paused(False)
+    line = page.locator("#run-log .log-line", has_text="config=")
+    line.wait_for(timeout=30_000)
+    assert LOG_TIME.match(line.inner_text()), line.inner_text()
+    page.locator("#run-log[data-finished=true]").wait_for(timeout=30_000)
+    assert page.locator("#run-log .log-line:visible").count() == 1  # the filter applies to new lines too

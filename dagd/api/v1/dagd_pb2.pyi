@@ -246,7 +246,7 @@ class InstanceInfo(_message.Message):
     def __init__(self, version: _Optional[str] = ..., home: _Optional[str] = ..., storage: _Optional[str] = ..., run_coordinator: _Optional[str] = ..., run_launcher: _Optional[str] = ..., config_json: _Optional[str] = ..., supervisor_pid: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ..., code_locations: _Optional[_Iterable[_Union[CodeLocation, _Mapping]]] = ...) -> None: ...
 
 class CodeLocation(_message.Message):
-    __slots__ = ("name", "jobs", "schedules", "sensors", "load_error", "server_healthy", "server_state", "server_pid", "generation", "definition_errors")
+    __slots__ = ("name", "jobs", "schedules", "sensors", "load_error", "server_healthy", "server_state", "server_pid", "generation", "definition_errors", "job_details")
     NAME_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
     SCHEDULES_FIELD_NUMBER: _ClassVar[int]
@@ -257,6 +257,7 @@ class CodeLocation(_message.Message):
     SERVER_PID_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    JOB_DETAILS_FIELD_NUMBER: _ClassVar[int]
     name: str
     jobs: _containers.RepeatedScalarFieldContainer[str]
     schedules: _containers.RepeatedScalarFieldContainer[str]
@@ -267,7 +268,25 @@ class CodeLocation(_message.Message):
     server_pid: int
     generation: int
     definition_errors: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., jobs: _Optional[_Iterable[str]] = ..., schedules: _Optional[_Iterable[str]] = ..., sensors: _Optional[_Iterable[str]] = ..., load_error: _Optional[str] = ..., server_healthy: _Optional[bool] = ..., server_state: _Optional[str] = ..., server_pid: _Optional[int] = ..., generation: _Optional[int] = ..., definition_errors: _Optional[_Iterable[str]] = ...) -> None: ...
+    job_details: _containers.RepeatedCompositeFieldContainer[JobDetail]
+    def __init__(self, name: _Optional[str] = ..., jobs: _Optional[_Iterable[str]] = ..., schedules: _Optional[_Iterable[str]] = ..., sensors: _Optional[_Iterable[str]] = ..., load_error: _Optional[str] = ..., server_healthy: _Optional[bool] = ..., server_state: _Optional[str] = ..., server_pid: _Optional[int] = ..., generation: _Optional[int] = ..., definition_errors: _Optional[_Iterable[str]] = ..., job_details: _Optional[_Iterable[_Union[JobDetail, _Mapping]]] = ...) -> None: ...
+
+class JobDetail(_message.Message):
+    __slots__ = ("name", "description", "tags")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    tags: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class TerminateRunsRequest(_message.Message):
     __slots__ = ("statuses", "job_name", "tags")

@@ -9,6 +9,7 @@ from starlette.routing import Route
 
 from dagd.webserver import security
 from dagd.webserver.forms import parse_form
+from dagd.webserver.i18n import gettext
 from dagd.webserver.render import page, redirect, ui_of
 
 # Slows down guessing without a lockout anyone could trigger for someone else.
@@ -37,7 +38,7 @@ async def login(request: Request) -> Response:
             with_banners=False,
             status_code=401,
             next=target,
-            error="That is not the access token.",
+            error=gettext("That is not the access token."),
         )
     response = redirect(target)
     response.set_cookie(

@@ -1,5 +1,9 @@
 """Launchpad: pick a job, set tags, a priority (overriding the code's) and run config; launch.
 
+``/launchpad?job=NAME`` starts from the job's tags as its code sets them (dagd jobs carry no default
+run config: blank means ``{}``); ``/launchpad?run=RUN_ID`` ("Launch again") from that run's job,
+run config and tags, less the tags that only say where the run came from (a schedule, a sensor).
+
 The submission carries the browser request's HTTP headers as gRPC metadata, so a custom run
 coordinator's ``prepare_submission`` hook can attribute the run (SPEC §4).
 
@@ -36,10 +40,34 @@ def idempotency_key(form: LaunchForm) -> str:
     return f"ui:{form.idempotency_key[:64]}:{digest}"
 
 
+# Tags that record a run's origin, not what to run: a relaunch from the launchpad is neither.
+ORIGIN_TAGS = frozenset({"dagd/schedule", "dagd/scheduled_time", "dagd/sensor"})
+
+
+def tags_text(tags: dict[str, str]) -> str:
+    """Tags as the form's textarea holds them: one ``key=value`` per line, sorted."""
+    return "\n".join(f"{key}={value}" for key, value in sorted(tags.items()))
+
+
+def job_tags(locations: list[dict[str, Any]]) -> dict[str, str]:
+    """Each job's code tags as form text, for the job picker (``data-tags`` of its option)."""
+    return {
+        detail["name"]: tags_text(detail.get("tags") or {})
+        for loc in locations
+        for detail in loc.get("job_details", [])
+    }
+
+
 async def _render(
-    request: Request, values: dict[str, str], error: str | None = None, status_code: int = 200
+    request: Request,
+    values: dict[str, str],
+    error: str | None = None,
+    status_code: int = 200,
+    info: dict[str, Any] | None = None,
+    source: str | None = None,
 ) -> Response:
-    info = await ui_of(request).gateway.call(lambda c: c.instance_info())
+    if info is None:
+        info = await ui_of(request).gateway.call(lambda c: c.instance_info())
     locations: list[dict[str, Any]] = info["code_locations"]
     return await page(
         request,
@@ -49,10 +77,14 @@ async def _render(
         locations=locations,
         values=values,
         error=error,
+        job_tags=job_tags(locations),
+        source=source,
     )
 
 
 async def launchpad(request: Request) -> Response:
+    gateway = ui_of(request).gateway
+    info = await gateway.call(lambda c: c.instance_info())
     values = {
         "job": request.query_params.get("job", ""),
         "tags": "",
@@ -60,7 +92,19 @@ async def launchpad(request: Request) -> Response:
         "run_config": "",
         "launch_id": uuid.uuid4().hex,
     }
-    return await _render(request, values)
+    source = None
+    run_id = request.query_params.get("run", "")
+    if run_id:
+        run, _ = await gateway.call(lambda c: c.get_run(run_id))
+        values["job"] = run["job_name"]
+        values["tags"] = tags_text({k: v for k, v in run["tags"].items() if k not in ORIGIN_TAGS})
+        values["run_config"] = (
+            json.dumps(run["run_config"], indent=2, sort_keys=True) if run["run_config"] else ""
+        )
+        source = run["run_id"]
+    elif values["job"]:
+        values["tags"] = job_tags(info["code_locations"]).get(values["job"], "")
+    return await _render(request, values, info=info, source=source)
 
 
 async def launch(request: Request) -> Response:

@@ -12,6 +12,7 @@ from starlette.routing import Route
 from dagd.errors import InvalidArgument
 from dagd.webserver.display import FINISHED_STATUSES, TAB_TITLES, TABS
 from dagd.webserver.forms import parse_tag_filter
+from dagd.webserver.i18n import gettext
 from dagd.webserver.render import page, redirect, ui_of
 
 PAGE_SIZE = 50
@@ -44,7 +45,7 @@ async def runs_list(request: Request) -> Response:
         "runs.html",
         active="runs",
         tab=tab,
-        tabs=[("all", "All"), *TAB_TITLES.items()],
+        tabs=[("all", gettext("All")), *((key, gettext(title)) for key, title in TAB_TITLES.items())],
         queue=queue,
         counts={"queued": queue["queued"], "in_progress": queue["in_progress"]},
         statuses=allowed,
@@ -85,6 +86,7 @@ async def run_detail(request: Request) -> Response:
         log_lines=lines,
         last_seq=last_seq,
         finished=run["status"] in FINISHED_STATUSES,
+        log_filter=request.query_params.get("q", ""),
     )
 
 

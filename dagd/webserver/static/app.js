@@ -4,7 +4,9 @@
 //    `data-refresh-ms` milliseconds, by the same element from a fresh copy of the page. Nothing
 //    is refreshed while the tab is hidden or while the user is typing inside a live element.
 // 2. Live log: `#run-log` polls `data-log-url?after=SEQ` (JSON) and appends new lines as text
-//    (never as HTML) until the run has finished and no lines are left.
+//    (never as HTML) until the run has finished and no lines are left. The filter above it
+//    (`#log-filter`) hides the lines that do not contain its text, as you type.
+// 3. Launchpad: picking another job fills in that job's own tags, unless the tags were edited.
 "use strict";
 
 (function () {
@@ -63,9 +65,75 @@
     window.setTimeout(tick, every);
   }
 
+  // The same text as templates/run_log.html renders: the UTC time to the millisecond.
   function formatLine(line) {
-    var at = (line.at || "").replace("T", " ").replace(/\.\d+Z$/, "Z");
-    return at + " " + line.stream + " " + line.level + " " + line.message + "\n";
+    var at = (line.at || "").replace("T", " ").replace(/(\.\d{3})\d*Z$/, "$1Z");
+    if (!/\.\d{3}Z$/.test(at)) {
+      at = at.replace(/Z$/, ".000Z");
+    }
+    return at + " " + line.stream + " " + line.level + " " + line.message;
+  }
+
+  function logFilter() {
+    var input = document.getElementById("log-filter");
+    return input ? input.value.toLowerCase() : "";
+  }
+
+  function showIfMatching(el, filter) {
+    el.hidden = filter !== "" && el.textContent.toLowerCase().indexOf(filter) === -1;
+  }
+
+  function lineElement(line) {
+    var span = document.createElement("span");
+    span.className = "log-line";
+    span.textContent = formatLine(line) + "\n";
+    showIfMatching(span, logFilter());
+    return span;
+  }
+
+  function startLogFilter() {
+    var input = document.getElementById("log-filter");
+    var pre = document.getElementById("run-log");
+    if (!input || !pre) {
+      return;
+    }
+    input.addEventListener("input", function () {
+      var filter = logFilter();
+      Array.prototype.forEach.call(pre.querySelectorAll(".log-line"), function (el) {
+        showIfMatching(el, filter);
+      });
+      var url = new URL(window.location.href);
+      if (filter) {
+        url.searchParams.set("q", input.value);
+      } else {
+        url.searchParams.delete("q");
+      }
+      window.history.replaceState(null, "", url.pathname + url.search + url.hash);
+    });
+  }
+
+  function startJobTags() {
+    var select = document.querySelector("form.launchpad select[name=job]");
+    var tags = document.querySelector("form.launchpad textarea[name=tags]");
+    if (!select || !tags) {
+      return;
+    }
+    var shown = function () {
+      var option = select.options[select.selectedIndex];
+      return (option && option.getAttribute("data-tags")) || "";
+    };
+    var previous = shown();
+    select.addEventListener("change", function () {
+      if (tags.value === previous || tags.value === "") {
+        tags.value = shown();
+      }
+      previous = shown();
+    });
+  }
+
+  // Words come from the page (data-text-*), so they are in the page's language.
+  function text(el, key, fallback) {
+    return el.getAttribute("data-text-" + key) || fallback;
   }
 
   function startLogFollow() {
@@ -87,8 +155,11 @@
         .then(function (data) {
           var atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
           if (data.lines.length) {
-            var text = data.lines.map(formatLine).join("");
-            pre.appendChild(document.createTextNode(text));
+            var batch = document.createDocumentFragment();
+            data.lines.forEach(function (line) {
+              batch.appendChild(lineElement(line));
+            });
+            pre.appendChild(batch);
             after = data.last_seq;
             pre.setAttribute("data-after", String(after));
             if (atBottom) {
@@ -100,7 +171,7 @@
           } else if (data.finished) {
             pre.setAttribute("data-finished", "true");
             if (state) {
-              state.textContent = "The run has finished (" + data.status + ").";
+              state.textContent = text(state, "finished", "The run has finished ({status}).").replace("{status}", data.status);
             }
           } else {
             window.setTimeout(poll, 1000);
@@ -108,7 +179,7 @@
         })
         .catch(function () {
           if (state) {
-            state.textContent = "Lost the log stream; retrying…";
+            state.textContent = text(state, "lost", "Lost the log stream; retrying…");
           }
           window.setTimeout(poll, 3000);
         });
@@ -129,5 +200,7 @@
     forgetNotice();
     startRefresh();
     startLogFollow();
+    startLogFilter();
+    startJobTags();
   });
 })();
