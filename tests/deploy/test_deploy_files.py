@@ -160,7 +160,6 @@ def test_kustomize_renders_the_expected_objects(rendered: list[dict]) -> None:
         "PodDisruptionBudget/dagd-webserver",
         "PodDisruptionBudget/dagd-worker",
         "Service/dagd-supervisor",
-        "Service/dagd-supervisor-metrics",
         "Service/dagd-webserver",
     ]
     assert any(k.startswith("ConfigMap/dagd-config-") for k in kinds), kinds
