@@ -139,6 +139,45 @@ def test_the_image_is_multi_stage_non_root_with_dagctl_entrypoint_and_a_local_he
     assert '["dagctl", "health", "--local"]' in healthcheck
 
 
+def test_the_build_stage_makes_a_wheel_with_dagctl_and_every_data_file(tmp_path: pathlib.Path) -> None:
+    """The Dockerfile's build stage, replayed: only what it copies, then the wheel it builds (our
+    own, without dependencies: those come from the package index, which a test has no business
+    downloading). The runtime stage installs this wheel."""
+    import zipfile
+
+    context = tmp_path / "src"
+    context.mkdir()
+    for word, rest in dockerfile_instructions():
+        if word == "COPY" and "--from=" not in rest:
+            *sources, _ = rest.split()
+            for source in sources:
+                path = ROOT / source
+                if path.is_dir():
+                    shutil.copytree(path, context / source, ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    shutil.copy(path, context / source)
+    # From inside the context, as the build stage does (setuptools fails on a relative project path).
+    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    result = subprocess.run(
+        [*pip, "--wheel-dir", str(tmp_path / "wheels"), "."],
+        cwd=context,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (wheel,) = (tmp_path / "wheels").glob("dagd-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    sources = {
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "dagd").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert sources <= names, f"missing from the wheel: {sorted(sources - names)[:10]}"
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "dagctl = dagd.client.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
 @pytest.fixture(scope="module")
 def rendered() -> list[dict]:
     result = subprocess.run(
