@@ -193,6 +193,7 @@ def rendered() -> list[dict]:
 def test_kustomize_renders_the_expected_objects(rendered: list[dict]) -> None:
     kinds = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in rendered)
     assert [k for k in kinds if not k.startswith("ConfigMap/")] == [
+        "CronJob/dagd-migrate",
         "Deployment/dagd-supervisor",
         "Deployment/dagd-webserver",
         "Deployment/dagd-worker",
@@ -229,6 +230,16 @@ def test_supervisor_pods_stand_by_and_probe_the_process_not_the_database(rendere
     assert pod["securityContext"]["runAsNonRoot"] is True
     secret_refs = {ref["secretRef"]["name"] for ref in container["envFrom"]}
     assert secret_refs == {"dagd-secrets"}
+
+
+def test_the_migration_is_a_template_run_by_hand_with_the_same_config(rendered: list[dict]) -> None:
+    cron = by_name(rendered, "CronJob", "dagd-migrate")
+    assert cron["spec"]["suspend"] is True
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"] == ["instance", "migrate"]
+    supervisor = by_name(rendered, "Deployment", "dagd-supervisor")["spec"]["template"]["spec"]
+    config = {v["name"]: v for v in pod["volumes"]}["config"]
+    assert config in supervisor["volumes"]  # the same (hash-named) ConfigMap, so the same dagd.yaml
 
 
 def test_the_configmap_holds_a_dagd_yaml_that_dagd_accepts(
