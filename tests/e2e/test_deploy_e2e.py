@@ -121,17 +121,20 @@ def test_systemd_notify_ready_after_first_heartbeats_watchdog_from_the_main_loop
         listener.close()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(150)
 def test_health_overall_while_the_loop_runs_run_service_only_on_the_leader(
     tmp_path: pathlib.Path, pg_url: str, defs_file: pathlib.Path
 ) -> None:
     """Kubernetes' probes (docs/deploy.md): liveness asks "" and readiness RunService. A standby is
-    alive but not ready; it refuses the API until it leads; it takes over when the leader stops."""
-    leader, standby = DagdProcess(tmp_path / "a"), DagdProcess(tmp_path / "b")
-    for proc in (leader, standby):
+    alive but not ready; it refuses the API until it leads; SIGTERM while standing by is a clean
+    stop (exit 0: it used to be an error, "stopped while standing by", exit 1); a standby takes over
+    when the leader stops, and turns ready."""
+    leader, standby, second = (DagdProcess(tmp_path / name) for name in ("a", "b", "c"))
+    for proc in (leader, standby, second):
         proc.home.mkdir()
         proc.write_config(f"storage:\n  postgres:\n    url: '{pg_url}'\n{FAST}")
     standby_socket = f"unix:{standby.home / 'run' / 'dagd.sock'}"
+    second_socket = f"unix:{second.home / 'run' / 'dagd.sock'}"
     try:
         leader.start("-f", str(defs_file), command=("daemon", "run"))
         leader_socket = f"unix:{leader.home / 'run' / 'dagd.sock'}"
@@ -145,30 +148,34 @@ def test_health_overall_while_the_loop_runs_run_service_only_on_the_leader(
         with Client(standby_socket) as client:
             with pytest.raises(Exception, match="standing by"):
                 client.daemon_status()
-        probe = subprocess.run(
+        home_env = {**os.environ, "DAGD_HOME": str(standby.home)}
+        ready = subprocess.run(
             [*DAGCTL, "health", "--service", RUN_SERVICE],
-            env={**os.environ, "DAGD_HOME": str(standby.home)},
+            env=home_env,
             capture_output=True,
             text=True,
             timeout=30,
         )
-        assert (probe.returncode, probe.stdout.strip()) == (1, "NOT_SERVING"), probe
-        assert (
-            subprocess.run(
-                [*DAGCTL, "health"], env={**os.environ, "DAGD_HOME": str(standby.home)}, timeout=30
-            ).returncode
-            == 0
+        assert (ready.returncode, ready.stdout.strip()) == (1, "NOT_SERVING"), ready
+        alive = subprocess.run(
+            [*DAGCTL, "health", "--local"], env=home_env, capture_output=True, text=True, timeout=30
         )
+        assert (alive.returncode, alive.stdout.strip()) == (0, "SERVING"), alive
 
+        standby.signal(signal.SIGTERM)
+        assert standby.wait_exit(30) == 0, standby.log()
+        assert "stopped while standing by" in standby.log()
+
+        second.start("-f", str(defs_file), command=("daemon", "run", "--standby"), wait_healthy=False)
+        wait_for(lambda: health(second_socket) == "SERVING", 30, "the new standby's overall health")
         leader.stop()
-        standby.wait_healthy(60)
-        assert health(standby_socket, RUN_SERVICE) == "SERVING"
-        # Stopping: neither alive nor ready any more, so no probe keeps traffic coming.
+        second.wait_healthy(60)
+        assert health(second_socket, RUN_SERVICE) == "SERVING"
     finally:
-        leader.stop()
-        standby.stop()
-    assert_no_leftovers(leader.home)
-    assert_no_leftovers(standby.home)
+        for proc in (leader, standby, second):
+            proc.stop()
+    for proc in (leader, standby, second):
+        assert_no_leftovers(proc.home)
 
 
 ORPHAN_DEFS = """
