@@ -257,3 +257,26 @@ def test_as_pid_1_of_its_namespace_the_supervisor_reaps_orphans_and_stops_cleanl
             unshare.kill()  # --kill-child takes the namespace with it
             unshare.wait(timeout=10)
     assert_no_leftovers(home)
+
+
+@pytest.mark.timeout(60)
+def test_health_local_probes_the_web_ui_of_a_home_without_a_supervisor(home: pathlib.Path) -> None:
+    """The image's HEALTHCHECK (`dagctl health --local`) in a web UI container: its /healthz."""
+    env = {**os.environ, "DAGD_HOME": str(home), "DAGD_ADDRESS": "127.0.0.1:9"}  # --local ignores it
+    nothing = subprocess.run(
+        [*DAGCTL, "health", "--local"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert nothing.returncode == 4 and "no answer" in nothing.stderr, nothing
+    web = subprocess.Popen(
+        [*DAGCTL, "webserver", "--port", "0"], env=env, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for(lambda: (home / "webserver.json").exists(), 30, "the web UI to publish its URL")
+        probe = subprocess.run(
+            [*DAGCTL, "health", "--local"], env=env, capture_output=True, text=True, timeout=30
+        )
+        assert (probe.returncode, probe.stdout.strip()) == (0, "SERVING"), probe
+    finally:
+        web.terminate()
+        web.wait(timeout=20)
+    assert_no_leftovers(home)
