@@ -357,3 +357,25 @@ def test_rules_and_dashboard_name_only_metrics_dagd_exports() -> None:
         assert metric_names_in(expr) and metric_names_in(expr) <= exported, expr
     used = set().union(*(metric_names_in(e) for e in rule_exprs + panel_exprs))
     assert used == exported, f"exported but neither alerted on nor shown: {exported - used}"
+
+
+def test_the_dashboard_asks_for_its_data_source_and_its_panels_do_not_collide() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dagd-dashboard.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert (
+        variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    )
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells = set()
+    for panel in panels:
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        mine = {
+            (x, y)
+            for x in range(grid["x"], grid["x"] + grid["w"])
+            for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not mine & cells, f"{panel['title']} overlaps another panel"
+        cells |= mine
