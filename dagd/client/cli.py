@@ -174,10 +174,17 @@ def _serve(
     stop_runs: bool = False,
     standby: bool = False,
 ) -> None:
+    from dagd.supervisor.pid1 import become_init_if_pid1
+
+    become_init_if_pid1()  # in a container: PID 1 stays a tiny init that reaps orphans
+
     from dagd.instance.instance import Instance
     from dagd.supervisor.app import configure_logging, run_supervisor
+    from dagd.supervisor.sdnotify import Notifier
     from dagd.webserver.child import WebserverChild
 
+    # Read (and removed from the environment, so children do not inherit it) before any child starts.
+    notifier = Notifier.from_environment()
     configure_logging()
     targets = resolve_targets(workspace, python_file, module)
     if workspace is None and python_file is None and module is None:
@@ -193,6 +200,7 @@ def _serve(
             standby=standby,
             cancel_runs_on_exit=stop_runs,
             on_started=webserver.start if webserver else None,
+            notifier=notifier,
         )
     finally:
         if webserver is not None:
@@ -256,11 +264,93 @@ def daemon_run(
 @handle_errors
 def webserver(ctx: Ctx, host: str | None, port: int | None) -> None:
     """The web UI alone, in the foreground; it talks to the running supervisor over gRPC."""
+    from dagd.supervisor.pid1 import become_init_if_pid1
+
+    become_init_if_pid1()
     from dagd.webserver.server import configure_logging, load_settings, serve
 
     configure_logging()
     settings = load_settings(ctx.home, host=host, port=port, grpc_address=ctx.address, grpc_token=ctx.token)
     sys.exit(serve(settings))
+
+
+@cli.command()
+@click.option(
+    "--service",
+    default="",
+    help='gRPC health service: "" (default) the process and its main loop; dagd.api.v1.RunService: leading.',
+)
+@click.option(
+    "--local",
+    is_flag=True,
+    help="Probe what runs in this home (its supervisor's socket, else its web UI), ignoring --address.",
+)
+@click.option("--timeout", type=click.FloatRange(0.1, 300), default=5.0, show_default=True)
+@click.pass_obj
+@handle_errors
+def health(ctx: Ctx, service: str, local: bool, timeout: float) -> None:
+    """Probe a dagd process's health, never the database: exit 0 SERVING, 1 not, 4 no answer.
+
+    The supervisor's gRPC health at --address, else at this home's Unix socket (leading or not).
+    With --local (a container's HEALTHCHECK), the process in this home: the supervisor if its
+    socket exists, else the web UI's /healthz (the URL in $DAGD_HOME/webserver.json).
+    """
+    from dagd.instance.instance import Instance
+
+    if ctx.address and not local:
+        _grpc_health(ctx.address, service, timeout, ctx.tls_ca)
+        return
+    socket_path = Instance.load(ctx.home, create=False).socket_path
+    web = ctx.home / "webserver.json"
+    if local and not socket_path.exists() and web.exists():
+        _web_health(web, timeout)
+        return
+    _grpc_health(f"unix:{socket_path}", service, timeout, None)
+
+
+def _grpc_health(address: str, service: str, timeout: float, tls_ca: str | None) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    if tls_ca and not address.startswith("unix:"):
+        try:
+            ca = pathlib.Path(tls_ca).read_bytes()
+        except OSError as exc:
+            raise InvalidArgument(f"cannot read the TLS CA file {tls_ca}: {exc.strerror or exc}") from None
+        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(ca))
+    else:
+        channel = grpc.insecure_channel(address)
+    with channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            if code == grpc.StatusCode.NOT_FOUND:
+                fail(f"{address}: no health status for service {service!r}", EXIT_NOT_FOUND)
+            fail(f"{address}: no answer: {code.name if code else exc}", EXIT_UNREACHABLE)
+    click.echo(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+    if answer.status != health_pb2.HealthCheckResponse.SERVING:
+        sys.exit(EXIT_FAILED)
+
+
+def _web_health(published: pathlib.Path, timeout: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        url = str(json.loads(published.read_text())["url"]).rstrip("/") + "/healthz"
+    except (OSError, ValueError, KeyError, TypeError):
+        fail(f"{published}: unreadable", EXIT_UNREACHABLE)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our own URL
+            ok = response.status == 200
+    except (OSError, urllib.error.URLError) as exc:
+        fail(f"{url}: no answer: {exc}", EXIT_UNREACHABLE)
+    click.echo("SERVING" if ok else "NOT_SERVING")
+    if not ok:
+        sys.exit(EXIT_FAILED)
 
 
 # -- runs ---------------------------------------------------------------------------------------

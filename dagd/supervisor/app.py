@@ -1,13 +1,22 @@
 """The supervisor process (``dagctl daemon run`` / ``dagctl dev``): start, serve, shut down.
 
 Start order: load and validate the instance and workspace, open storage (creating the schema on
-a fresh database), refuse if another supervisor is alive for this home, serve gRPC (and
-Prometheus metrics when ``metrics.port`` is set), publish the addresses in
-``$DAGD_HOME/supervisor.json``, start the daemons, report SERVING.
+a fresh database), refuse if another supervisor is alive for this home, listen for gRPC (health
+answers; the API is refused until this supervisor leads), take the lease or, with ``--standby``,
+stand by until it can, then start the code servers, serve Prometheus metrics when
+``metrics.port`` is set, publish the addresses in ``$DAGD_HOME/supervisor.json``, start the
+daemons and open the API (``dagd.api.v1.RunService`` SERVING: this process leads).
 
-Shutdown (SIGINT/SIGTERM): NOT_SERVING and refuse submissions (UNAVAILABLE), stop the daemons in
-order (SIGTERM, wait, SIGKILL), stop gRPC and metrics, remove the published file, exit 0. A second signal
-kills the daemons at once.
+The main loop (:meth:`Supervisor.wait`, and :meth:`Supervisor._stand_by` while standing by) passes
+every ``LOOP_SECONDS``. Each pass checks that the process table's own thread still steps, and only
+then vouches for the process: the overall gRPC health (:class:`~dagd.supervisor.server.LoopHealth`)
+and systemd's watchdog (:mod:`dagd.supervisor.sdnotify`). Under systemd it also sends ``READY=1``
+once every enabled daemon has stored its first heartbeat (a standby: once it stands by) and a
+``STATUS=`` line when the summary changes.
+
+Shutdown (SIGINT/SIGTERM): ``STOPPING=1``, NOT_SERVING and refuse submissions (UNAVAILABLE), stop
+the daemons in order (SIGTERM, wait, SIGKILL), stop gRPC and metrics, remove the published file,
+exit 0 (1 if the lease was lost). A second signal kills the daemons at once.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,12 +40,15 @@ from dagd.supervisor.control import ControlPlane
 from dagd.supervisor.lease import AlreadyRunning, LeaseKeeper
 from dagd.supervisor.metrics import MetricsServer, start_metrics_server
 from dagd.supervisor.process_table import ProcessTable
-from dagd.supervisor.server import Servers, start_servers
+from dagd.supervisor.sdnotify import Notifier
+from dagd.supervisor.server import LOOP_STALL_SECONDS, Servers, start_servers
 from dagd.workspace import CodeLocationTarget
 
 log = logging.getLogger("dagd.supervisor")
 
 STATE_FILE = "daemons.json"
+# One pass of the main loop: how quickly a stop request, the watchdog and the status are seen to.
+LOOP_SECONDS = 0.2
 
 
 def check_not_running(instance: Instance) -> None:
@@ -83,8 +96,11 @@ class Supervisor:
         workspace_file: str | None = None,
         standby: bool = False,
         cancel_runs_on_exit: bool = False,
+        notifier: Notifier | None = None,
     ) -> None:
         self.instance = instance
+        # systemd's channel; inert unless the caller read NOTIFY_SOCKET (the CLI does, at start).
+        self.notify = notifier or Notifier(None)
         self.standby = standby
         # `dagctl dev` is a local session: stopping it must not leave run workers behind. A
         # deployment (`daemon run`) lets runs outlive a supervisor restart instead.
@@ -99,6 +115,8 @@ class Supervisor:
         self.metrics: MetricsServer | None = None
         self.lease: LeaseKeeper | None = None
         self.lost_lease = False
+        self.leading_since: float | None = None  # monotonic; None until the daemons are started
+        self._table_stalled = False
         self._stop = threading.Event()
         self._signals = 0
 
@@ -109,8 +127,15 @@ class Supervisor:
             log.warning("killed %d daemon(s) left behind by an earlier supervisor", killed)
         # Open now: a broken database fails the start, not the first call.
         self.instance.storage.enable_group_commit()
+        # Listen before the lease: a standby answers its health probes (the API stays refused).
+        self.servers = start_servers(self.instance, self.control)
+        self.notify.status("starting: taking the supervisor lease")
         self.lease = LeaseKeeper(self.instance.storage, on_lost=self._lease_lost)
-        lease = self.lease.acquire(standby=self.standby, stopping=self._stop)
+        lease = self.lease.acquire(standby=self.standby, stopping=self._stop, wait=self._stand_by)
+        # Starting the code servers may take a while, and no loop passes meanwhile: that is the
+        # start, bounded by systemd's TimeoutStartSec / Kubernetes' startup probe, not a hang.
+        self.servers.health.loop_restarting()
+        self.notify.status(f"starting: leading (epoch {lease.epoch}), starting code servers and daemons")
         self.instance.fence_epoch = lease.epoch
         self.lease.start_renewing()
         _ = self.instance.coordinator, self.instance.launcher
@@ -118,7 +143,6 @@ class Supervisor:
         self.table.config_line = self.instance.handoff_line()
         # Code servers first: the daemons and the first submissions need them.
         self.locations.start()
-        self.servers = start_servers(self.instance, self.control)
         self.metrics = start_metrics_server(self.instance, self.table)
         me = psutil.Process()
         published: dict[str, Any] = {
@@ -130,8 +154,9 @@ class Supervisor:
             published["metrics"] = self.metrics.url
         _write_atomic(self.instance.supervisor_file, published)
         self.table.start()
+        self.leading_since = time.monotonic()
         threading.Thread(target=self._record_pids, name="record-pids", daemon=True).start()
-        self.servers.set_serving(True)
+        self.servers.set_leading(True)
         log.info("supervisor serving on %s", ", ".join(self.servers.addresses))
         if self.metrics is not None:
             log.info("metrics on %s", self.metrics.url)
@@ -164,18 +189,79 @@ class Supervisor:
         signal.signal(signal.SIGTERM, handle)
 
     def wait(self, until: Callable[[], bool] | None = None) -> None:
-        while not self._stop.wait(0.2):
+        """The main loop, until a stop is requested (or ``until()``)."""
+        while not self._stop.wait(LOOP_SECONDS):
+            self._pass()
             if until is not None and until():
                 break
+
+    def _stand_by(self, seconds: float) -> bool:
+        """The main loop while another supervisor leads: ``seconds`` of passes; True if stopping."""
+        holder = self.lease.standing_by_for if self.lease is not None else None
+        if self.servers is not None:
+            self.servers.gate.reason = f"standing by: another supervisor ({holder}) leads this instance"
+        # Standing by is this process's whole job until it leads: it has started.
+        self.notify.ready(f"standing by: {holder} holds the supervisor lease")
+        deadline = time.monotonic() + seconds
+        while not self._stop.wait(max(0.0, min(LOOP_SECONDS, deadline - time.monotonic()))):
+            self._pass()
+            if time.monotonic() >= deadline:
+                return False
+        return True
+
+    def _pass(self) -> None:
+        """One pass of the main loop: vouch for the process (health, watchdog) if its parts move."""
+        if not self._table_moves():
+            return  # no health beat, no watchdog ping: systemd restarts us, liveness fails
+        if self.servers is not None:
+            self.servers.health.loop_passed()
+        self.notify.watchdog()
+        if self.notify.enabled and self.leading_since is not None:
+            if not self.notify.is_ready and self.table.all_have_heartbeat():
+                self.notify.ready()
+            self.notify.status(self._status_line())
+
+    def _table_moves(self) -> bool:
+        """False if the process table's thread has not stepped for ``LOOP_STALL_SECONDS``."""
+        if self.leading_since is None:
+            return True  # not started: nothing to check
+        last = self.table.last_step_at
+        stalled = time.monotonic() - (last if last is not None else self.leading_since) >= LOOP_STALL_SECONDS
+        if stalled != self._table_stalled:
+            self._table_stalled = stalled
+            if stalled:
+                log.error(
+                    "the process table has not stepped for %.0fs: no longer vouching", LOOP_STALL_SECONDS
+                )
+            else:
+                log.warning("the process table steps again")
+        return not stalled
+
+    def _status_line(self) -> str:
+        """One line for ``systemctl status``: role and daemon health."""
+        epoch = self.instance.fence_epoch
+        views = self.table.snapshot()
+        if not self.notify.is_ready:
+            return f"leading (epoch {epoch}): waiting for the daemons' first heartbeats"
+        unhealthy = sorted(v.name for v in views if not v.healthy)
+        line = f"leading (epoch {epoch}): {len(views) - len(unhealthy)}/{len(views)} daemons healthy"
+        return f"{line}; unhealthy: {', '.join(unhealthy)}" if unhealthy else line
+
+    @property
+    def stop_requested_by_signal(self) -> bool:
+        return self._signals > 0
 
     def request_stop(self) -> None:
         self._stop.set()
 
     def shutdown(self) -> None:
         self._stop.set()
+        self.notify.stopping("stopping: daemons, code servers, then the API")
+        self.leading_since = None
         self.control.draining = True
         if self.servers:
-            self.servers.set_serving(False)
+            self.servers.set_leading(False)
+            self.servers.set_alive(False)
         grace = self.instance.config.daemons.stop_grace_seconds
         self.table.stop_all(timeout=grace + 2)
         self.locations.stop(timeout=grace + 2)
@@ -194,6 +280,7 @@ class Supervisor:
         self._cleanup_files()
         if self.servers is not None:
             log.info("supervisor stopped")
+        self.notify.close()
 
     def _cleanup_files(self) -> None:
         from dagd.client.client import read_published
@@ -224,6 +311,7 @@ def run_supervisor(
     standby: bool = False,
     cancel_runs_on_exit: bool = False,
     on_started: Callable[[], None] | None = None,
+    notifier: Notifier | None = None,
 ) -> int:
     supervisor = Supervisor(
         instance,
@@ -231,6 +319,7 @@ def run_supervisor(
         workspace_file=workspace_file,
         standby=standby,
         cancel_runs_on_exit=cancel_runs_on_exit,
+        notifier=notifier,
     )
     supervisor.install_signal_handlers()
     try:
@@ -238,6 +327,10 @@ def run_supervisor(
         if on_started:
             on_started()
         supervisor.wait()
+    except AlreadyRunning:
+        if not (standby and supervisor.stop_requested_by_signal):
+            raise
+        log.info("stopped while standing by")  # asked to stop: a clean exit, not a refusal
     finally:
         supervisor.shutdown()
     return 1 if supervisor.lost_lease else 0

@@ -57,10 +57,21 @@ class LeaseKeeper:
         self.ttl = ttl
         self.holder = holder_id()
         self.lease: Lease | None = None
+        self.standing_by_for: str | None = None  # the holder we wait on, while standing by
         self._stop = threading.Event()
 
-    def acquire(self, *, standby: bool, stopping: threading.Event) -> Lease:
+    def acquire(
+        self,
+        *,
+        standby: bool,
+        stopping: threading.Event,
+        wait: Callable[[float], bool] | None = None,
+    ) -> Lease:
+        """Take the lease, or (``standby``) wait until we can. ``wait(seconds)`` waits between
+        attempts and returns True to give up (default: ``stopping.wait``); the supervisor passes
+        its main loop's, which keeps the watchdog and health going while it stands by."""
         leases = self.storage.leases
+        wait = wait or stopping.wait
         announced = False
         while True:
             mine, current = leases.acquire(SUPERVISOR_LEASE, self.holder, self.ttl)
@@ -69,7 +80,7 @@ class LeaseKeeper:
                 leases.release(current)  # expire it; the acquire below bumps the epoch
                 mine, current = leases.acquire(SUPERVISOR_LEASE, self.holder, self.ttl)
             if mine is not None:
-                self.lease = mine
+                self.lease, self.standing_by_for = mine, None
                 log.info("holding the supervisor lease (epoch %d)", mine.epoch)
                 return mine
             assert current is not None
@@ -82,7 +93,8 @@ class LeaseKeeper:
             if not announced:
                 log.warning("%s: standing by", message)
                 announced = True
-            if stopping.wait(self.ttl / 3):
+            self.standing_by_for = current.holder
+            if wait(self.ttl / 3):
                 raise AlreadyRunning("stopped while standing by")
 
     def start_renewing(self) -> None:

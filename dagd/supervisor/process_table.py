@@ -117,6 +117,12 @@ class ProcessTable:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.shutting_down = False
+        # When the control thread last finished a step (monotonic): the supervisor's main loop
+        # vouches for it to systemd's watchdog and the health service (dagd.supervisor.app).
+        self.last_step_at: float | None = None
+        # The incarnation of each daemon that has sent its first progress message, i.e. finished
+        # an iteration and stored its first heartbeat (dagd.daemons.base sends one after each).
+        self._first_progress: dict[str, int] = {}
         # Called with a daemon name when a child asks for another daemon to be woken.
         self.on_wake_request: Callable[[str], None] | None = None
         # The validated config as one line for each daemon's stdin (Instance.handoff_line), so
@@ -150,6 +156,8 @@ class ProcessTable:
                 self.step()
             except Exception:  # the supervisor must outlive its own bugs; log loudly and go on
                 log.exception("process table step failed")
+            else:
+                self.last_step_at = time.monotonic()
             self._stop.wait(TICK_SECONDS)
 
     def step(self) -> None:
@@ -244,6 +252,8 @@ class ProcessTable:
                 proc.ready(now)
                 if set(message) == {"wake"}:
                     continue  # may come from any of the daemon's threads: not a sign the loop moves
+                if "progress" in message:
+                    self._first_progress[name] = proc.incarnation
                 degraded = message["degraded"] if "degraded" in message else proc.degraded_reason
                 if "busy" in message:
                     proc.busy(now, float(message["busy"]), degraded)
@@ -354,6 +364,14 @@ class ProcessTable:
                 )
                 for p in self.procs.values()
             ]
+
+    def all_have_heartbeat(self) -> bool:
+        """Every daemon's current incarnation has finished an iteration and sent its heartbeat."""
+        with self._lock:
+            return all(
+                p.state in ALIVE and self._first_progress.get(name) == p.incarnation
+                for name, p in self.procs.items()
+            )
 
     def is_running(self, name: str) -> bool:
         with self._lock:

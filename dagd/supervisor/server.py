@@ -4,6 +4,19 @@ The Unix socket lives in an owner-only directory, which is the access control fo
 The TCP listener is a separate ``grpc.Server`` with an auth interceptor, so the two cannot be
 confused: every call that arrives over TCP must carry ``authorization: Bearer <token>``, compared
 in constant time. Health checks are exempt so load balancers can probe without the secret.
+
+Health (SPEC §9.2), answered from this process's state only, never the database:
+
+- the overall service ``""`` is SERVING while the process is up and its main loop passes (the
+  supervisor tells :class:`LoopHealth` when it last did; a loop silent for ``LOOP_STALL_SECONDS``
+  answers NOT_SERVING), and NOT_SERVING once it begins to stop: Kubernetes' liveness probe;
+- the API services (``dagd.api.v1.RunService`` and the rest) are SERVING only while this
+  supervisor leads: it holds the lease and its daemons run. A standby, or a leader still starting
+  or already stopping, answers NOT_SERVING: Kubernetes' readiness probe, so a Service sends
+  traffic to the leader only.
+
+The servers listen from the start, before the lease is won, so that a standby answers its probes;
+until it leads, :class:`LeaderGate` refuses every call but health and reflection (UNAVAILABLE).
 """
 
 from __future__ import annotations
@@ -11,6 +24,8 @@ from __future__ import annotations
 import hmac
 import os
 import pathlib
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,6 +57,13 @@ SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["InstigatorService"].full_name,
 )
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+REFLECTION_PREFIX = "/grpc.reflection."
+OVERALL = ""  # the overall health service name (gRPC health protocol)
+RUN_SERVICE = SERVICE_NAMES[0]
+# A main loop silent this long is wedged: the overall health answers NOT_SERVING (liveness fails).
+LOOP_STALL_SECONDS = 10.0
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def read_token(instance: Instance) -> str | None:
@@ -83,18 +105,78 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         return self._deny
 
 
+class LoopHealth(health.HealthServicer):
+    """The standard health service, with the overall status (``""``) tied to the main loop.
+
+    ``Check`` of ``""`` answers NOT_SERVING when the supervisor's main loop has not passed for
+    ``LOOP_STALL_SECONDS`` (:meth:`loop_passed`), whatever was set: a wedged loop cannot set
+    anything. Until the first pass (while starting) only the set status counts.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.clock = clock
+        self._last_pass: float | None = None
+
+    def loop_passed(self) -> None:
+        self._last_pass = self.clock()
+
+    def loop_restarting(self) -> None:
+        """The main loop is busy with a bounded step (the start after winning the lease)."""
+        self._last_pass = None
+
+    def loop_alive(self) -> bool:
+        last = self._last_pass
+        return last is None or self.clock() - last < LOOP_STALL_SECONDS
+
+    def Check(self, request: Any, context: grpc.ServicerContext) -> Any:
+        response = super().Check(request, context)
+        if request.service == OVERALL and response.status == _SERVING and not self.loop_alive():
+            return health_pb2.HealthCheckResponse(status=_NOT_SERVING)
+        return response
+
+
+class LeaderGate(grpc.ServerInterceptor):
+    """Refuses every call but health and reflection until this supervisor leads (UNAVAILABLE)."""
+
+    def __init__(self) -> None:
+        self._open = threading.Event()
+        self.reason = "this supervisor is starting"
+
+        def refuse(request: Any, context: grpc.ServicerContext) -> None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, self.reason)
+
+        self._refuse = grpc.unary_unary_rpc_method_handler(refuse)
+
+    def open(self) -> None:
+        self._open.set()
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: grpc.HandlerCallDetails
+    ) -> Any:
+        method = details.method
+        if self._open.is_set() or method.startswith(HEALTH_PREFIX) or method.startswith(REFLECTION_PREFIX):
+            return continuation(details)
+        return self._refuse
+
+
 @dataclass
 class Servers:
     servers: list[grpc.Server] = field(default_factory=list)
     addresses: list[str] = field(default_factory=list)
-    health: health.HealthServicer = field(default_factory=lambda: health.HealthServicer())
+    health: LoopHealth = field(default_factory=LoopHealth)
+    gate: LeaderGate = field(default_factory=LeaderGate)
 
-    def set_serving(self, serving: bool) -> None:
-        status = (
-            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        for name in ("", *SERVICE_NAMES):
-            self.health.set(name, status)
+    def set_alive(self, alive: bool) -> None:
+        """The overall status: SERVING from the start until the process begins to stop."""
+        self.health.set(OVERALL, _SERVING if alive else _NOT_SERVING)
+
+    def set_leading(self, leading: bool) -> None:
+        """The API services: SERVING only while this supervisor leads with its daemons running."""
+        if leading:
+            self.gate.open()
+        for name in SERVICE_NAMES:
+            self.health.set(name, _SERVING if leading else _NOT_SERVING)
 
     def stop(self, grace: float) -> None:
         events = [server.stop(grace) for server in self.servers]
@@ -156,8 +238,10 @@ def prepare_socket_dir(path: pathlib.Path) -> None:
 
 
 def start_servers(instance: Instance, control: ControlPlane) -> Servers:
+    """Listen with the overall health SERVING and the API gated (not leading yet)."""
     out = Servers()
-    out.set_serving(False)
+    out.set_alive(True)
+    out.set_leading(False)
     socket = instance.socket_path
     prepare_socket_dir(socket)
     tcp = instance.config.grpc.tcp
@@ -165,10 +249,11 @@ def start_servers(instance: Instance, control: ControlPlane) -> Servers:
     addresses = [f"unix:{socket}"]
     if tcp:
         addresses.append(f"{tcp.host}:{tcp.port}")
-    plan: list[tuple[grpc.Server, str | None]] = [(_new_server(instance, []), None)]
+    plan: list[tuple[grpc.Server, str | None]] = [(_new_server(instance, [out.gate]), None)]
     if tcp:
         assert token is not None
-        plan.append((_new_server(instance, [TokenAuthInterceptor(token)]), "tcp"))
+        # The gate inside the token check: an unauthenticated caller does not learn our role.
+        plan.append((_new_server(instance, [TokenAuthInterceptor(token), out.gate]), "tcp"))
     for server, kind in plan:
         pb_grpc.add_RunServiceServicer_to_server(RunServicer(control), server)
         pb_grpc.add_DaemonServiceServicer_to_server(DaemonServicer(control), server)
