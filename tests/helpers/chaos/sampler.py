@@ -122,13 +122,15 @@ class Sampler(threading.Thread):
                 key = (proc.pid, proc.create_time())
             except psutil.Error:
                 continue
+            detail = f"{role} pid {proc.pid} (parent {_ppid(proc)}): {cmd[:200]}"
             if role == "worker":
-                if proc.pid in workers:
+                # A worker of a run in progress, or that worker's job (a child process of its own).
+                if proc.pid in workers or _ppid(proc) in workers:
                     continue
             elif proc.pid == supervisor or proc.pid in owned:
                 continue
             current.add(key)
-            first, _ = self._suspects.setdefault(key, (now, f"{role} pid {proc.pid}: {cmd[:200]}"))
+            first, _ = self._suspects.setdefault(key, (now, detail))
             if now - first >= ORPHAN_GRACE_SECONDS and key not in self._reported:
                 self._reported.add(key)
                 self.violations.add(
@@ -155,6 +157,13 @@ def instance_processes(home: pathlib.Path) -> list[tuple[psutil.Process, str]]:
 
 def _test_descendants() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def _ppid(proc: psutil.Process) -> int | None:
+    try:
+        return proc.ppid()
+    except psutil.Error:
+        return None
 
 
 def _role(proc: psutil.Process, cmd: str) -> str:
