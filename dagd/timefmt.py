@@ -11,8 +11,8 @@ def utcnow() -> datetime:
 
 def as_utc(value: datetime | None) -> datetime | None:
     """Storage may hand back naive datetimes (SQLite); they are UTC by construction."""
-    if value is None:
-        return None
+    if value is None or value.tzinfo is timezone.utc:
+        return value
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)

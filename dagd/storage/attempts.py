@@ -11,6 +11,7 @@ transaction and a concurrent "lost" verdict waits and then finds it no longer ``
 from __future__ import annotations
 
 import builtins
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -115,6 +116,7 @@ class WorkerId:
 class AttemptStore:
     def __init__(self, storage: Database) -> None:
         self._storage = storage
+        self._tags: dict[str, dict[str, str]] = {}  # in_progress's parsed tags, by their JSON text
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -136,21 +138,74 @@ class AttemptStore:
     def in_progress(
         self, statuses: Sequence[RunStatus]
     ) -> tuple[Any, builtins.list[tuple[Run, Attempt | None]]]:
-        """(the database's clock, [(run, its current attempt)]) for runs in ``statuses``, one read."""
-        from dagd.storage.runs import row_to_run
+        """(the database's clock, [(run, its current attempt)]) for runs in ``statuses``, one read.
+
+        Run monitoring's view, read every pass over every run in progress, so only the columns it
+        judges by: the runs come without their run config (``{}``), and tag dicts are shared
+        between runs with the same tags and between passes (read-only)."""
         from dagd.storage.sql import in_list
 
         names, params = in_list("st", [s.value for s in statuses])
         with self._storage.sql_read() as sql:
             now = sql.db_now()
-            rows = sql.records(
-                f"SELECT r.*, {JOINED_ATTEMPT} FROM runs r {JOIN_CURRENT}"
-                f" WHERE r.status IN ({names}) ORDER BY r.seq",
+            rows = sql.rows(
+                "SELECT r.run_id, r.job_name, r.status, r.tags, r.priority, r.created_at, r.updated_at,"
+                " r.started_at, r.seq, r.worker_pid, r.worker_started_at, r.current_attempt, r.worker_host,"
+                " r.resumes, r.launch_failures, a.state, a.dispatch_token, a.dispatched_at, a.epoch,"
+                " a.dispatcher, a.queue, a.worker, a.host, a.pid, a.pid_started_at, a.claimed_at,"
+                f" a.heartbeat_at FROM runs r {JOIN_CURRENT} WHERE r.status IN ({names}) ORDER BY r.seq",
                 params,
             )
-        return now, [
-            (row_to_run(row), row_to_attempt(row, "a_") if row.a_run_id is not None else None) for row in rows
-        ]
+        known: dict[str, dict[str, str]] = self._tags
+        seen: dict[str, dict[str, str]] = {}
+        out: builtins.list[tuple[Run, Attempt | None]] = []
+        for (
+            run_id, job_name, status, tags_text, priority, created_at, updated_at, started_at, seq, worker_pid,
+            worker_started_at, number, worker_host, resumes, launch_failures, state, token, dispatched_at,
+            epoch, dispatcher, queue, worker, host, pid, pid_started_at, claimed_at, heartbeat_at,
+        ) in rows:  # fmt: skip
+            tags = seen.get(tags_text)
+            if tags is None:
+                tags = seen[tags_text] = known.get(tags_text) or json.loads(tags_text)
+            run = Run(
+                run_id=run_id,
+                job_name=job_name,
+                status=RunStatus(status),
+                tags=tags,
+                run_config={},
+                priority=priority,
+                created_at=when(created_at),  # type: ignore[arg-type]
+                updated_at=when(updated_at),
+                started_at=when(started_at),
+                seq=seq,
+                worker_pid=worker_pid,
+                worker_started_at=worker_started_at,
+                attempt=number,
+                host=worker_host,
+                resumes=resumes,
+                launch_failures=launch_failures,
+            )
+            attempt = None
+            if state is not None:
+                attempt = Attempt(
+                    run_id=run_id,
+                    attempt=number,
+                    state=AttemptState(state),
+                    dispatch_token=token,
+                    dispatched_at=when(dispatched_at),  # type: ignore[arg-type]
+                    epoch=epoch,
+                    dispatcher=dispatcher,
+                    queue=queue,
+                    worker=worker,
+                    host=host,
+                    pid=pid,
+                    pid_started_at=pid_started_at,
+                    claimed_at=when(claimed_at),
+                    heartbeat_at=when(heartbeat_at),
+                )
+            out.append((run, attempt))
+        self._tags = seen
+        return now, out
 
     def dispatched_before(self, seconds: float) -> builtins.list[Attempt]:
         """Current DISPATCHED attempts of STARTING runs older than ``seconds`` (database clock)."""

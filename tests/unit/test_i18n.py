@@ -241,7 +241,6 @@ JAPANESE_TOPICS = {
     "docs/ja/troubleshooting.md",
     "docs/ja/cluster.md",
     "docs/ja/high-availability.md",
-    "docs/ja/deployment.md",
 }
 
 
