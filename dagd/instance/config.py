@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import yaml
 from pydantic import (
@@ -39,6 +38,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from dagd.errors import ConfigError
+from dagd.masking import is_secret_key, mask_secrets
 
 DAEMON_NAMES: tuple[str, ...] = ("scheduler", "run_queue", "sensor", "run_monitoring")
 
@@ -48,8 +48,6 @@ DEFAULT_LAUNCHER_MODULE = "dagd.run_launcher"
 DEFAULT_LAUNCHER_CLASS = "LocalProcessRunLauncher"
 
 # Keys whose values never appear in displays or error messages.
-_SECRET_KEYS = frozenset({"token", "password", "secret", "api_key"})
-_MASK = "***"
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
@@ -427,11 +425,31 @@ class InstanceConfig(_Model):
 
     def dump_public(self) -> dict[str, Any]:
         """The configuration with YAML key names, safe to print: tokens and passwords masked."""
-        return _mask_secrets(self.model_dump(mode="json", by_alias=True))
+        return mask_secrets(self.model_dump(mode="json", by_alias=True))
 
 
 # ---------------------------------------------------------------------------------------------
 # loading
+
+
+def config_path(home: Path, value: str) -> Path:
+    """A file named in dagd.yaml: ``~`` is the user's home directory, and a relative path is
+    under ``$DAGD_HOME`` (``home``), wherever the process was started from."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else home / path
+
+
+def read_token_file(home: Path, value: str, *, key: str, config_file: Path) -> str:
+    """The token in the file ``key`` (``grpc.token_file``, ``webserver.token_file``) names,
+    stripped; an unreadable or empty file is a ConfigError naming the key and the path."""
+    path = config_path(home, value)
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{config_file}: {key}: cannot read {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise ConfigError(f"{config_file}: {key}: {path} is empty")
+    return token
 
 
 def load_instance_config(path: Path, environ: Mapping[str, str] | None = None) -> InstanceConfig:
@@ -567,7 +585,7 @@ def _config_message(file: str, prefix: str, error: ErrorDetails) -> str:
     if error["type"] == "value_error" and isinstance(problem, _KeyProblem):
         parts.append(problem.key)
     path = ".".join(p for p in [prefix, *parts] if p)
-    secret = bool(parts) and (parts[-1] in _SECRET_KEYS or parts[-1] == "url")
+    secret = bool(parts) and (is_secret_key(parts[-1]) or parts[-1] == "url")
     reason = _reason(error, hide_input=secret)
     return _one_line(f"{file}: {path}: {reason}" if path else f"{file}: {reason}")
 
@@ -621,44 +639,3 @@ def _number(value: Any) -> str:
 
 def _one_line(message: str) -> str:
     return re.sub(r"\s*\n\s*", " ", message).strip()
-
-
-# ---------------------------------------------------------------------------------------------
-# masking for display
-
-
-def masked_url(url: str) -> str:
-    """``url`` with any password (in the user info or a ``password=`` query) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return _MASK  # unparseable: it might still hold a password, show nothing
-    netloc, query = parts.netloc, parts.query
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user, has_password, _ = userinfo.partition(":")
-        if has_password:
-            netloc = f"{user}:{_MASK}@{hostport}"
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(k.lower() == "password" for k, _ in pairs):
-            query = urlencode([(k, _MASK if k.lower() == "password" else v) for k, v in pairs], safe="*")
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url  # untouched: avoid urlunsplit's normalisations
-    return parts._replace(netloc=netloc, query=query).geturl()
-
-
-def _mask_secrets(node: Any) -> Any:
-    if isinstance(node, dict):
-        masked: dict[Any, Any] = {}
-        for key, value in node.items():
-            if isinstance(key, str) and key.lower() in _SECRET_KEYS and value is not None:
-                masked[key] = _MASK
-            elif key == "url" and isinstance(value, str):
-                masked[key] = masked_url(value)
-            else:
-                masked[key] = _mask_secrets(value)
-        return masked
-    if isinstance(node, list):
-        return [_mask_secrets(v) for v in node]
-    return node

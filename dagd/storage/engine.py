@@ -24,6 +24,7 @@ from dagd.storage.sql import (
     PG_CONNECT_TIMEOUT_SECONDS,
     PG_STATEMENT_TIMEOUT_SECONDS,
     SQLITE_BUSY_TIMEOUT_MS,
+    check_sqlite_version,
     configure_postgres,
     configure_sqlite,
     first_line,
@@ -42,6 +43,7 @@ def make_engine(
     """An engine for ``url``. ``pg_statement_timeout_seconds=None`` leaves PostgreSQL's
     statements unbounded (``dagctl instance migrate``: rebuilding an index may take minutes)."""
     if url.startswith("sqlite"):
+        check_sqlite_version()
         engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _configure_sqlite(engine)
         return engine

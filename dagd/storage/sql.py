@@ -37,7 +37,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from dagd.errors import StorageUnavailable
+from dagd.errors import ConfigError, StorageUnavailable
 from dagd.timefmt import as_utc
 
 if TYPE_CHECKING:
@@ -374,6 +374,28 @@ def _rollback(conn: Any) -> None:
 
 # -- SQLite connection settings (shared with the supervisor's engine) ---------------------------------
 
+#: The oldest SQLite the stores' SQL runs on: ``INSERT ... RETURNING`` arrived in 3.35.0.
+MIN_SQLITE_VERSION = (3, 35, 0)
+
+
+def check_sqlite_version(version: str | None = None) -> None:
+    """Refuse, with one line saying what to do, a SQLite library too old for the stores' SQL.
+
+    Checked when storage is opened, so an old library fails at start, not at the first submit.
+    ``version`` defaults to the library Python's sqlite3 module is linked against.
+    """
+    if version is None:
+        import sqlite3
+
+        version = sqlite3.sqlite_version
+    found = tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+    if found < MIN_SQLITE_VERSION:
+        need = ".".join(map(str, MIN_SQLITE_VERSION[:2]))
+        raise ConfigError(
+            f"SQLite {version} is too old: dagd needs SQLite {need} or newer (for RETURNING); "
+            "run dagd on a Python linked against a newer SQLite, or use PostgreSQL (storage.postgres)"
+        )
+
 
 def configure_sqlite(conn: Any, busy_timeout_seconds: float = SQLITE_BUSY_TIMEOUT_MS / 1000) -> None:
     """WAL (readers never block the writer), a busy timeout, ``synchronous=NORMAL`` (durable
@@ -451,6 +473,7 @@ class DirectDatabase(Database):
         if url.startswith("sqlite"):
             import sqlite3
 
+            check_sqlite_version()
             self.dialect, self.dbapi = SQLITE, sqlite3
             self._path = url.split(":///", 1)[1]
         elif url.startswith("postgresql"):
