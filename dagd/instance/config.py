@@ -295,6 +295,66 @@ class SensorsConfig(_Model):
     max_concurrent_evaluations: int = Field(default=16, ge=1, le=256)
 
 
+# ---------------------------------------------------------------------------------------------
+# retention (Dagster's `retention:` shape for ticks, plus finished runs)
+
+# Days to keep, or -1 to keep forever; fractions allowed (0.5 = 12 hours).
+RetentionDays = float
+
+
+def _check_days(key: str, days: float) -> None:
+    if days < 0 and days != -1:
+        raise _KeyProblem(key, f"must be -1 (keep forever) or a number of days >= 0, got {_number(days)}")
+
+
+class TickRetention(_Model):
+    """Days to keep a schedule's or sensor's finished ticks, by how they ended (-1: forever)."""
+
+    skipped: RetentionDays = -1
+    success: RetentionDays = -1
+    failure: RetentionDays = -1
+
+    @model_validator(mode="after")
+    def _minus_one_or_positive(self) -> TickRetention:
+        for key in ("skipped", "success", "failure"):
+            _check_days(key, getattr(self, key))
+        return self
+
+
+class InstigatorRetention(_Model):
+    # `purge_after_days: 7` (every status) or `{skipped: 7, success: -1, failure: -1}`, as Dagster.
+    purge_after_days: TickRetention = TickRetention()
+
+    @field_validator("purge_after_days", mode="before")
+    @classmethod
+    def _one_number_for_all(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return {"skipped": value, "success": value, "failure": value}
+        return value
+
+
+class RunRetention(_Model):
+    purge_after_days: RetentionDays = -1  # finished runs (SUCCESS, FAILURE, CANCELED), by ended_at
+
+    @model_validator(mode="after")
+    def _minus_one_or_positive(self) -> RunRetention:
+        _check_days("purge_after_days", self.purge_after_days)
+        return self
+
+
+class RetentionConfig(_Model):
+    """What the supervisor purges, in small batches (dagd/supervisor/retention.py). The defaults
+    keep everything but skipped sensor ticks, which a sensor polling every 30 s piles up by the
+    thousand a day (Dagster's default too): a week of them is kept."""
+
+    schedule: InstigatorRetention = InstigatorRetention()
+    sensor: InstigatorRetention = InstigatorRetention(purge_after_days=TickRetention(skipped=7))
+    runs: RunRetention = RunRetention()
+    # How often the purge looks for expired rows, and how many rows one transaction deletes.
+    purge_interval_seconds: PositiveSeconds = 600
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+
+
 class RestartConfig(_Model):
     initial_backoff_seconds: PositiveSeconds = 0.5
     max_backoff_seconds: PositiveSeconds = 30
@@ -422,6 +482,7 @@ class InstanceConfig(_Model):
     grpc: GrpcConfig = GrpcConfig()
     webserver: WebserverConfig = WebserverConfig()
     metrics: MetricsConfig = MetricsConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     def dump_public(self) -> dict[str, Any]:
         """The configuration with YAML key names, safe to print: tokens and passwords masked."""
