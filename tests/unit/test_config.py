@@ -601,3 +601,54 @@ def test_token_file_expands_the_users_home(tmp_path: Path, monkeypatch: pytest.M
     assert str(info.value) == (
         f"{dagd_home / 'dagd.yaml'}: {key}.token_file: cannot read {user_home / 'missing'}: No such file or directory"
     )
+
+
+# --- retention -------------------------------------------------------------------------------------
+
+
+def test_retention_defaults_keep_everything_but_a_week_of_skipped_sensor_ticks() -> None:
+    retention = InstanceConfig().retention
+    assert retention.schedule.purge_after_days.model_dump() == {"skipped": -1, "success": -1, "failure": -1}
+    assert retention.sensor.purge_after_days.model_dump() == {"skipped": 7, "success": -1, "failure": -1}
+    assert retention.runs.purge_after_days == -1
+
+
+def test_retention_takes_dagsters_shape_or_one_number(tmp_path: Path) -> None:
+    retention = load(
+        tmp_path,
+        """
+        retention:
+          schedule: {purge_after_days: 30}
+          sensor: {purge_after_days: {skipped: 0.5, failure: 90}}
+          runs: {purge_after_days: 14}
+        """,
+    ).retention
+    assert retention.schedule.purge_after_days.model_dump() == {"skipped": 30, "success": 30, "failure": 30}
+    assert retention.sensor.purge_after_days.model_dump() == {"skipped": 0.5, "success": -1, "failure": 90}
+    assert retention.runs.purge_after_days == 14
+
+
+@pytest.mark.parametrize(
+    ("text", "ending"),
+    [
+        (
+            "retention: {sensor: {purge_after_days: {skipped: -2}}}",
+            "retention.sensor.purge_after_days.skipped: must be -1 (keep forever) or a number of days >= 0, got -2",
+        ),
+        (
+            "retention: {runs: {purge_after_days: -0.5}}",
+            "retention.runs.purge_after_days: must be -1 (keep forever) or a number of days >= 0, got -0.5",
+        ),
+        (
+            "retention: {schedule: {purge_after_days: {started: 1}}}",
+            "retention.schedule.purge_after_days.started: unknown key",
+        ),
+        (
+            "retention: {runs: {purge_after_days: forever}}",
+            "retention.runs.purge_after_days: expected a number, got 'forever'",
+        ),
+        ("retention: {batch_size: 0}", "retention.batch_size: must be >= 1"),
+    ],
+)
+def test_bad_retention_is_refused_in_one_line(tmp_path: Path, text: str, ending: str) -> None:
+    assert refusal(tmp_path, text).endswith(": " + ending)
