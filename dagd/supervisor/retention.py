@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -59,7 +59,6 @@ class RetentionPurger:
         self.config = instance.config.retention
         self.stop = stop
         self.thread: threading.Thread | None = None
-        self.rounds = 0  # completed rounds (tests and diagnostics)
 
     @property
     def enabled(self) -> bool:
@@ -82,7 +81,6 @@ class RetentionPurger:
             except Exception:  # a bug must not kill the thread for the supervisor's lifetime
                 log.exception("retention: purge failed")
                 continue
-            self.rounds += 1
             if report.total:
                 log.info(
                     "retention: purged %d run(s) and %d tick(s)", report.runs, report.total - report.runs
@@ -108,33 +106,29 @@ class RetentionPurger:
         batch = self.config.batch_size
         storage = self.instance.storage
         for kind, status, keep in self._tick_rules():
-            cutoff = now - timedelta(days=keep)
-
-            def tick_batches(
-                kind: str = kind, status: str = status, cutoff: datetime = cutoff
-            ) -> Iterator[int]:
-                while True:
-                    deleted = storage.instigators.purge_ticks(kind, status, cutoff, batch)
-                    yield deleted
-                    if deleted < batch:
-                        return
-
-            report.ticks[(kind, status)] = self._paced(tick_batches())
+            batches = self._tick_batches(kind, status, now - timedelta(days=keep), batch)
+            report.ticks[(kind, status)] = self._paced(batches)
         keep_runs = self.config.runs.purge_after_days
         if keep_runs >= 0:
             report.runs = self._paced(purge_runs(storage, now - timedelta(days=keep_runs), batch_size=batch))
         return report
 
-    def _paced(self, batches: Iterator[int], clock: Callable[[], float] = time.monotonic) -> int:
+    def _tick_batches(self, kind: str, status: str, cutoff: datetime, batch: int) -> Iterator[int]:
+        while True:
+            deleted = self.instance.storage.instigators.purge_ticks(kind, status, cutoff, batch)
+            yield deleted
+            if deleted < batch:
+                return
+
+    def _paced(self, batches: Iterator[int]) -> int:
         """Run the batches, pausing after each at least as long as it took; stop early on ``stop``."""
         total = 0
-        began = clock()
+        began = time.monotonic()
         for deleted in batches:
             total += deleted
-            took = clock() - began
-            if self.stop.wait(max(MIN_PAUSE_SECONDS, took)):
+            if self.stop.wait(max(MIN_PAUSE_SECONDS, time.monotonic() - began)):
                 break
-            began = clock()
+            began = time.monotonic()
         return total
 
 
