@@ -207,7 +207,25 @@ def database_bytes(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def steady_load(backend: str, seconds: float, rate: float) -> dict[str, Any]:
+def vacuum(url: str) -> None:
+    """What autovacuum does to the tables the purge deletes from (it is off on some test servers)."""
+    import psycopg
+
+    with psycopg.connect("postgresql://" + url.split("://", 1)[1], autocommit=True) as conn:
+        for table in ("runs", "run_tags", "run_events", "run_logs", "ticks"):
+            conn.execute(f"VACUUM {table}")
+
+
+def autovacuum_on() -> bool:
+    import psycopg
+    from common import PG_BASE
+
+    with psycopg.connect("postgresql://" + PG_BASE.split("://", 1)[1]) as conn:
+        row = conn.execute("SHOW autovacuum").fetchone()
+    return bool(row) and row[0] == "on"
+
+
+def steady_load(backend: str, seconds: float, rate: float, vacuum_every: float = 0) -> dict[str, Any]:
     retention = (
         "retention:\n  purge_interval_seconds: 5\n  runs: {purge_after_days: 0.000694}\n"
         "  sensor: {purge_after_days: {skipped: 0.000694}}\n"
@@ -244,9 +262,13 @@ def steady_load(backend: str, seconds: float, rate: float) -> dict[str, Any]:
         thread.start()
         samples = []
         began = time.monotonic()
+        vacuumed = began
         try:
             while time.monotonic() - began < seconds:
                 time.sleep(5)
+                if backend == "postgres" and vacuum_every and time.monotonic() - vacuumed >= vacuum_every:
+                    vacuum(url)
+                    vacuumed = time.monotonic()
                 with writer.sql_read() as sql:
                     runs = sql.scalar("SELECT COUNT(*) FROM runs")
                     ticks = sql.scalar("SELECT COUNT(*) FROM ticks")
@@ -265,9 +287,7 @@ def steady_load(backend: str, seconds: float, rate: float) -> dict[str, Any]:
     return {"rate": rate, "samples": samples, "writer_ms": distribution(latencies, 1000)}
 
 
-def bench(backend: str, count: int, steady_seconds: float, rate: float) -> dict[str, Any]:
-    print(f"== {backend} ==")
-    now = datetime.now(UTC)
+def history(backend: str, count: int, now: datetime) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with database(backend) as (url, section):
         took = bulk_load(url, count, now)
@@ -278,8 +298,22 @@ def bench(backend: str, count: int, steady_seconds: float, rate: float) -> dict[
         with running_supervisor(section, ready_timeout=120) as home:
             out["list_ms"] = list_latencies(home)
         out["purge"] = purge_figures(url, count, now)
+    return out
+
+
+def bench(backend: str, count: int, steady_seconds: float, rate: float) -> dict[str, Any]:
+    print(f"== {backend} ==")
+    now = datetime.now(UTC)
+    out: dict[str, Any] = {}
+    if count > 0:  # --runs 0: the steady-load part only
+        out.update(history(backend, count, now))
     if steady_seconds > 0:
-        out["steady"] = steady_load(backend, steady_seconds, rate)
+        vacuum_every = 0.0
+        if backend == "postgres" and not autovacuum_on():
+            vacuum_every = 30.0
+            print("    autovacuum is off on this server: VACUUM every 30 s instead, as autovacuum would")
+        out["steady"] = steady_load(backend, steady_seconds, rate, vacuum_every)
+        out["steady"]["manual_vacuum_seconds"] = vacuum_every
     return out
 
 
@@ -288,7 +322,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
-    parser.add_argument("--runs", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=1_000_000, help="history size; 0 skips the history part")
     parser.add_argument("--steady-seconds", type=float, default=240)
     parser.add_argument("--rate", type=float, default=20, help="runs (and sensor ticks) per second")
     parser.add_argument("--json")
