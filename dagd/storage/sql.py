@@ -18,8 +18,9 @@ rows written by either kind of process read the same: on SQLite a timestamp is t
 ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC, a boolean is 0 or 1; JSON is always text.
 
 Errors: a lost or refused connection (the driver's ``OperationalError`` or ``InterfaceError``) is
-:class:`~dagd.errors.StorageUnavailable`, and the connection is dropped; a constraint violation is
-:class:`ConstraintViolation`.
+:class:`~dagd.errors.StorageUnavailable`, and the connection is dropped; a PostgreSQL statement or
+lock timeout (:func:`configure_postgres`) is StorageUnavailable too, but the connection is kept; a
+constraint violation is :class:`ConstraintViolation`.
 """
 
 from __future__ import annotations
