@@ -679,6 +679,32 @@ def daemons_logs(ctx: Ctx, name: str, follow: bool, lines: int) -> None:
                 time.sleep(0.2)
 
 
+# -- deleting runs (retention: docs/retention.md) --------------------------------------------------
+
+
+@runs.command("delete")
+@click.argument("run_ids", nargs=-1, required=True)
+@click.pass_obj
+@handle_errors
+def runs_delete(ctx: Ctx, run_ids: tuple[str, ...]) -> None:
+    """Delete finished runs with their events and logs (all or none: never a run in progress)."""
+    with ctx.client() as client:
+        deleted = client.delete_runs(run_ids)
+    click.echo(f"deleted {len(deleted)} run(s)")
+
+
+@runs.command("purge")
+@click.option("--older-than", "days", type=float, required=True, help="Days since the run ended.")
+@click.option("--status", "statuses", multiple=True, help="SUCCESS, FAILURE or CANCELED (repeatable).")
+@click.pass_obj
+@handle_errors
+def runs_purge(ctx: Ctx, days: float, statuses: tuple[str, ...]) -> None:
+    """Delete finished runs that ended more than DAYS ago, with their events and logs."""
+    with ctx.client() as client:
+        deleted = sum(client.purge_runs(days, statuses))
+    click.echo(f"purged {deleted} run(s) that ended more than {days:g} day(s) ago")
+
+
 # -- instance -----------------------------------------------------------------------------------
 
 

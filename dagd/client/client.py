@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -445,6 +445,21 @@ class Client:
                 for loc in info.code_locations
             ],
         }
+
+    def delete_runs(self, run_ids: Sequence[str]) -> list[str]:
+        """Delete finished runs (all or none); the ids deleted."""
+        response = self._call(self.runs.DeleteRuns, pb.DeleteRunsRequest(run_ids=list(run_ids)))
+        return list(response.deleted_run_ids)
+
+    def purge_runs(self, older_than_days: float, statuses: Sequence[str] = ()) -> Iterator[int]:
+        """Delete finished runs that ended over ``older_than_days`` ago, a call at a time (each
+        bounded by the supervisor); yields each call's count."""
+        request = pb.PurgeRunsRequest(older_than_days=older_than_days, statuses=_status_values(statuses))
+        while True:
+            response = self._call(self.runs.PurgeRuns, request)
+            yield response.deleted
+            if not response.more:
+                return
 
 
 def daemon_from_pb(d: pb.DaemonStatus) -> dict[str, Any]:

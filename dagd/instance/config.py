@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import yaml
 from pydantic import (
@@ -39,6 +38,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from dagd.errors import ConfigError
+from dagd.masking import is_secret_key, mask_secrets
 
 DAEMON_NAMES: tuple[str, ...] = ("scheduler", "run_queue", "sensor", "run_monitoring")
 
@@ -48,8 +48,6 @@ DEFAULT_LAUNCHER_MODULE = "dagd.run_launcher"
 DEFAULT_LAUNCHER_CLASS = "LocalProcessRunLauncher"
 
 # Keys whose values never appear in displays or error messages.
-_SECRET_KEYS = frozenset({"token", "password", "secret", "api_key"})
-_MASK = "***"
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
@@ -300,6 +298,66 @@ class SensorsConfig(_Model):
     max_concurrent_evaluations: int = Field(default=16, ge=1, le=256)
 
 
+# ---------------------------------------------------------------------------------------------
+# retention (Dagster's `retention:` shape for ticks, plus finished runs)
+
+# Days to keep, or -1 to keep forever; fractions allowed (0.5 = 12 hours).
+RetentionDays = float
+
+
+def _check_days(key: str, days: float) -> None:
+    if days < 0 and days != -1:
+        raise _KeyProblem(key, f"must be -1 (keep forever) or a number of days >= 0, got {_number(days)}")
+
+
+class TickRetention(_Model):
+    """Days to keep a schedule's or sensor's finished ticks, by how they ended (-1: forever)."""
+
+    skipped: RetentionDays = -1
+    success: RetentionDays = -1
+    failure: RetentionDays = -1
+
+    @model_validator(mode="after")
+    def _minus_one_or_positive(self) -> TickRetention:
+        for key in ("skipped", "success", "failure"):
+            _check_days(key, getattr(self, key))
+        return self
+
+
+class InstigatorRetention(_Model):
+    # `purge_after_days: 7` (every status) or `{skipped: 7, success: -1, failure: -1}`, as Dagster.
+    purge_after_days: TickRetention = TickRetention()
+
+    @field_validator("purge_after_days", mode="before")
+    @classmethod
+    def _one_number_for_all(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return {"skipped": value, "success": value, "failure": value}
+        return value
+
+
+class RunRetention(_Model):
+    purge_after_days: RetentionDays = -1  # finished runs (SUCCESS, FAILURE, CANCELED), by ended_at
+
+    @model_validator(mode="after")
+    def _minus_one_or_positive(self) -> RunRetention:
+        _check_days("purge_after_days", self.purge_after_days)
+        return self
+
+
+class RetentionConfig(_Model):
+    """What the supervisor purges, in small batches (dagd/supervisor/retention.py). The defaults
+    keep everything but skipped sensor ticks, which a sensor polling every 30 s piles up by the
+    thousand a day (Dagster's default too): a week of them is kept."""
+
+    schedule: InstigatorRetention = InstigatorRetention()
+    sensor: InstigatorRetention = InstigatorRetention(purge_after_days=TickRetention(skipped=7))
+    runs: RunRetention = RunRetention()
+    # How often the purge looks for expired rows, and how many rows one transaction deletes.
+    purge_interval_seconds: PositiveSeconds = 600
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+
+
 class RestartConfig(_Model):
     initial_backoff_seconds: PositiveSeconds = 0.5
     max_backoff_seconds: PositiveSeconds = 30
@@ -427,14 +485,35 @@ class InstanceConfig(_Model):
     grpc: GrpcConfig = GrpcConfig()
     webserver: WebserverConfig = WebserverConfig()
     metrics: MetricsConfig = MetricsConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     def dump_public(self) -> dict[str, Any]:
         """The configuration with YAML key names, safe to print: tokens and passwords masked."""
-        return _mask_secrets(self.model_dump(mode="json", by_alias=True))
+        return mask_secrets(self.model_dump(mode="json", by_alias=True))
 
 
 # ---------------------------------------------------------------------------------------------
 # loading
+
+
+def config_path(home: Path, value: str) -> Path:
+    """A file named in dagd.yaml: ``~`` is the user's home directory, and a relative path is
+    under ``$DAGD_HOME`` (``home``), wherever the process was started from."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else home / path
+
+
+def read_token_file(home: Path, value: str, *, key: str, config_file: Path) -> str:
+    """The token in the file ``key`` (``grpc.token_file``, ``webserver.token_file``) names,
+    stripped; an unreadable or empty file is a ConfigError naming the key and the path."""
+    path = config_path(home, value)
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{config_file}: {key}: cannot read {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise ConfigError(f"{config_file}: {key}: {path} is empty")
+    return token
 
 
 def load_instance_config(path: Path, environ: Mapping[str, str] | None = None) -> InstanceConfig:
@@ -570,7 +649,7 @@ def _config_message(file: str, prefix: str, error: ErrorDetails) -> str:
     if error["type"] == "value_error" and isinstance(problem, _KeyProblem):
         parts.append(problem.key)
     path = ".".join(p for p in [prefix, *parts] if p)
-    secret = bool(parts) and (parts[-1] in _SECRET_KEYS or parts[-1] == "url")
+    secret = bool(parts) and (is_secret_key(parts[-1]) or parts[-1] == "url")
     reason = _reason(error, hide_input=secret)
     return _one_line(f"{file}: {path}: {reason}" if path else f"{file}: {reason}")
 
@@ -624,44 +703,3 @@ def _number(value: Any) -> str:
 
 def _one_line(message: str) -> str:
     return re.sub(r"\s*\n\s*", " ", message).strip()
-
-
-# ---------------------------------------------------------------------------------------------
-# masking for display
-
-
-def masked_url(url: str) -> str:
-    """``url`` with any password (in the user info or a ``password=`` query) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return _MASK  # unparseable: it might still hold a password, show nothing
-    netloc, query = parts.netloc, parts.query
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user, has_password, _ = userinfo.partition(":")
-        if has_password:
-            netloc = f"{user}:{_MASK}@{hostport}"
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(k.lower() == "password" for k, _ in pairs):
-            query = urlencode([(k, _MASK if k.lower() == "password" else v) for k, v in pairs], safe="*")
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url  # untouched: avoid urlunsplit's normalisations
-    return parts._replace(netloc=netloc, query=query).geturl()
-
-
-def _mask_secrets(node: Any) -> Any:
-    if isinstance(node, dict):
-        masked: dict[Any, Any] = {}
-        for key, value in node.items():
-            if isinstance(key, str) and key.lower() in _SECRET_KEYS and value is not None:
-                masked[key] = _MASK
-            elif key == "url" and isinstance(value, str):
-                masked[key] = masked_url(value)
-            else:
-                masked[key] = _mask_secrets(value)
-        return masked
-    if isinstance(node, list):
-        return [_mask_secrets(v) for v in node]
-    return node

@@ -154,17 +154,21 @@ class Instance:
         driver connections itself, without SQLAlchemy (:class:`dagd.storage.sql.DirectDatabase`);
         the supervisor created or checked the schema before starting it. Everything else gets the
         SQLAlchemy-backed :class:`dagd.storage.store.Storage`, which creates or checks the schema."""
-        if self.direct_storage:
-            from dagd.storage.sql import SQLITE_BUSY_TIMEOUT_MS, DirectDatabase
+        from dagd.storage.sql import storage_wait_bound
 
-            # A daemon waiting on a SQLite lock gives up (storage unavailable: degraded) well
-            # before the supervisor would take its silence for a hang and kill it.
-            hang_after = self.config.daemons.heartbeat_timeout_seconds
-            busy_timeout = min(SQLITE_BUSY_TIMEOUT_MS / 1000, hang_after / 2)
-            return DirectDatabase(self.storage_url, sqlite_busy_timeout_seconds=busy_timeout)
+        # A daemon waiting on a lock (SQLite's, or PostgreSQL's, or a slow statement) gives up
+        # (storage unavailable: degraded) well before the supervisor would take its silence for a
+        # hang and kill it. The supervisor's own PostgreSQL statements have the same bound.
+        bound = storage_wait_bound(self.config.daemons.heartbeat_timeout_seconds)
+        if self.direct_storage:
+            from dagd.storage.sql import DirectDatabase
+
+            return DirectDatabase(
+                self.storage_url, sqlite_busy_timeout_seconds=bound, pg_statement_timeout_seconds=bound
+            )
         from dagd.storage.engine import open_storage
 
-        return open_storage(self.storage_url)
+        return open_storage(self.storage_url, pg_statement_timeout_seconds=bound)
 
     # -- pluggable classes -----------------------------------------------------------------
 

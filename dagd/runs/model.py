@@ -34,8 +34,13 @@ class RunStatus(str, enum.Enum):
         return self in IN_PROGRESS_STATUSES
 
 
+# The status groups, defined here only: the run queue, the queue status, `dagctl`, and the web UI's
+# Runs tabs and their counts all read these (a tab and its count once disagreed on NOT_STARTED).
+QUEUED_STATUSES = frozenset({RunStatus.QUEUED})
 FINISHED_STATUSES = frozenset({RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.CANCELED})
-# What counts against concurrency limits (Dagster's definition, kept on purpose).
+# What counts against concurrency limits and as "in progress" (Dagster's definition, kept on
+# purpose). NOT_STARTED is in no group but "all", as in Dagster's UI: a run being launched at once
+# by the default coordinator, where no limits apply.
 IN_PROGRESS_STATUSES = frozenset({RunStatus.STARTING, RunStatus.STARTED, RunStatus.CANCELING})
 
 _S = RunStatus

@@ -6,16 +6,22 @@ timezone-aware (any zone); datetimes returned are UTC.
 
 How ticks are found: the cron is matched against *local wall-clock time* in the schedule's zone.
 croniter only ever sees naive local dates (to pick the days its day fields match); this module maps
-each matching wall time to exactly one UTC instant (``_to_utc``, where the DST rules live):
+each matching wall time to the UTC instants it fires at (``_instants``/``_to_utc``, where the DST
+rules live):
 
 - a wall time that does not exist (spring-forward gap) fires at the end of the gap, the first
   valid instant after it: 02:30 in a 02:00->03:00 gap fires at 03:00. Several cron times in one gap
   (and a cron time at the gap's end) collapse into that one tick;
-- a wall time that exists twice (fall-back overlap) fires once, at the later instant (fold=1), as
-  Dagster does.
+- a wall time that exists twice (fall-back overlap) fires in both passes if the cron's hour field
+  matches every hour (``0 * * * *``, ``@hourly``, ``*/15 * * * *``): an hourly job keeps running
+  hourly through the repeated hour, as cron's wildcard jobs and Dagster's hourly schedules do. Any
+  other cron (fixed hours: ``30 1 * * *``, ``0 */2 * * *``) fires once, at the later instant
+  (fold=1), as Dagster does.
 
-That mapping never decreases as wall time advances, so ticks come out in order and collapsed
-duplicates are adjacent; every function returns strictly increasing UTC instants.
+On a steady day that mapping is a fixed shift, so ticks come out in order. A transition day's
+instants are computed and sorted as a whole (``_transition_day_ticks``); no day's instants
+interleave with another day's, so collapsed duplicates are adjacent and every function returns
+strictly increasing UTC instants.
 docs/schedules.md walks through examples.
 """
 
@@ -76,6 +82,7 @@ class _Cron:
     day_expr: str  # "0 0 <dom> <month> <dow>": croniter walks the local dates that match
     every_day: bool  # the day fields match every date (skip croniter: it is slow per call)
     minutes: tuple[int, ...]  # sorted minutes after local midnight (hour * 60 + minute) that match
+    every_hour: bool  # the hour field matches all 24 hours: repeated wall times fire in both passes
 
 
 def validate_cron(expr: str) -> None:
@@ -134,6 +141,7 @@ def _parse_text(expr: str) -> _Cron:
         day_expr=f"0 0 {fields[2]} {fields[3]} {fields[4]}",
         every_day=all(field == ["*"] for field in expanded[2:]),
         minutes=tuple(sorted({h * 60 + m for h in hours for m in minutes})),
+        every_hour=len(hours) == 24,
     )
     try:
         croniter(cron.day_expr, datetime(2000, 1, 1)).get_next(datetime)
@@ -196,18 +204,25 @@ def _wall(instant: datetime, zone: ZoneInfo) -> datetime:
 
 
 def _to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
-    """The one instant a naive local wall time fires at."""
+    """The instant a naive local wall time fires at when it fires once: the later of two passes."""
+    return _instants(wall, zone)[-1]
+
+
+def _instants(wall: datetime, zone: ZoneInfo) -> tuple[datetime, ...]:
+    """Every instant a naive local wall time happens at, increasing; a gap's wall time, its end.
+
+    One instant, or two in a fall-back overlap (the first and the second pass).
+    """
     early = wall.replace(tzinfo=zone, fold=0)
     late = wall.replace(tzinfo=zone, fold=1)
     if early.utcoffset() == late.utcoffset():
-        return early.astimezone(UTC)
+        return (early.astimezone(UTC),)
     candidates = sorted(c.astimezone(UTC) for c in (early, late))
-    real = [c for c in candidates if _wall(c, zone) == wall]
+    real = tuple(c for c in candidates if _wall(c, zone) == wall)
     if real:
-        # Fall-back overlap: the wall time happens twice; fire once, at the later instant.
-        return real[-1]
+        return real  # fall-back overlap: the wall time happens twice
     # Spring-forward gap: the wall time never happens; fire when the gap ends.
-    return _transition(candidates[0], candidates[1], zone)
+    return (_transition(candidates[0], candidates[1], zone),)
 
 
 def _transition(before: datetime, after: datetime, zone: ZoneInfo) -> datetime:
@@ -276,8 +291,16 @@ def _between(cron: _Cron, base: datetime, low: datetime | None, high: datetime |
 
 @lru_cache(maxsize=64)
 def _transition_day_ticks(cron: _Cron, zone: ZoneInfo, day: date) -> tuple[datetime, ...]:
+    """A transition day's ticks, increasing, distinct (gap times collapse into one tick).
+
+    An every-hour cron fires a repeated wall time in both passes, so its instants are not in wall
+    time order (01:15 EDT comes before 01:00 EST): sorted here, once per day.
+    """
     midnight = datetime.combine(day, time())
-    return tuple(_to_utc(midnight + timedelta(minutes=m), zone) for m in cron.minutes)
+    walls = (midnight + timedelta(minutes=m) for m in cron.minutes)
+    if cron.every_hour:
+        return tuple(sorted({instant for wall in walls for instant in _instants(wall, zone)}))
+    return tuple(sorted({_to_utc(wall, zone) for wall in walls}))
 
 
 def _days(cron: _Cron, first: date, backward: bool = False) -> Iterator[date]:
@@ -311,7 +334,8 @@ def _first_day(zone: ZoneInfo, after: datetime) -> date:
 def _last_day(zone: ZoneInfo, until: datetime) -> date:
     """A local date such that no wall time after it fires at or before ``until``."""
     day = _wall(until, zone).date()
-    while _to_utc(datetime.combine(day + timedelta(days=1), time()), zone) <= until:
+    # The next midnight may happen twice; its first pass fires for every-hour crons.
+    while _instants(datetime.combine(day + timedelta(days=1), time()), zone)[0] <= until:
         day += timedelta(days=1)
     return day
 

@@ -4,7 +4,9 @@ SQLite: the connection settings of :func:`dagd.storage.sql.configure_sqlite` (WA
 ``synchronous=NORMAL``), and ``BEGIN IMMEDIATE`` for write transactions so two writers queue on the
 busy timeout instead of failing with "database is locked" when a read lock cannot be upgraded.
 PostgreSQL: psycopg 3 with a small pool and pre-ping, so a database restart costs one failed query
-rather than a dead daemon.
+rather than a dead daemon, and :func:`dagd.storage.sql.configure_postgres` on every new connection
+(``statement_timeout``, ``lock_timeout``), so a query stuck behind a lock fails as storage
+unavailable instead of holding a gRPC worker forever.
 
 Engines are never shared across ``fork()``: every process opens its own (see docs/architecture.md).
 """
@@ -20,7 +22,10 @@ from dagd.errors import StorageUnavailable
 from dagd.storage.migrate import ensure_schema
 from dagd.storage.sql import (
     PG_CONNECT_TIMEOUT_SECONDS,
+    PG_STATEMENT_TIMEOUT_SECONDS,
     SQLITE_BUSY_TIMEOUT_MS,
+    check_sqlite_version,
+    configure_postgres,
     configure_sqlite,
     first_line,
     sqlite_url,
@@ -32,8 +37,13 @@ READ_ONLY = "dagd_read_only"
 __all__ = ["READ_ONLY", "make_engine", "open_storage", "sqlite_url"]
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> sa.Engine:
+def make_engine(
+    url: str, *, pool_size: int = 5, pg_statement_timeout_seconds: float | None = PG_STATEMENT_TIMEOUT_SECONDS
+) -> sa.Engine:
+    """An engine for ``url``. ``pg_statement_timeout_seconds=None`` leaves PostgreSQL's
+    statements unbounded (``dagctl instance migrate``: rebuilding an index may take minutes)."""
     if url.startswith("sqlite"):
+        check_sqlite_version()
         engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _configure_sqlite(engine)
         return engine
@@ -41,7 +51,15 @@ def make_engine(url: str, *, pool_size: int = 5) -> sa.Engine:
     if url.startswith("postgresql"):
         # Fail fast when the server is unreachable instead of hanging a daemon loop.
         kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS}
-    return sa.create_engine(url, **kwargs)
+    engine = sa.create_engine(url, **kwargs)
+    if url.startswith("postgresql") and pg_statement_timeout_seconds is not None:
+        timeout = pg_statement_timeout_seconds
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            configure_postgres(dbapi_conn, timeout)
+
+    return engine
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:
@@ -59,9 +77,15 @@ def _configure_sqlite(engine: sa.Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def open_storage(url: str, *, create: bool = True, pool_size: int = 5) -> Storage:
+def open_storage(
+    url: str,
+    *,
+    create: bool = True,
+    pool_size: int = 5,
+    pg_statement_timeout_seconds: float = PG_STATEMENT_TIMEOUT_SECONDS,
+) -> Storage:
     """Open storage at ``url``; create the schema on a fresh database, refuse an outdated one."""
-    engine = make_engine(url, pool_size=pool_size)
+    engine = make_engine(url, pool_size=pool_size, pg_statement_timeout_seconds=pg_statement_timeout_seconds)
     try:
         ensure_schema(engine, create=create)
     except sa.exc.OperationalError as exc:
@@ -71,4 +95,6 @@ def open_storage(url: str, *, create: bool = True, pool_size: int = 5) -> Storag
     except BaseException:
         engine.dispose()
         raise
-    return Storage(engine)
+    storage = Storage(engine)
+    storage.pg_statement_timeout_seconds = pg_statement_timeout_seconds
+    return storage

@@ -414,3 +414,40 @@ class InstigatorStore:
                 {"kind": kind, "name": name, "limit": limit},
             )
         return [_tick(r) for r in rows]
+
+    def purge_ticks(self, kind: str, status: str, started_before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` finished ticks of ``kind`` with ``status`` that started before
+        ``started_before``, oldest first; how many were deleted (retention, one batch).
+
+        Never an unfinished tick (a crash resumes from it), and never an instigator's latest tick
+        or its latest scheduled time: the scheduler resumes catch-up from the latest scheduled
+        time and a sensor its interval from the latest start, so purging those would re-run a
+        schedule's last tick or evaluate a sensor early.
+        """
+        if status == TICK_STARTED:
+            raise ValueError("unfinished ticks are never purged")
+        params = {"kind": kind, "status": status, "before": started_before, "limit": limit}
+        with self._storage.sql_read() as sql:
+            ids = [
+                row[0]
+                for row in sql.rows(
+                    "SELECT t.id FROM ticks t WHERE t.kind = :kind AND t.status = :status"
+                    " AND t.started_at < :before"
+                    " AND EXISTS (SELECT 1 FROM ticks n WHERE n.kind = t.kind AND n.name = t.name"
+                    " AND n.id > t.id)"
+                    " AND (t.scheduled_time IS NULL OR EXISTS (SELECT 1 FROM ticks n"
+                    " WHERE n.kind = t.kind AND n.name = t.name AND n.scheduled_time > t.scheduled_time))"
+                    " ORDER BY t.id LIMIT :limit",
+                    params,
+                )
+            ]
+        deleted = 0
+        if ids:
+            with self._storage.sql_write() as sql:
+                for chunk in padded(ids):
+                    names, chunk_params = in_list("t", chunk)
+                    deleted += sql.execute(
+                        f"DELETE FROM ticks WHERE id IN ({names}) AND status = :status",
+                        {**chunk_params, "status": status},
+                    )
+        return deleted

@@ -109,6 +109,11 @@ def upgrade(engine: sa.Engine) -> tuple[str | None, str]:
     from alembic import command
 
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Every connection bounds its statements (configure_postgres); a migration rewriting a
+            # table of a million runs may rightly take longer, and waits for the lock below.
+            connection.execute(sa.text("SET LOCAL statement_timeout = 0"))
+            connection.execute(sa.text("SET LOCAL lock_timeout = 0"))
         _lock(connection)
         before = current_revision(connection)
         if before is None and sa.inspect(connection).has_table("runs"):

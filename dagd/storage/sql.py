@@ -18,8 +18,9 @@ rows written by either kind of process read the same: on SQLite a timestamp is t
 ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC, a boolean is 0 or 1; JSON is always text.
 
 Errors: a lost or refused connection (the driver's ``OperationalError`` or ``InterfaceError``) is
-:class:`~dagd.errors.StorageUnavailable`, and the connection is dropped; a constraint violation is
-:class:`ConstraintViolation`.
+:class:`~dagd.errors.StorageUnavailable`, and the connection is dropped; a PostgreSQL statement or
+lock timeout (:func:`configure_postgres`) is StorageUnavailable too, but the connection is kept; a
+constraint violation is :class:`ConstraintViolation`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from dagd.errors import StorageUnavailable
+from dagd.errors import ConfigError, StorageUnavailable
 from dagd.timefmt import as_utc
 
 if TYPE_CHECKING:
@@ -50,6 +51,19 @@ if TYPE_CHECKING:
 SQLITE, POSTGRES = "sqlite", "postgresql"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_SECONDS = 5
+#: PostgreSQL's ``statement_timeout`` where no heartbeat timeout says otherwise (tests, tools).
+PG_STATEMENT_TIMEOUT_SECONDS = 30.0
+# SQLSTATEs of a statement PostgreSQL canceled (statement_timeout, or an operator's cancel) and of
+# a lock wait that hit lock_timeout: the connection is fine, only the transaction is lost.
+_PG_CANCELED = frozenset({"57014", "55P03"})
+
+
+def storage_wait_bound(heartbeat_timeout_seconds: float) -> float:
+    """The longest one statement may wait on the database (a SQLite lock, a PostgreSQL lock or
+    slow statement) before it fails as storage unavailable: half the heartbeat timeout, at most
+    30 s. A daemon stuck on a lock then reports itself degraded and retries, well before the
+    supervisor would take its silence for a hang and kill it (docs/chaos.md)."""
+    return min(SQLITE_BUSY_TIMEOUT_MS / 1000, heartbeat_timeout_seconds / 2)
 
 
 class Refused(Exception):
@@ -277,6 +291,7 @@ class Database(abc.ABC):
     dialect: str
     dbapi: Any
     sqlite_busy_timeout_seconds: float = SQLITE_BUSY_TIMEOUT_MS / 1000
+    pg_statement_timeout_seconds: float = PG_STATEMENT_TIMEOUT_SECONDS
 
     def __init__(self) -> None:
         from dagd.storage.attempts import AttemptStore
@@ -328,8 +343,11 @@ class Database(abc.ABC):
             yield Sql(cursor, self.dialect)
             conn.commit()
         except (dbapi.OperationalError, dbapi.InterfaceError) as exc:
-            self._discard(conn)  # the connection may be dead: never hand it out again
-            conn = None
+            if getattr(exc, "sqlstate", None) in _PG_CANCELED:
+                _rollback(conn)  # a timeout: the connection still works
+            else:
+                self._discard(conn)  # the connection may be dead: never hand it out again
+                conn = None
             raise StorageUnavailable(f"storage unavailable: {first_line(exc)}") from exc
         except dbapi.IntegrityError as exc:
             _rollback(conn)
@@ -361,11 +379,12 @@ class Database(abc.ABC):
     @property
     def longest_wait_seconds(self) -> float:
         """How long one call may block on the database by the driver's own bounds while it is
-        down or locked: SQLite's busy timeout, PostgreSQL's connect timeout. A call blocked longer
-        than this is stuck (a connection that never answers), not waiting."""
+        down or locked: SQLite's busy timeout; PostgreSQL's connect timeout or statement timeout
+        (which also bounds lock waits). A call blocked longer than this is stuck (a server that
+        never answers at all), not waiting."""
         if self.dialect == SQLITE:
             return self.sqlite_busy_timeout_seconds
-        return float(PG_CONNECT_TIMEOUT_SECONDS)
+        return max(float(PG_CONNECT_TIMEOUT_SECONDS), self.pg_statement_timeout_seconds)
 
     @abc.abstractmethod
     def describe(self) -> str:
@@ -395,6 +414,28 @@ def _rollback(conn: Any) -> None:
 
 
 # -- SQLite connection settings (shared with the supervisor's engine) ---------------------------------
+
+#: The oldest SQLite the stores' SQL runs on: ``INSERT ... RETURNING`` arrived in 3.35.0.
+MIN_SQLITE_VERSION = (3, 35, 0)
+
+
+def check_sqlite_version(version: str | None = None) -> None:
+    """Refuse, with one line saying what to do, a SQLite library too old for the stores' SQL.
+
+    Checked when storage is opened, so an old library fails at start, not at the first submit.
+    ``version`` defaults to the library Python's sqlite3 module is linked against.
+    """
+    if version is None:
+        import sqlite3
+
+        version = sqlite3.sqlite_version
+    found = tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+    if found < MIN_SQLITE_VERSION:
+        need = ".".join(map(str, MIN_SQLITE_VERSION[:2]))
+        raise ConfigError(
+            f"SQLite {version} is too old: dagd needs SQLite {need} or newer (for RETURNING); "
+            "run dagd on a Python linked against a newer SQLite, or use PostgreSQL (storage.postgres)"
+        )
 
 
 def configure_sqlite(conn: Any, busy_timeout_seconds: float = SQLITE_BUSY_TIMEOUT_MS / 1000) -> None:
@@ -429,6 +470,23 @@ def enable_wal(cursor: Any, deadline_seconds: float = SQLITE_BUSY_TIMEOUT_MS / 1
             time.sleep(0.02 + random.random() * 0.05)
 
 
+# -- PostgreSQL connection settings (shared with the supervisor's engine) -----------------------------
+
+
+def configure_postgres(conn: Any, statement_timeout_seconds: float = PG_STATEMENT_TIMEOUT_SECONDS) -> None:
+    """Bound every statement of the session: ``statement_timeout``, and ``lock_timeout`` at half
+    of it (so a lock wait fails first, with a message that says so). Without them a query waiting
+    on a lock another connection holds waits forever, and the daemon running it looks hung.
+
+    ``SET`` after connecting rather than libpq's ``options``: a URL may carry its own ``options``
+    (the tests' ``search_path``), and poolers such as PgBouncer refuse startup options.
+    """
+    statement_ms = max(1, int(statement_timeout_seconds * 1000))
+    conn.execute(f"SET statement_timeout = {statement_ms}")
+    conn.execute(f"SET lock_timeout = {max(1, statement_ms // 2)}")
+    conn.commit()  # a SET inside a transaction that is rolled back would be undone
+
+
 # -- a daemon's own connections -------------------------------------------------------------------------
 
 
@@ -442,15 +500,21 @@ class DirectDatabase(Database):
     MAX_IDLE = 5  # as the supervisor's pool keeps (SQLAlchemy's default pool_size)
 
     def __init__(
-        self, url: str, *, sqlite_busy_timeout_seconds: float = SQLITE_BUSY_TIMEOUT_MS / 1000
+        self,
+        url: str,
+        *,
+        sqlite_busy_timeout_seconds: float = SQLITE_BUSY_TIMEOUT_MS / 1000,
+        pg_statement_timeout_seconds: float = PG_STATEMENT_TIMEOUT_SECONDS,
     ) -> None:
         self.url = url
         self.sqlite_busy_timeout_seconds = sqlite_busy_timeout_seconds
+        self.pg_statement_timeout_seconds = pg_statement_timeout_seconds
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         if url.startswith("sqlite"):
             import sqlite3
 
+            check_sqlite_version()
             self.dialect, self.dbapi = SQLITE, sqlite3
             self._path = url.split(":///", 1)[1]
         elif url.startswith("postgresql"):
@@ -472,7 +536,13 @@ class DirectDatabase(Database):
                 conn = self.dbapi.connect(self._path, timeout=timeout, check_same_thread=False)
                 configure_sqlite(conn, timeout)
                 return conn
-            return self.dbapi.connect(self._conninfo, connect_timeout=PG_CONNECT_TIMEOUT_SECONDS)
+            conn = self.dbapi.connect(self._conninfo, connect_timeout=PG_CONNECT_TIMEOUT_SECONDS)
+            try:
+                configure_postgres(conn, self.pg_statement_timeout_seconds)
+            except BaseException:
+                _close(conn)
+                raise
+            return conn
         except self.dbapi.Error as exc:
             raise StorageUnavailable(f"storage unavailable: {first_line(exc)}") from exc
 

@@ -40,6 +40,7 @@ from dagd.supervisor.control import ControlPlane
 from dagd.supervisor.lease import AlreadyRunning, LeaseKeeper
 from dagd.supervisor.metrics import MetricsServer, start_metrics_server
 from dagd.supervisor.process_table import ProcessTable
+from dagd.supervisor.retention import RetentionPurger, start_retention
 from dagd.supervisor.sdnotify import Notifier
 from dagd.supervisor.server import LOOP_STALL_SECONDS, Servers, start_servers
 from dagd.workspace import CodeLocationTarget
@@ -117,6 +118,7 @@ class Supervisor:
         self.lost_lease = False
         self.leading_since: float | None = None  # monotonic; None until the daemons are started
         self._table_stalled = False
+        self.retention: RetentionPurger | None = None
         self._stop = threading.Event()
         self._signals = 0
 
@@ -156,6 +158,7 @@ class Supervisor:
         self.table.start()
         self.leading_since = time.monotonic()
         threading.Thread(target=self._record_pids, name="record-pids", daemon=True).start()
+        self.retention = start_retention(self.instance, self._stop)  # leader only: we hold the lease
         self.servers.set_leading(True)
         log.info("supervisor serving on %s", ", ".join(self.servers.addresses))
         if self.metrics is not None:
@@ -274,6 +277,8 @@ class Supervisor:
             canceled = cancel_runs_in_progress(self.instance, "dagctl dev stopped")
             if canceled:
                 log.info("canceled %d run(s) in progress", canceled)
+        if self.retention is not None and self.retention.thread is not None:
+            self.retention.thread.join(timeout=5)  # _stop is set: at most one batch to finish
         if self.lease is not None:
             self.lease.release()
         self.instance.close()

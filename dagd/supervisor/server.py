@@ -71,17 +71,11 @@ def read_token(instance: Instance) -> str | None:
     if grpc_config.token:
         return grpc_config.token
     if grpc_config.token_file:
-        path = pathlib.Path(grpc_config.token_file)
-        path = path if path.is_absolute() else instance.home / path
-        try:
-            token = path.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"{instance.config_file}: grpc.token_file: cannot read {path}: {exc.strerror}"
-            ) from None
-        if not token:
-            raise ConfigError(f"{instance.config_file}: grpc.token_file: {path} is empty")
-        return token
+        from dagd.instance.config import read_token_file
+
+        return read_token_file(
+            instance.home, grpc_config.token_file, key="grpc.token_file", config_file=instance.config_file
+        )
     return None
 
 

@@ -239,6 +239,42 @@ class RunServicer(pb_grpc.RunServiceServicer):
             run_status=pb.RunStatus.Value(status.value),
         )
 
+    # Deleting finished runs (dagd/storage/retention.py): straight to storage, nothing else to ask.
+
+    @translate_errors
+    def DeleteRuns(
+        self, request: pb.DeleteRunsRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteRunsResponse:
+        from dagd.storage.retention import delete_runs
+
+        deleted = delete_runs(self.control.instance.storage, list(request.run_ids))
+        return pb.DeleteRunsResponse(deleted_run_ids=deleted)
+
+    @translate_errors
+    def PurgeRuns(self, request: pb.PurgeRunsRequest, context: grpc.ServicerContext) -> pb.PurgeRunsResponse:
+        from datetime import timedelta
+
+        from dagd.storage.retention import finished_statuses, purge_runs
+        from dagd.timefmt import utcnow
+
+        days = request.older_than_days
+        if not 0 <= days <= 36_500:  # NaN fails both
+            raise InvalidArgument(f"--older-than must be a number of days between 0 and 36500, got {days:g}")
+        statuses = finished_statuses(status_from_pb(s) for s in request.statuses)
+        # At most 10,000 runs per call (seconds of work, well inside a client's deadline).
+        limit = request.limit if 0 < request.limit <= 10_000 else 10_000
+        deleted = 0
+        for count in purge_runs(
+            self.control.instance.storage,
+            utcnow() - timedelta(days=days),
+            statuses,
+            batch_size=min(500, limit),
+        ):
+            deleted += count
+            if deleted >= limit:
+                return pb.PurgeRunsResponse(deleted=deleted, more=True)
+        return pb.PurgeRunsResponse(deleted=deleted, more=False)
+
 
 def daemon_to_pb(view: DaemonView, beat: Heartbeat | None) -> pb.DaemonStatus:
     return pb.DaemonStatus(

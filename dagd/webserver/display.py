@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from dagd.runs import model
 from dagd.webserver.i18n import N_, datetime_text, gettext, units
 
-QUEUED_STATUSES = ("QUEUED",)
-IN_PROGRESS_STATUSES = ("NOT_STARTED", "STARTING", "STARTED", "CANCELING")
-FINISHED_STATUSES = ("SUCCESS", "FAILURE", "CANCELED")
+
+def _names(group: frozenset[model.RunStatus]) -> tuple[str, ...]:
+    return tuple(status.value for status in model.RunStatus if status in group)
+
+
+# The run model's groups (dagd/runs/model.py decides them), as the API's status names in lifecycle
+# order: a tab lists exactly the statuses its count counts.
+QUEUED_STATUSES = _names(model.QUEUED_STATUSES)
+IN_PROGRESS_STATUSES = _names(model.IN_PROGRESS_STATUSES)
+FINISHED_STATUSES = _names(model.FINISHED_STATUSES)
 # The Runs page's tabs: which statuses each shows.
 TABS: dict[str, tuple[str, ...]] = {
     "queued": QUEUED_STATUSES,
@@ -89,5 +97,5 @@ def clock_ms(value: str | None) -> str:
 
 def status_class(status: str | None) -> str:
     """The CSS class of a status badge (a fixed set, so a status can never inject a class)."""
-    known = {*QUEUED_STATUSES, *IN_PROGRESS_STATUSES, *FINISHED_STATUSES, "RUNNING", "STOPPED", "SKIPPED"}
+    known = {*_names(frozenset(model.RunStatus)), "RUNNING", "STOPPED", "SKIPPED"}
     return f"st-{status.lower()}" if status in known else "st-other"

@@ -60,17 +60,9 @@ def read_access_token(config: InstanceConfig, home: pathlib.Path, config_file: p
         return web.token
     if not web.token_file:
         return None
-    path = pathlib.Path(web.token_file).expanduser()
-    path = path if path.is_absolute() else home / path
-    try:
-        token = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"{config_file}: webserver.token_file: cannot read {path}: {exc.strerror}"
-        ) from None
-    if not token:
-        raise ConfigError(f"{config_file}: webserver.token_file: {path} is empty")
-    return token
+    from dagd.instance.config import read_token_file
+
+    return read_token_file(home, web.token_file, key="webserver.token_file", config_file=config_file)
 
 
 def load_settings(

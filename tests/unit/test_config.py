@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from dagd.errors import ConfigError
 from dagd.instance.config import (
@@ -16,9 +17,9 @@ from dagd.instance.config import (
     QueuedRunCoordinatorConfig,
     TagConcurrencyLimit,
     load_instance_config,
-    masked_url,
     validate_section,
 )
+from dagd.masking import mask_secrets, masked_url
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -527,3 +528,127 @@ def test_dump_public_leaves_unset_secrets_alone() -> None:
 )
 def test_masked_url(url: str, masked: str) -> None:
     assert masked_url(url) == masked
+
+
+def test_dump_public_masks_a_plugin_key_the_ui_masks(tmp_path: Path) -> None:
+    # Regression: `dagctl instance info --json` printed aws_secret_access_key, which the UI masked.
+    from dagd.webserver import masking as ui_masking
+
+    config = load(
+        tmp_path,
+        """
+        run_launcher:
+          module: my.launcher
+          class: Mine
+          config: {aws_secret_access_key: AKIA-secret, broker: 'redis://:redis-secret@cache/0',
+                   token_file: secrets/t, region: eu-west-1}
+        """,
+    )
+    public = config.dump_public()
+    assert "AKIA-secret" not in repr(public) and "redis-secret" not in repr(public)
+    assert public["run_launcher"]["config"] == {
+        "aws_secret_access_key": "***",
+        "broker": "redis://:***@cache/0",
+        "token_file": "secrets/t",
+        "region": "eu-west-1",
+    }
+    # One rule: the UI's second pass finds nothing left to mask.
+    assert ui_masking.mask_secrets is mask_secrets
+    assert mask_secrets(public) == public
+
+
+def test_a_plugin_secret_is_not_echoed_in_a_config_error() -> None:
+    class Model(BaseModel):
+        aws_secret_access_key: int
+
+    with pytest.raises(ConfigError) as info:
+        validate_section(
+            Model, {"aws_secret_access_key": "AKIA-secret"}, file="f", prefix="run_launcher.config"
+        )
+    assert "AKIA-secret" not in str(info.value) and "run_launcher.config.aws_secret_access_key" in str(
+        info.value
+    )
+
+
+@pytest.mark.parametrize("key", ["grpc", "webserver"])
+def test_token_file_expands_the_users_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    # Regression: grpc.token_file "~/tok" was read as $DAGD_HOME/~/tok.
+    from dagd.instance.instance import Instance
+    from dagd.supervisor.server import read_token
+    from dagd.webserver.server import read_access_token
+
+    user_home, dagd_home = tmp_path / "user", tmp_path / "dagd"
+    user_home.mkdir()
+    dagd_home.mkdir()
+    (user_home / "tok").write_text("from-the-users-home\n")
+    (dagd_home / "rel").write_text("from-dagd-home\n")
+    monkeypatch.setenv("HOME", str(user_home))
+    for value, expected in (("~/tok", "from-the-users-home"), ("rel", "from-dagd-home")):
+        (dagd_home / "dagd.yaml").write_text(f"{key}: {{token_file: '{value}'}}\n")
+        instance = Instance.load(dagd_home)
+        read = (
+            read_token(instance)
+            if key == "grpc"
+            else read_access_token(instance.config, dagd_home, instance.config_file)
+        )
+        assert read == expected
+    (dagd_home / "dagd.yaml").write_text(f"{key}: {{token_file: '~/missing'}}\n")
+    instance = Instance.load(dagd_home)
+    with pytest.raises(ConfigError) as info:
+        read_token(instance) if key == "grpc" else read_access_token(
+            instance.config, dagd_home, instance.config_file
+        )
+    assert str(info.value) == (
+        f"{dagd_home / 'dagd.yaml'}: {key}.token_file: cannot read {user_home / 'missing'}: No such file or directory"
+    )
+
+
+# --- retention -------------------------------------------------------------------------------------
+
+
+def test_retention_defaults_keep_everything_but_a_week_of_skipped_sensor_ticks() -> None:
+    retention = InstanceConfig().retention
+    assert retention.schedule.purge_after_days.model_dump() == {"skipped": -1, "success": -1, "failure": -1}
+    assert retention.sensor.purge_after_days.model_dump() == {"skipped": 7, "success": -1, "failure": -1}
+    assert retention.runs.purge_after_days == -1
+
+
+def test_retention_takes_dagsters_shape_or_one_number(tmp_path: Path) -> None:
+    retention = load(
+        tmp_path,
+        """
+        retention:
+          schedule: {purge_after_days: 30}
+          sensor: {purge_after_days: {skipped: 0.5, failure: 90}}
+          runs: {purge_after_days: 14}
+        """,
+    ).retention
+    assert retention.schedule.purge_after_days.model_dump() == {"skipped": 30, "success": 30, "failure": 30}
+    assert retention.sensor.purge_after_days.model_dump() == {"skipped": 0.5, "success": -1, "failure": 90}
+    assert retention.runs.purge_after_days == 14
+
+
+@pytest.mark.parametrize(
+    ("text", "ending"),
+    [
+        (
+            "retention: {sensor: {purge_after_days: {skipped: -2}}}",
+            "retention.sensor.purge_after_days.skipped: must be -1 (keep forever) or a number of days >= 0, got -2",
+        ),
+        (
+            "retention: {runs: {purge_after_days: -0.5}}",
+            "retention.runs.purge_after_days: must be -1 (keep forever) or a number of days >= 0, got -0.5",
+        ),
+        (
+            "retention: {schedule: {purge_after_days: {started: 1}}}",
+            "retention.schedule.purge_after_days.started: unknown key",
+        ),
+        (
+            "retention: {runs: {purge_after_days: forever}}",
+            "retention.runs.purge_after_days: expected a number, got 'forever'",
+        ),
+        ("retention: {batch_size: 0}", "retention.batch_size: must be >= 1"),
+    ],
+)
+def test_bad_retention_is_refused_in_one_line(tmp_path: Path, text: str, ending: str) -> None:
+    assert refusal(tmp_path, text).endswith(": " + ending)

@@ -1,4 +1,5 @@
-"""Schedule tick math: the DST rules (a gap fires at its end, a repeated time fires once, later),
+"""Schedule tick math: the DST rules (a gap fires at its end, a repeated time fires in both passes
+for every-hour crons and once, later, for the others),
 catch-up after downtime, validation, and properties checked against an independent model that walks
 UTC minute by minute. All times are injected; nothing sleeps or reads the clock."""
 
@@ -135,43 +136,172 @@ def test_quarter_hours_in_the_gap_collapse_into_one_tick_at_its_end() -> None:
     assert next_tick("*/15 * * * *", NEW_YORK, gap_end) == gap_end + 15 * MINUTE
 
 
-# --- DST: fall back (a repeated time fires once, at the later instant) ----------------------------
+# --- DST: fall back (a repeated wall time: both passes for every-hour crons, else once, later) ----
+#
+# The expected sequences below are written out by hand from the zones' published rules and from what
+# cron and Dagster do, not produced by this module:
+# - cron(8) ("Special considerations exist when the clock is changed by less than 3 hours..."): jobs
+#   with a wildcard in the hour field (and @hourly) run on the new time immediately, so they run in
+#   both passes of a repeated hour; a job at a fixed time runs once (cron: in the first pass).
+# - Dagster (dagster/_utils/schedules.py, "repeats every hour" when the hour field is `*`): an
+#   every-hour schedule fires both the pre- and post-transition times; any other cron fires once,
+#   at the post-transition (later) instant. dagd follows Dagster where the two differ (which pass).
+# Zone rules for 2026: New York falls back 02:00 EDT -> 01:00 EST on Nov 1 (06:00 UTC); Berlin
+# 03:00 CEST -> 02:00 CET on Oct 25 (01:00 UTC); Lord Howe 02:00 +11 -> 01:30 +10:30 on Apr 5
+# (Apr 4 15:00 UTC), repeating only 01:30-01:59; Santiago 00:00 -03 -> 23:00 -04 on Apr 5 (03:00
+# UTC), repeating 23:00-23:59 of Apr 4, across the local midnight.
 
-
-def test_hourly_across_new_york_fall_back_fires_each_wall_hour_once() -> None:
-    # 2026-11-01: 02:00 EDT falls back to 01:00 EST, so 01:00-01:59 happens twice. 01:00 fires
-    # once, at the later instant (01:00 EST, 06:00 UTC); nothing fires at 01:00 EDT (05:00 UTC).
-    ticks = ticks_between("0 * * * *", NEW_YORK, utc(2026, 11, 1, 3, 30), utc(2026, 11, 1, 8, 30))
-    assert walls(ticks, NEW_YORK) == ["00:00 EDT", "01:00 EST", "02:00 EST", "03:00 EST"]
-    assert ticks == [utc(2026, 11, 1, 4), utc(2026, 11, 1, 6), utc(2026, 11, 1, 7), utc(2026, 11, 1, 8)]
-
-
-def test_hourly_across_berlin_fall_back_fires_each_wall_hour_once() -> None:
-    # 2026-10-25: 03:00 CEST falls back to 02:00 CET (01:00 UTC).
-    ticks = ticks_between("0 * * * *", BERLIN, utc(2026, 10, 24, 22, 30), utc(2026, 10, 25, 3, 30))
-    assert walls(ticks, BERLIN) == ["01:00 CEST", "02:00 CET", "03:00 CET", "04:00 CET"]
-
-
-def test_next_tick_from_inside_the_first_pass_of_the_repeated_hour_does_not_skip_it() -> None:
-    # 05:30 UTC is 01:30 EDT, the first pass; the 01:00 tick is still ahead (01:00 EST).
-    assert next_tick("0 * * * *", NEW_YORK, utc(2026, 11, 1, 5, 30)) == utc(2026, 11, 1, 6)
-    assert next_tick("30 1 * * *", NEW_YORK, utc(2026, 11, 1, 5, 0)) == utc(2026, 11, 1, 6, 30)
+LORD_HOWE = "Australia/Lord_Howe"
+SANTIAGO = "America/Santiago"
 
 
 @pytest.mark.parametrize(
-    ("tz", "cron", "day", "later_utc", "label"),
+    ("cron", "tz", "start", "end", "expected"),
     [
-        (BERLIN, "30 2 * * *", 25, utc(2026, 10, 25, 1, 30), "02:30 CET"),
-        (NEW_YORK, "30 1 * * *", 1, utc(2026, 11, 1, 6, 30), "01:30 EST"),
+        # An hourly cron fires every real hour: 01:00 EDT (05:00 UTC) and 01:00 EST (06:00 UTC).
+        (
+            "0 * * * *",
+            NEW_YORK,
+            utc(2026, 11, 1, 3, 30),
+            utc(2026, 11, 1, 8, 30),
+            [utc(2026, 11, 1, h) for h in (4, 5, 6, 7, 8)],
+        ),
+        (
+            "@hourly",
+            NEW_YORK,
+            utc(2026, 11, 1, 3, 30),
+            utc(2026, 11, 1, 8, 30),
+            [utc(2026, 11, 1, h) for h in (4, 5, 6, 7, 8)],
+        ),
+        # Every 15 minutes of real time, no gap: 04:45 UTC is 00:45 EDT, 07:00 UTC is 02:00 EST.
+        (
+            "*/15 * * * *",
+            NEW_YORK,
+            utc(2026, 11, 1, 4, 30),
+            utc(2026, 11, 1, 7, 0),
+            [utc(2026, 11, 1, 4, 45) + k * 15 * MINUTE for k in range(10)],
+        ),
+        # 02:00 CEST (00:00 UTC) and 02:00 CET (01:00 UTC) both fire.
+        (
+            "0 * * * *",
+            BERLIN,
+            utc(2026, 10, 24, 22, 30),
+            utc(2026, 10, 25, 3, 30),
+            [
+                utc(2026, 10, 24, 23),
+                utc(2026, 10, 25, 0),
+                utc(2026, 10, 25, 1),
+                utc(2026, 10, 25, 2),
+                utc(2026, 10, 25, 3),
+            ],
+        ),
+        # Lord Howe repeats only 01:30-01:59: :00 never repeats, so hourly at :00 has a 90-minute
+        # gap (01:00 +11 = 14:00 UTC, 02:00 +10:30 = 15:30 UTC) and fires no extra tick.
+        (
+            "0 * * * *",
+            LORD_HOWE,
+            utc(2026, 4, 4, 12, 30),
+            utc(2026, 4, 4, 17, 0),
+            [utc(2026, 4, 4, 13), utc(2026, 4, 4, 14), utc(2026, 4, 4, 15, 30), utc(2026, 4, 4, 16, 30)],
+        ),
+        # 01:30 happens at 14:30 UTC (+11) and 15:00 UTC (+10:30): both fire.
+        (
+            "30 * * * *",
+            LORD_HOWE,
+            utc(2026, 4, 4, 13, 0),
+            utc(2026, 4, 4, 16, 30),
+            [utc(2026, 4, 4, 13, 30), utc(2026, 4, 4, 14, 30), utc(2026, 4, 4, 15), utc(2026, 4, 4, 16)],
+        ),
+        (
+            "*/30 * * * *",
+            LORD_HOWE,
+            utc(2026, 4, 4, 13, 50),
+            utc(2026, 4, 4, 16, 0),
+            [
+                utc(2026, 4, 4, 14),
+                utc(2026, 4, 4, 14, 30),
+                utc(2026, 4, 4, 15),
+                utc(2026, 4, 4, 15, 30),
+                utc(2026, 4, 4, 16),
+            ],
+        ),
+        # The repeated hour is 23:00 of the day before: 23:00 -03 (02:00 UTC) and 23:00 -04 (03:00 UTC).
+        (
+            "0 * * * *",
+            SANTIAGO,
+            utc(2026, 4, 5, 0, 30),
+            utc(2026, 4, 5, 4, 30),
+            [utc(2026, 4, 5, h) for h in (1, 2, 3, 4)],
+        ),
     ],
 )
-def test_daily_time_in_the_repeated_hour_fires_once_at_the_later_instant(
-    tz: str, cron: str, day: int, later_utc: datetime, label: str
+def test_every_hour_cron_fires_in_both_passes_of_the_repeated_hour(
+    cron: str, tz: str, start: datetime, end: datetime, expected: list[datetime]
 ) -> None:
-    month = later_utc.month
-    ticks = ticks_between(cron, tz, utc(2026, month, day, 0) - timedelta(hours=12), utc(2026, month, day, 12))
-    assert ticks == [later_utc]
-    assert walls(ticks, tz) == [label]
+    assert ticks_between(cron, tz, start, end) == expected
+    assert preview(cron, tz, start, len(expected)) == expected
+    assert [next_tick(cron, tz, t) for t in [start, *expected[:-1]]] == expected
+    # Catch-up walks backward from `now` and counts a day at a time: the same ticks.
+    plan = plan_catch_up(cron, tz, last_tick=start, now=end, max_catchup_runs=len(expected))
+    assert plan.to_run == expected and plan.skipped_count == 0
+    plan = plan_catch_up(cron, tz, last_tick=start, now=end)
+    assert plan.to_run == expected[-1:] and plan.skipped == expected[:-1]
+
+
+def test_hourly_across_new_york_fall_back_names_both_one_oclocks() -> None:
+    ticks = ticks_between("0 * * * *", NEW_YORK, utc(2026, 11, 1, 3, 30), utc(2026, 11, 1, 8, 30))
+    assert walls(ticks, NEW_YORK) == ["00:00 EDT", "01:00 EDT", "01:00 EST", "02:00 EST", "03:00 EST"]
+
+
+def test_next_tick_from_inside_the_first_pass_of_the_repeated_hour() -> None:
+    # 05:30 UTC is 01:30 EDT, the first pass: the next hourly tick is 01:00 EST (06:00 UTC).
+    assert next_tick("0 * * * *", NEW_YORK, utc(2026, 11, 1, 5, 30)) == utc(2026, 11, 1, 6)
+    assert next_tick("30 1 * * *", NEW_YORK, utc(2026, 11, 1, 5, 0)) == utc(2026, 11, 1, 6, 30)
+    # The first pass of 01:30 is 05:30 UTC; a fixed-hour cron does not fire then.
+    assert next_tick("30 1 * * *", NEW_YORK, utc(2026, 11, 1, 5, 30)) == utc(2026, 11, 1, 6, 30)
+
+
+@pytest.mark.parametrize(
+    ("tz", "cron", "start", "end", "expected"),
+    [
+        (BERLIN, "30 2 * * *", utc(2026, 10, 24, 12), utc(2026, 10, 25, 12), [utc(2026, 10, 25, 1, 30)]),
+        (NEW_YORK, "30 1 * * *", utc(2026, 10, 31, 12), utc(2026, 11, 1, 12), [utc(2026, 11, 1, 6, 30)]),
+        (LORD_HOWE, "45 1 * * *", utc(2026, 4, 4, 0), utc(2026, 4, 5, 0), [utc(2026, 4, 4, 15, 15)]),
+        (SANTIAGO, "30 23 * * *", utc(2026, 4, 4, 12), utc(2026, 4, 5, 12), [utc(2026, 4, 5, 3, 30)]),
+        # Fixed hours, even several: each repeated wall time fires once, in the later pass.
+        (
+            NEW_YORK,
+            "0 0-2 * * *",
+            utc(2026, 11, 1, 3),
+            utc(2026, 11, 1, 8),
+            [utc(2026, 11, 1, 4), utc(2026, 11, 1, 6), utc(2026, 11, 1, 7)],
+        ),
+        (
+            NEW_YORK,
+            "*/30 1 * * *",
+            utc(2026, 11, 1, 3),
+            utc(2026, 11, 1, 8),
+            [utc(2026, 11, 1, 6), utc(2026, 11, 1, 6, 30)],
+        ),
+    ],
+)
+def test_fixed_hour_cron_fires_once_at_the_later_instant_of_the_repeated_hour(
+    tz: str, cron: str, start: datetime, end: datetime, expected: list[datetime]
+) -> None:
+    assert ticks_between(cron, tz, start, end) == expected
+    plan = plan_catch_up(cron, tz, last_tick=start, now=end, max_catchup_runs=len(expected))
+    assert plan.to_run == expected and plan.skipped_count == 0
+
+
+def test_lord_howe_spring_forward_collapses_its_30_minute_gap() -> None:
+    # 2026-10-04: 02:00 +10:30 (15:30 UTC Oct 3) jumps to 02:30 +11; 02:00 and 02:15 fire at 02:30.
+    ticks = ticks_between("*/15 * * * *", LORD_HOWE, utc(2026, 10, 3, 15, 0), utc(2026, 10, 3, 16, 0))
+    assert ticks == [
+        utc(2026, 10, 3, 15, 15),
+        utc(2026, 10, 3, 15, 30),
+        utc(2026, 10, 3, 15, 45),
+        utc(2026, 10, 3, 16),
+    ]
 
 
 # --- catch-up -------------------------------------------------------------------------------------
@@ -222,11 +352,13 @@ def test_catch_up_over_a_year_of_every_minute_is_bounded_and_counted_exactly() -
     assert_strictly_increasing_utc(plan.skipped + plan.to_run)
 
 
-def test_catch_up_count_over_a_year_in_new_york_loses_only_the_collapsed_gap() -> None:
-    # Every UTC minute of the year is a tick except the first pass of the repeated hour in
-    # November (those wall times fire on the second pass): 60 fewer than the minutes in the year.
+def test_catch_up_count_over_a_year_in_new_york_is_every_real_minute() -> None:
+    # Every UTC minute of the year is a tick: the gap's wall times do not exist (no instant is
+    # lost), and the repeated hour fires in both passes. A fixed-hour cron loses the first pass.
     plan = plan_catch_up("* * * * *", NEW_YORK, last_tick=utc(2025, 6, 1), now=utc(2026, 6, 1))
-    assert plan.skipped_count + len(plan.to_run) == 365 * 24 * 60 - 60
+    assert plan.skipped_count + len(plan.to_run) == 365 * 24 * 60
+    plan = plan_catch_up("* 1 * * *", NEW_YORK, last_tick=utc(2025, 6, 1), now=utc(2026, 6, 1))
+    assert plan.skipped_count + len(plan.to_run) == 365 * 60
 
 
 def test_newly_started_schedule_does_not_fire_for_the_past() -> None:
@@ -386,8 +518,8 @@ def model_ticks(
     minutes: frozenset[int], hours: frozenset[int], tz: str, start: datetime, end: datetime
 ) -> list[datetime]:
     """The ticks in (start, end], decided instant by instant (the module decides wall time by wall
-    time): an instant is a tick if its wall time matches and this is the wall time's last pass, or
-    if it ends a gap that swallowed a matching wall time."""
+    time): an instant is a tick if its wall time matches and this is the wall time's last pass (any
+    pass when the hours are all 24), or if it ends a gap that swallowed a matching wall time."""
     zone = ZoneInfo(tz)
     ticks = []
     instant = start.replace(second=0, microsecond=0) + MINUTE
@@ -396,7 +528,7 @@ def model_ticks(
         offset, before = instant.astimezone(zone).utcoffset(), (instant - MINUTE).astimezone(zone).utcoffset()
         assert offset is not None and before is not None
         last_pass = wall.replace(tzinfo=zone, fold=1).astimezone(UTC) == instant
-        tick = wall.minute in minutes and wall.hour in hours and last_pass
+        tick = wall.minute in minutes and wall.hour in hours and (last_pass or len(hours) == 24)
         if not tick and offset > before:  # the clock just jumped forward over [gap_start, wall)
             swallowed = instant.replace(tzinfo=None) + before
             while swallowed < wall and not tick:
@@ -425,7 +557,8 @@ def test_ticks_are_increasing_utc_on_matching_or_gap_end_wall_times(
         # Moved by a gap: the tick is the gap's end, i.e. the offset changed just then.
         before, offset = (tick - timedelta(microseconds=1)).astimezone(zone).utcoffset(), wall.utcoffset()
         assert before is not None and offset is not None and offset > before, (cron, tz, tick)
-    assert len({w.replace(tzinfo=None) for w in local}) == len(local), "two ticks share a wall time"
+    if len(hours) < 24:
+        assert len({w.replace(tzinfo=None) for w in local}) == len(local), "two ticks share a wall time"
 
 
 @settings(max_examples=120, deadline=None)

@@ -563,3 +563,33 @@ class SetSensorCursorRequest(_message.Message):
     cursor: str
     clear: bool
     def __init__(self, name: _Optional[str] = ..., cursor: _Optional[str] = ..., clear: _Optional[bool] = ...) -> None: ...
+
+class DeleteRunsRequest(_message.Message):
+    __slots__ = ("run_ids",)
+    RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    run_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteRunsResponse(_message.Message):
+    __slots__ = ("deleted_run_ids",)
+    DELETED_RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    deleted_run_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, deleted_run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PurgeRunsRequest(_message.Message):
+    __slots__ = ("older_than_days", "statuses", "limit")
+    OLDER_THAN_DAYS_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    older_than_days: float
+    statuses: _containers.RepeatedScalarFieldContainer[RunStatus]
+    limit: int
+    def __init__(self, older_than_days: _Optional[float] = ..., statuses: _Optional[_Iterable[_Union[RunStatus, str]]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class PurgeRunsResponse(_message.Message):
+    __slots__ = ("deleted", "more")
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    more: bool
+    def __init__(self, deleted: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...

@@ -69,6 +69,16 @@ class RunServiceStub:
                 request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ExplainRunRequest.SerializeToString,
                 response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.RunExplanation.FromString,
                 _registered_method=True)
+        self.DeleteRuns = channel.unary_unary(
+                '/dagd.api.v1.RunService/DeleteRuns',
+                request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.DeleteRunsRequest.SerializeToString,
+                response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.DeleteRunsResponse.FromString,
+                _registered_method=True)
+        self.PurgeRuns = channel.unary_unary(
+                '/dagd.api.v1.RunService/PurgeRuns',
+                request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.PurgeRunsRequest.SerializeToString,
+                response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.PurgeRunsResponse.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -116,6 +126,22 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteRuns(self, request, context):
+        """Delete finished runs with their events and logs: all of them, or none if one is unknown or
+        still in progress (INVALID_ARGUMENT naming it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeRuns(self, request, context):
+        """Delete finished runs that ended more than older_than_days ago, at most `limit` per call
+        (default 10,000); `more` says to call again. The CLI loops, so no call runs for long.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +179,16 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.ExplainRun,
                     request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ExplainRunRequest.FromString,
                     response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.RunExplanation.SerializeToString,
+            ),
+            'DeleteRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRuns,
+                    request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.DeleteRunsRequest.FromString,
+                    response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.DeleteRunsResponse.SerializeToString,
+            ),
+            'PurgeRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeRuns,
+                    request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.PurgeRunsRequest.FromString,
+                    response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.PurgeRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +380,60 @@ class RunService:
             '/dagd.api.v1.RunService/ExplainRun',
             dagd_dot_api_dot_v1_dot_dagd__pb2.ExplainRunRequest.SerializeToString,
             dagd_dot_api_dot_v1_dot_dagd__pb2.RunExplanation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dagd.api.v1.RunService/DeleteRuns',
+            dagd_dot_api_dot_v1_dot_dagd__pb2.DeleteRunsRequest.SerializeToString,
+            dagd_dot_api_dot_v1_dot_dagd__pb2.DeleteRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dagd.api.v1.RunService/PurgeRuns',
+            dagd_dot_api_dot_v1_dot_dagd__pb2.PurgeRunsRequest.SerializeToString,
+            dagd_dot_api_dot_v1_dot_dagd__pb2.PurgeRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,
