@@ -187,6 +187,16 @@ class RunServicer(pb_grpc.RunServiceServicer):
         return pb.TerminateRunsResponse(canceled_run_ids=canceled, canceling_run_ids=canceling)
 
     @translate_errors
+    def ResolveRunId(
+        self, request: pb.ResolveRunIdRequest, context: grpc.ServicerContext
+    ) -> pb.ResolveRunIdResponse:
+        from dagd.storage.run_ids import resolve_run_id
+
+        return pb.ResolveRunIdResponse(
+            run_id=resolve_run_id(self.control.instance.storage, request.run_id_or_prefix)
+        )
+
+    @translate_errors
     def ExplainRun(self, request: pb.ExplainRunRequest, context: grpc.ServicerContext) -> pb.RunExplanation:
         e = self.control.explain_run(request.run_id)
         return pb.RunExplanation(

@@ -83,7 +83,7 @@ def load_settings(
 ) -> WebSettings:
     """Settings from ``dagd.yaml``'s ``webserver:`` section, with command-line overrides."""
     config_file = home / "dagd.yaml"
-    config = load_instance_config(config_file)
+    config = load_instance_config(config_file, sections=("webserver",))  # the rest is the supervisor's
     token = read_access_token(config, home, config_file)
     chosen_host = host or config.webserver.host
     if not is_loopback_host(chosen_host) and token is None:

@@ -512,3 +512,15 @@ class SetSensorCursorRequest(_message.Message):
     cursor: str
     clear: bool
     def __init__(self, name: _Optional[str] = ..., cursor: _Optional[str] = ..., clear: _Optional[bool] = ...) -> None: ...
+
+class ResolveRunIdRequest(_message.Message):
+    __slots__ = ("run_id_or_prefix",)
+    RUN_ID_OR_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    run_id_or_prefix: str
+    def __init__(self, run_id_or_prefix: _Optional[str] = ...) -> None: ...
+
+class ResolveRunIdResponse(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
