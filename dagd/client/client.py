@@ -461,7 +461,10 @@ def daemon_from_pb(d: pb.DaemonStatus) -> dict[str, Any]:
         "pid": d.pid or None,
         "last_heartbeat_at": d.last_heartbeat_at or None,
         "restarts": d.restarts,
-        "last_error": (d.last_errors[0] if d.last_errors else None) or (d.last_exit or None),
+        # An exit it was asked for (a commanded restart, a shutdown) is not an error.
+        "last_error": (d.last_errors[0] if d.last_errors else None)
+        or (d.last_exit if d.last_exit_reason not in ("COMMANDED", "SHUTDOWN") else None)
+        or None,
         "state": d.state,
         "detail": d.detail,
         "incarnation": d.incarnation,
@@ -470,6 +473,7 @@ def daemon_from_pb(d: pb.DaemonStatus) -> dict[str, Any]:
         "phase": d.phase,
         "restarts_by_reason": dict(d.restarts_by_reason),
         "last_exit": d.last_exit or None,
+        "last_exit_reason": d.last_exit_reason or None,
         "last_errors": list(d.last_errors),
         "degraded": d.degraded,
         "info": json.loads(d.info_json) if d.info_json else {},

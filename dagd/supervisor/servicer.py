@@ -242,6 +242,7 @@ def daemon_to_pb(view: DaemonView, beat: Heartbeat | None) -> pb.DaemonStatus:
         restarts=view.restarts,
         restarts_by_reason=view.restarts_by_reason,
         last_exit=view.last_exit or "",
+        last_exit_reason=view.last_exit_reason or "",
         last_errors=[f"{e.get('at')}: {e.get('message')}" for e in beat.errors] if beat else [],
         degraded=view.degraded,
         info_json=json.dumps(beat.info) if beat else "{}",
