@@ -209,8 +209,8 @@ def _serve(
     from dagd.webserver.child import WebserverChild
 
     configure_logging()
+    targets = resolve_targets(workspace, python_file, module)  # bad -f/-m/-w: refused, nothing created
     private_home(ctx.home)
-    targets = resolve_targets(workspace, python_file, module)
     if workspace is None and python_file is None and module is None:
         workspace = "workspace.yaml"  # resolve_targets found it in the current directory
     instance = Instance.load(ctx.home)

@@ -115,7 +115,8 @@ def port_holder(port: int) -> str:
         }  # fmt: skip
         for pid in sorted(pids):
             cmdline = psutil.Process(pid).cmdline()
-            if "dagd.webserver" in cmdline or "webserver" in cmdline[1:3]:
+            dagctl = any(part.endswith("dagctl") or part == "dagd.client.cli" for part in cmdline)
+            if "dagd.webserver" in cmdline or (dagctl and "webserver" in cmdline):
                 home = cmdline[cmdline.index("--home") + 1] if "--home" in cmdline[:-1] else None
                 home = home or psutil.Process(pid).environ().get("DAGD_HOME", "?")
                 return f" by the dagd web UI of DAGD_HOME={home} (pid {pid})"
