@@ -54,7 +54,9 @@ def promtool_problems(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read()
     checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=30)
-    return "" if checked.returncode == 0 else f"exit {checked.returncode}: {checked.stdout!r} {checked.stderr!r}"
+    return (
+        "" if checked.returncode == 0 else f"exit {checked.returncode}: {checked.stdout!r} {checked.stderr!r}"
+    )
 
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:
