@@ -907,9 +907,12 @@ def _quick_exit(code: int) -> NoReturn:
     os._exit(code)
 
 
-def main() -> None:
+def entry() -> None:
+    """The ``dagctl`` console script (and ``python -m dagd.client.cli``): :func:`main`, then a quick
+    exit after client commands. In-process callers (tests) use :func:`main`, which returns or
+    raises SystemExit as usual."""
     try:
-        _main()
+        main()
     except SystemExit as exc:
         if not _client_opened:
             raise
@@ -922,7 +925,7 @@ def main() -> None:
         _quick_exit(0)
 
 
-def _main() -> None:
+def main() -> None:
     for index, arg in enumerate(sys.argv[1:], start=1):
         try:
             arg.encode("utf-8")
@@ -948,4 +951,4 @@ def _main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry()
