@@ -210,10 +210,11 @@ def _serve(
 
     configure_logging()
     targets = resolve_targets(workspace, python_file, module)  # bad -f/-m/-w: refused, nothing created
-    private_home(ctx.home)
     if workspace is None and python_file is None and module is None:
         workspace = "workspace.yaml"  # resolve_targets found it in the current directory
+    os.umask(0o077)  # before anything is created (see private_home)
     instance = Instance.load(ctx.home)
+    private_home(ctx.home)
     # The web UI is its own process, started once the supervisor serves (it talks to it over gRPC).
     webserver = WebserverChild(instance.home, port=web_port) if web else None
     try:
@@ -290,8 +291,9 @@ def webserver(ctx: Ctx, host: str | None, port: int | None) -> None:
     from dagd.webserver.server import configure_logging, load_settings, serve
 
     configure_logging()
-    private_home(ctx.home)
+    os.umask(0o077)  # see private_home
     settings = load_settings(ctx.home, host=host, port=port, grpc_address=ctx.address, grpc_token=ctx.token)
+    private_home(ctx.home)
     sys.exit(serve(settings))
 
 

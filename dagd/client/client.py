@@ -292,10 +292,10 @@ class Client:
         storage query in the supervisor). Too short or ambiguous: InvalidArgument naming the
         candidates; no match: NotFound.
         """
-        from dagd.storage.run_ids import is_full_id
+        from dagd.storage.run_ids import is_prefix
 
-        if is_full_id(run_id_or_prefix):
-            return run_id_or_prefix
+        if not is_prefix(run_id_or_prefix):
+            return run_id_or_prefix  # a whole id (or something that is no id: the next call says so)
         request = pb.ResolveRunIdRequest(run_id_or_prefix=run_id_or_prefix)
         return str(self._call(self.runs.ResolveRunId, request).run_id)
 

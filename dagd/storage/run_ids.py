@@ -30,6 +30,13 @@ def is_full_id(value: str) -> bool:
     return bool(_FULL_ID.match(value))
 
 
+def is_prefix(value: str) -> bool:
+    """Whether ``value`` is to be read as the start of an id: hex digits and hyphens, not a whole
+    id. Anything else is taken as a whole id as it is (and is simply not found if there is none)."""
+    text = value.strip().lower()
+    return bool(_PREFIX.match(text)) and not is_full_id(text)
+
+
 def normalize_prefix(value: str) -> str:
     """The prefix in the form stored ids have (lower case), or InvalidArgument naming what is wrong."""
     prefix = value.strip().lower()
@@ -72,15 +79,15 @@ def ids_with_prefix(storage: Database, prefix: str, limit: int) -> list[str]:
 
 
 def resolve_run_id(storage: Database, value: str) -> str:
-    """The one run id ``value`` names: itself if stored, else the only id it is a prefix of."""
-    if is_full_id(value.strip().lower()):
-        return value.strip().lower()
+    """The one run id ``value`` names: itself if it is a whole id, else the only id it starts."""
+    if not is_prefix(value):
+        return value.strip().lower() if is_full_id(value.strip().lower()) else value
     prefix = normalize_prefix(value)
     found = ids_with_prefix(storage, prefix, MAX_CANDIDATES + 1)
     if not found:
         raise NotFound(f"no run with id {value!r} (nor one that starts with it)")
-    if len(found) == 1:
-        return found[0]
+    if len(found) == 1 or prefix in found:
+        return prefix if prefix in found else found[0]
     shown = ", ".join(found[:MAX_CANDIDATES])
     more = " and more" if len(found) > MAX_CANDIDATES else ""
     raise InvalidArgument(f"run id prefix {value!r} is ambiguous: it starts {shown}{more}")
