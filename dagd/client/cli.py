@@ -214,9 +214,14 @@ def _serve(
         workspace = "workspace.yaml"  # resolve_targets found it in the current directory
     os.umask(0o077)  # before anything is created (see private_home)
     instance = Instance.load(ctx.home)
-    private_home(ctx.home)
     # The web UI is its own process, started once the supervisor serves (it talks to it over gRPC).
     webserver = WebserverChild(instance.home, port=web_port) if web else None
+
+    def started() -> None:
+        # Said once this supervisor really serves: a second one refused at start warns of nothing.
+        private_home(ctx.home)
+        if webserver is not None:
+            webserver.start()
     try:
         code = run_supervisor(
             instance,
@@ -224,7 +229,7 @@ def _serve(
             workspace_file=workspace,
             standby=standby,
             cancel_runs_on_exit=stop_runs,
-            on_started=webserver.start if webserver else None,
+            on_started=started,
         )
     finally:
         if webserver is not None:
