@@ -728,6 +728,7 @@ def instance_migrate(ctx: Ctx) -> None:
     from dagd.storage.engine import make_engine
     from dagd.storage.migrate import upgrade
 
+    os.umask(0o077)  # it may create the SQLite database: owner-only, like everything under DAGD_HOME
     inst = Instance.load(ctx.home)
     engine = make_engine(inst.storage_url)
     try:
