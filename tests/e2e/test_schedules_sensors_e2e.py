@@ -290,7 +290,6 @@ def test_schedules_tick_once_at_the_next_minute_and_failing_sensors_fail_only_th
     assert not runs(dagd, **{"dagd/schedule": "skipping"}) and not runs(dagd, **{"dagd/schedule": "raising"})
     shown = ok(dagd.ctl("schedules", "ticks", "raising", "--json"), "schedules ticks").json()["ticks"]
     assert shown[-1]["id"] == failed["id"] and "exploded" in shown[-1]["error"]
-    assert ok(dagd.ctl("schedules", "ticks", "bad_cron", "--json"), "ticks bad_cron").json() == {"ticks": []}
 
     # A schedule slower than the heartbeat timeout: the scheduler announced the bounded wait, so
     # it was not killed as hung (was: killed, and the tick re-evaluated by the next one, forever).
