@@ -222,6 +222,7 @@ def _serve(
         private_home(ctx.home)
         if webserver is not None:
             webserver.start()
+
     try:
         code = run_supervisor(
             instance,
