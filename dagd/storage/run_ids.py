@@ -65,16 +65,22 @@ def upper_bound(prefix: str) -> str | None:
     return None
 
 
-def ids_with_prefix(storage: Database, prefix: str, limit: int) -> list[str]:
-    """Up to ``limit`` run ids that start with ``prefix`` (already normalized), in id order."""
+def prefix_query(prefix: str, limit: int) -> tuple[str, dict[str, object]]:
+    """The SQL (and its parameters) of :func:`ids_with_prefix`: an index range narrowed by LIKE."""
     params: dict[str, object] = {"lower": prefix, "pattern": f"{prefix}%", "limit": limit}
     where = "run_id >= :lower AND run_id LIKE :pattern"
     upper = upper_bound(prefix)
     if upper is not None:
         where += " AND run_id < :upper"
         params["upper"] = upper
+    return f"SELECT run_id FROM runs WHERE {where} ORDER BY run_id LIMIT :limit", params
+
+
+def ids_with_prefix(storage: Database, prefix: str, limit: int) -> list[str]:
+    """Up to ``limit`` run ids that start with ``prefix`` (already normalized), in id order."""
+    sql_text, params = prefix_query(prefix, limit)
     with storage.sql_read() as sql:
-        rows = sql.rows(f"SELECT run_id FROM runs WHERE {where} ORDER BY run_id LIMIT :limit", params)
+        rows = sql.rows(sql_text, params)
     return [row[0] for row in rows]
 
 
