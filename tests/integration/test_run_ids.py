@@ -86,9 +86,8 @@ def test_the_prefix_query_walks_the_run_id_index(stored: Storage, storage_url: s
                 )
                 assert "USING COVERING INDEX" in plan or "USING INDEX" in plan, plan
             else:
-                conn.execute(
-                    sa.text("SET enable_seqscan = off")
-                )  # a tiny table: ask whether it can, not if it would
+                # A tiny table: ask whether the planner can use the index, not whether it would.
+                conn.execute(sa.text("SET enable_seqscan = off"))
                 plan = " ".join(str(row[0]) for row in conn.execute(sa.text(f"EXPLAIN {sql}"), params))
                 assert "Index" in plan and "Seq Scan" not in plan, plan
     finally:
