@@ -2,8 +2,10 @@
 ``SkipReason`` and ``Definitions`` (SPEC §7).
 
 Definitions are plain data plus the user's function; nothing here touches storage or processes.
-Validation that can be done at definition time (names, tags, priority) happens here, so a broken
-definition fails when its module loads, naming the definition.
+Validation that can be done at definition time (names, tags, priority, a schedule's cron string
+and timezone) happens here, so a broken definition fails when its module loads, naming the
+definition: the code location does not load, which shows at start, in ``dagctl instance info`` and
+on the UI, as Dagster refuses a bad ``cron_schedule`` when the definition is made.
 """
 
 from __future__ import annotations
@@ -129,6 +131,14 @@ def schedule(
         owner = f"schedule {sched_name}"
         if default_status not in ("RUNNING", "STOPPED"):
             raise DefinitionError(f"{owner}: default_status must be RUNNING or STOPPED")
+        # Here, not at the top: the croniter import is paid only by code that defines schedules.
+        from dagd.scheduling.ticks import validate_cron, validate_timezone
+
+        try:
+            validate_cron(cron_schedule)
+            validate_timezone(execution_timezone)
+        except ValueError as exc:
+            raise DefinitionError(f"{owner}: {exc}") from None
         return ScheduleDefinition(
             name=sched_name,
             cron_schedule=cron_schedule,

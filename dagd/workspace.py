@@ -65,11 +65,43 @@ def target_from_file(path: str | pathlib.Path, *, name: str | None = None) -> Co
 
 
 def target_from_module(module: str, *, working_directory: str | None = None) -> CodeLocationTarget:
-    return CodeLocationTarget(
-        name=module,
-        python_module=module,
-        working_directory=str(pathlib.Path(working_directory or ".").resolve()),
-    )
+    workdir = pathlib.Path(working_directory or ".").resolve()
+    check_module_exists(module, workdir, where=f"-m {module}")
+    return CodeLocationTarget(name=module, python_module=module, working_directory=str(workdir))
+
+
+def check_module_exists(module: str, working_directory: pathlib.Path, *, where: str) -> None:
+    """Refuse a module that cannot be found from ``working_directory`` or ``sys.path``, like a
+    missing file, without importing (and so running) any user code.
+
+    The top-level name is looked up as ``import`` would (every finder, editable installs
+    included), which imports nothing; each further part in the folders of the package before it.
+    A parent that is a plain module, or a package that computes its ``__path__`` when imported,
+    ends the check (the import itself will tell).
+    """
+    from importlib.machinery import PathFinder
+
+    parts = module.split(".")
+    if not all(part.isidentifier() for part in parts):
+        raise ConfigError(f"{where}: {module!r} is not a module name (expected package.module)")
+    added = str(working_directory) not in sys.path
+    if added:
+        sys.path.insert(0, str(working_directory))
+    try:
+        spec = importlib.util.find_spec(parts[0])
+    except (ImportError, ValueError):
+        spec = None
+    finally:
+        if added:
+            sys.path.remove(str(working_directory))
+    for depth in range(1, len(parts) + 1):
+        if spec is None:
+            found = ".".join(parts[: depth - 1])
+            inside = f" in package {found}" if found else f" (looked in {working_directory} and sys.path)"
+            raise ConfigError(f"{where}: no module named {'.'.join(parts[:depth])!r}{inside}")
+        if depth == len(parts) or not spec.submodule_search_locations:
+            return
+        spec = PathFinder.find_spec(parts[depth], list(spec.submodule_search_locations))
 
 
 def targets_from_workspace_file(path: str | pathlib.Path) -> list[CodeLocationTarget]:
@@ -134,6 +166,7 @@ def targets_from_workspace_file(path: str | pathlib.Path) -> list[CodeLocationTa
             module = spec.get("module_name")
             if not isinstance(module, str):
                 raise ConfigError(f"{where}.python_module.module_name: field required")
+            check_module_exists(module, workdir_path, where=f"{where}.python_module")
             targets.append(
                 CodeLocationTarget(
                     name=spec.get("location_name") or module,

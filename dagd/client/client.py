@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import psutil
 
 from dagd.api.v1 import dagd_pb2 as pb
 from dagd.api.v1 import dagd_pb2_grpc as pb_grpc
@@ -27,7 +26,6 @@ from dagd.errors import (
     Unauthenticated,
     Unavailable,
 )
-from dagd.runs.model import MAX_PRIORITY, MIN_PRIORITY
 
 CODE_TO_ERROR: dict[grpc.StatusCode, type[DagdError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
@@ -53,6 +51,8 @@ class Published:
 
     @property
     def alive(self) -> bool:
+        import psutil  # here: dagctl starts faster without it, and most commands never get here
+
         try:
             return abs(psutil.Process(self.pid).create_time() - self.started_at) < 0.05
         except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -69,14 +69,24 @@ def read_published(home: pathlib.Path) -> Published | None:
         return None
 
 
+def not_running(home: pathlib.Path) -> SupervisorUnreachable:
+    return SupervisorUnreachable(
+        f"no supervisor is running for DAGD_HOME={home} (start one with `dagctl dev` or `dagctl daemon run`)"
+    )
+
+
 def resolve_address(home: pathlib.Path, address: str | None) -> str:
+    """``address``, else the one the home's supervisor published.
+
+    Whether that supervisor still runs is not checked here (psutil costs every dagctl start-up
+    several ms): a call to a dead one fails to connect, and only then is the pid looked at, to say
+    "no supervisor is running" instead of a connection error (Client._call).
+    """
     if address:
         return address
     published = read_published(home)
-    if published is None or not published.alive:
-        raise SupervisorUnreachable(
-            f"no supervisor is running for DAGD_HOME={home} (start one with `dagctl dev` or `dagctl daemon run`)"
-        )
+    if published is None:
+        raise not_running(home)
     return published.addresses[0]
 
 
@@ -189,6 +199,8 @@ class Client:
     ) -> None:
         self.address = address
         self.timeout = timeout
+        # The home whose supervisor.json gave the address (for_home without --address), else None.
+        self._published_by: pathlib.Path | None = None
         self._metadata: list[tuple[str, str]] = [("authorization", f"Bearer {token}")] if token else []
         # Sent with every call; coordinator hooks see them (e.g. to tag runs with who submitted).
         self._metadata += [(k.lower(), v) for k, v in metadata]
@@ -219,7 +231,9 @@ class Client:
         tls_ca_file: str | None = None,
         metadata: Sequence[tuple[str, str]] = (),
     ) -> Client:
-        return cls(resolve_address(home, address), token=token, tls_ca_file=tls_ca_file, metadata=metadata)
+        client = cls(resolve_address(home, address), token=token, tls_ca_file=tls_ca_file, metadata=metadata)
+        client._published_by = None if address else home
+        return client
 
     def close(self) -> None:
         self._channel.close()
@@ -245,6 +259,10 @@ class Client:
                 and not answered
                 and ("connect" in (details or "").lower() or not details)
             ):
+                if self._published_by is not None:
+                    published = read_published(self._published_by)
+                    if published is None or not published.alive:
+                        raise not_running(self._published_by) from None
                 raise SupervisorUnreachable(
                     f"cannot reach the supervisor at {self.address}: {details}"
                 ) from None
@@ -276,12 +294,28 @@ class Client:
             idempotency_key=idempotency_key,
         )
         if priority is not None:
+            from dagd.runs.model import MAX_PRIORITY, MIN_PRIORITY
+
             if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
                 raise InvalidArgument(
                     f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {priority}"
                 )
             request.priority = priority
         return run_from_pb(self._call(self.runs.SubmitRun, request, metadata))
+
+    def resolve_run_id(self, run_id_or_prefix: str) -> str:
+        """The full id for a full id or a unique prefix of at least 6 characters (SPEC §9.4).
+
+        A full id is returned as it is, without a call; a prefix costs one call (one indexed
+        storage query in the supervisor). Too short or ambiguous: InvalidArgument naming the
+        candidates; no match: NotFound.
+        """
+        from dagd.storage.run_ids import is_prefix
+
+        if not is_prefix(run_id_or_prefix):
+            return run_id_or_prefix  # a whole id (or something that is no id: the next call says so)
+        request = pb.ResolveRunIdRequest(run_id_or_prefix=run_id_or_prefix)
+        return str(self._call(self.runs.ResolveRunId, request).run_id)
 
     def get_run(self, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         response = self._call(self.runs.GetRun, pb.GetRunRequest(run_id=run_id))
@@ -470,7 +504,10 @@ def daemon_from_pb(d: pb.DaemonStatus) -> dict[str, Any]:
         "pid": d.pid or None,
         "last_heartbeat_at": d.last_heartbeat_at or None,
         "restarts": d.restarts,
-        "last_error": (d.last_errors[0] if d.last_errors else None) or (d.last_exit or None),
+        # An exit it was asked for (a commanded restart, a shutdown) is not an error.
+        "last_error": (d.last_errors[0] if d.last_errors else None)
+        or (d.last_exit if d.last_exit_reason not in ("COMMANDED", "SHUTDOWN") else None)
+        or None,
         "state": d.state,
         "detail": d.detail,
         "incarnation": d.incarnation,
@@ -479,6 +516,7 @@ def daemon_from_pb(d: pb.DaemonStatus) -> dict[str, Any]:
         "phase": d.phase,
         "restarts_by_reason": dict(d.restarts_by_reason),
         "last_exit": d.last_exit or None,
+        "last_exit_reason": d.last_exit_reason or None,
         "last_errors": list(d.last_errors),
         "degraded": d.degraded,
         "info": json.loads(d.info_json) if d.info_json else {},

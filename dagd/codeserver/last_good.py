@@ -49,6 +49,7 @@ def save_last_good(home: str | pathlib.Path, target: CodeLocationTarget, files: 
         copied = staging / os.path.relpath(real, root)
         copied.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(real, copied)
+        os.chmod(copied, 0o600)  # copy2 kept the source's mode; copies under DAGD_HOME are private
     python_file = target.python_file
     if python_file:
         python_file = str(dest / os.path.relpath(os.path.realpath(python_file), root))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
@@ -516,14 +516,24 @@ def read_token_file(home: Path, value: str, *, key: str, config_file: Path) -> s
     return token
 
 
-def load_instance_config(path: Path, environ: Mapping[str, str] | None = None) -> InstanceConfig:
-    """Parse and validate ``dagd.yaml``; a missing or empty file means all defaults."""
+def load_instance_config(
+    path: Path, environ: Mapping[str, str] | None = None, *, sections: Collection[str] | None = None
+) -> InstanceConfig:
+    """Parse and validate ``dagd.yaml``; a missing or empty file means all defaults.
+
+    ``sections``: read only these top-level sections (the rest get their defaults, unchecked, and
+    their ``{env: VAR}`` need not be set). The web UI reads only ``webserver``: it talks to the
+    supervisor, which has validated the whole file, and needs neither the database URL nor the
+    launcher's secrets (issue 18).
+    """
     file = str(path)
     raw = _read_yaml(path)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: expected a mapping of sections at the top level, got {_describe(raw)}")
+    if sections is not None:
+        raw = {key: value for key, value in raw.items() if key in sections}
     try:
         raw = _substitute_env(raw, os.environ if environ is None else environ, file=file, path=())
     except RecursionError:

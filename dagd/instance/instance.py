@@ -8,12 +8,10 @@ lazily and per process.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import inspect
 import os
 import pathlib
-import tempfile
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
@@ -34,6 +32,9 @@ def fitting_socket_path(preferred: pathlib.Path, *, key: str) -> pathlib.Path:
     """``preferred`` if it fits in sun_path, else a short path in a per-user directory (hashed ``key``)."""
     if len(str(preferred)) <= MAX_SOCKET_PATH:
         return preferred
+    import hashlib  # here: dagctl imports this module for resolve_home and starts faster without them
+    import tempfile
+
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return pathlib.Path(tempfile.gettempdir()) / f"dagd-{os.getuid()}" / f"{digest}.sock"
 

@@ -163,11 +163,16 @@ def explain(instance: Instance, run_id: str, *, daemon_healthy: bool) -> Explana
         # with the queue paused, everything that fits waits to launch, in that order.
         order = selection.to_launch
         position = order.index(run_id) + 1 if run_id in order else 1
-        summary = (
-            f"nothing blocks it: it launches on the queue's next pass, number {position} in launch order"
-        )
         if notes:
-            summary = f"{summary}, but " + " and ".join(notes)
+            # What blocks it comes first: "nothing blocks it ..., but the queue is paused" contradicted itself.
+            summary = (
+                "blocked: " + " and ".join(notes)
+                + f"; no limit holds it, so it is number {position} in launch order once that changes"
+            )  # fmt: skip
+        else:
+            summary = (
+                f"nothing blocks it: it launches on the queue's next pass, number {position} in launch order"
+            )
         return replace(base, summary=summary, position=position, launchable=not notes)
     summary = f"number {blocked.position} in line; held by " + "; ".join(blocked.reasons)
     if notes:

@@ -74,7 +74,8 @@ class CodeLocations:
         deadline = time.monotonic() + ready_timeout
         for name in list(self.targets):
             while time.monotonic() < deadline:
-                if self.snapshot(name, max_age=0) is not None:
+                if (snap := self.snapshot(name, max_age=0)) is not None:
+                    _log_load_problems(snap)
                     break
                 time.sleep(0.05)
             else:
@@ -156,3 +157,16 @@ class CodeLocations:
             self.table.add(name)
         if removed or changed or added:
             log.info("workspace reloaded: added %s, changed %s, removed %s", added, changed, removed)
+
+
+def _log_load_problems(snap: LocationSnapshot) -> None:
+    """Say at start, on the console, what did not load: a broken location is not a quiet one."""
+    if snap.load_error:
+        log.error(
+            "code location %s did not load: %s (it is loaded again when its files change; "
+            "`dagctl instance info` shows its state)",
+            snap.name, snap.load_error,
+        )  # fmt: skip
+    for error in [s.error for s in snap.schedules] + [s.error for s in snap.sensors]:
+        if error:
+            log.error("code location %s: %s", snap.name, error)

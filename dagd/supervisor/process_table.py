@@ -41,6 +41,7 @@ from dagd.supervisor.states import (
     is_healthy,
 )
 
+ASKED_TO_STOP = frozenset({ExitReason.COMMANDED, ExitReason.SHUTDOWN})
 log = logging.getLogger("dagd.supervisor")
 
 # How often exits are reaped and decisions re-taken; a few idle wakeups a second cost little CPU.
@@ -80,6 +81,7 @@ class DaemonView:
     last_exit: str | None
     degraded: bool
     last_progress_age: float | None  # seconds since the last progress; None without a process
+    last_exit_reason: str | None = None  # an ExitReason value; COMMANDED and SHUTDOWN are not errors
 
 
 def child_environment() -> dict[str, str]:
@@ -181,9 +183,12 @@ class ProcessTable:
         if proc.state in ALIVE:
             proc.exited(exit_code, sig, self.clock(), self.policy)
             exit_detail = proc.last_exit.detail if proc.last_exit else ""
-            log.warning(
-                "daemon %s (pid %d) exited: %s; now %s", name, child.pid, exit_detail, proc.state.value
-            )
+            # Asked to stop (Ctrl-C, `daemons restart`) and did: news, not a warning.
+            asked = proc.last_exit is not None and proc.last_exit.reason in ASKED_TO_STOP
+            log.log(
+                logging.INFO if asked else logging.WARNING,
+                "daemon %s (pid %d) exited: %s; now %s", name, child.pid, exit_detail, proc.state.value,
+            )  # fmt: skip
 
     def _act(self, proc: DaemonProcess, action: object, now: float) -> None:
         if isinstance(action, Spawn):
@@ -361,6 +366,7 @@ class ProcessTable:
                     last_exit=p.last_exit.detail if p.last_exit else None,
                     degraded=p.degraded,
                     last_progress_age=heartbeat_age(p, now),
+                    last_exit_reason=p.last_exit.reason.value if p.last_exit else None,
                 )
                 for p in self.procs.values()
             ]

@@ -2,8 +2,8 @@
 
 The Unix socket lives in an owner-only directory, which is the access control for local use.
 The TCP listener is a separate ``grpc.Server`` with an auth interceptor, so the two cannot be
-confused: every call that arrives over TCP must carry ``authorization: Bearer <token>``, compared
-in constant time. Health checks are exempt so load balancers can probe without the secret.
+confused: every call that arrives over TCP must carry ``authorization: Bearer <token>`` (the scheme
+in any case, RFC 6750; :mod:`dagd.bearer`), compared in constant time. Health checks are exempt so load balancers can probe without the secret.
 
 Health (SPEC §9.2), answered from this process's state only, never the database:
 
@@ -21,7 +21,6 @@ until it leads, :class:`LeaderGate` refuses every call but health and reflection
 
 from __future__ import annotations
 
-import hmac
 import os
 import pathlib
 import threading
@@ -37,6 +36,7 @@ from grpc_reflection.v1alpha import reflection
 
 from dagd.api.v1 import dagd_pb2 as pb
 from dagd.api.v1 import dagd_pb2_grpc as pb_grpc
+from dagd.bearer import bearer_matches
 from dagd.errors import ConfigError
 from dagd.instance.instance import Instance
 from dagd.supervisor.control import ControlPlane
@@ -80,8 +80,11 @@ def read_token(instance: Instance) -> str | None:
 
 
 class TokenAuthInterceptor(grpc.ServerInterceptor):
+    """Every call over TCP but health checks needs the token; a wrong or missing one is
+    UNAUTHENTICATED (``dagctl`` exit 1, docs/cli.md)."""
+
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+        self._token = token
 
         def deny(request: Any, context: grpc.ServicerContext) -> None:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
@@ -94,7 +97,7 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         if details.method.startswith(HEALTH_PREFIX):
             return continuation(details)
         presented = next((v for k, v in details.invocation_metadata if k == "authorization"), "")
-        if isinstance(presented, str) and hmac.compare_digest(presented.encode(), self._expected):
+        if bearer_matches(presented, self._token):
             return continuation(details)
         return self._deny
 
@@ -231,6 +234,31 @@ def prepare_socket_dir(path: pathlib.Path) -> None:
         path.unlink()
 
 
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def enable_reflection(server: grpc.Server, service_names: tuple[str, ...]) -> None:
+    """Server reflection as ``grpc.reflection.v1`` and ``v1alpha``.
+
+    grpcio-reflection serves only v1alpha; v1 is the same protocol under a new name (identical
+    messages, field for field), so the one servicer answers both: clients that ask only v1
+    (newer grpcurl, Postman, grpcui) list and describe dagd's services too. Describing the
+    reflection service itself works under its v1alpha name only.
+    """
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    servicer = reflection.ReflectionServicer((*service_names, reflection.SERVICE_NAME, REFLECTION_V1))
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": v1}),)
+    )
+
+
 def start_servers(instance: Instance, control: ControlPlane) -> Servers:
     """Listen with the overall health SERVING and the API gated (not leading yet)."""
     out = Servers()
@@ -257,9 +285,7 @@ def start_servers(instance: Instance, control: ControlPlane) -> Servers:
             InstanceServicer(control, addresses, os.getpid()), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(out.health, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        enable_reflection(server, (*SERVICE_NAMES, health.SERVICE_NAME))
         if kind is None:
             server.add_insecure_port(f"unix:{socket}")
         else:

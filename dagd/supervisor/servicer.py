@@ -210,6 +210,16 @@ class RunServicer(pb_grpc.RunServiceServicer):
         return pb.TerminateRunsResponse(canceled_run_ids=canceled, canceling_run_ids=canceling)
 
     @translate_errors
+    def ResolveRunId(
+        self, request: pb.ResolveRunIdRequest, context: grpc.ServicerContext
+    ) -> pb.ResolveRunIdResponse:
+        from dagd.storage.run_ids import resolve_run_id
+
+        return pb.ResolveRunIdResponse(
+            run_id=resolve_run_id(self.control.instance.storage, request.run_id_or_prefix)
+        )
+
+    @translate_errors
     def ExplainRun(self, request: pb.ExplainRunRequest, context: grpc.ServicerContext) -> pb.RunExplanation:
         e = self.control.explain_run(request.run_id)
         return pb.RunExplanation(
@@ -291,6 +301,7 @@ def daemon_to_pb(view: DaemonView, beat: Heartbeat | None) -> pb.DaemonStatus:
         restarts=view.restarts,
         restarts_by_reason=view.restarts_by_reason,
         last_exit=view.last_exit or "",
+        last_exit_reason=view.last_exit_reason or "",
         last_errors=[f"{e.get('at')}: {e.get('message')}" for e in beat.errors] if beat else [],
         degraded=view.degraded,
         info_json=json.dumps(beat.info) if beat else "{}",

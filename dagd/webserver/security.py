@@ -91,10 +91,10 @@ def session_ok(token: str, cookie: str | None) -> bool:
 
 
 def bearer_ok(token: str, authorization: str | None) -> bool:
-    """``Authorization: Bearer <token>``, compared in constant time (for scripts and probes)."""
-    if not authorization:
-        return False
-    return hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode())
+    """``Authorization: Bearer <token>`` (any case of ``Bearer``), compared in constant time."""
+    from dagd.bearer import bearer_matches
+
+    return bearer_matches(authorization, token)
 
 
 def token_ok(token: str, presented: str) -> bool:

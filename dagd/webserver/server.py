@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -75,7 +76,7 @@ def load_settings(
 ) -> WebSettings:
     """Settings from ``dagd.yaml``'s ``webserver:`` section, with command-line overrides."""
     config_file = home / "dagd.yaml"
-    config = load_instance_config(config_file)
+    config = load_instance_config(config_file, sections=("webserver",))  # the rest is the supervisor's
     token = read_access_token(config, home, config_file)
     chosen_host = host or config.webserver.host
     if not is_loopback_host(chosen_host) and token is None:
@@ -95,6 +96,28 @@ def load_settings(
     )
 
 
+def port_holder(port: int) -> str:
+    """Words naming what listens on ``port`` (" by the dagd web UI of DAGD_HOME=..."), or ""."""
+    import psutil
+
+    try:
+        pids = {
+            c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port and c.pid
+            and c.status == psutil.CONN_LISTEN
+        }  # fmt: skip
+        for pid in sorted(pids):
+            cmdline = psutil.Process(pid).cmdline()
+            dagctl = any(part.endswith("dagctl") or part == "dagd.client.cli" for part in cmdline)
+            if "dagd.webserver" in cmdline or (dagctl and "webserver" in cmdline):
+                home = cmdline[cmdline.index("--home") + 1] if "--home" in cmdline[:-1] else None
+                home = home or psutil.Process(pid).environ().get("DAGD_HOME", "?")
+                return f" by the dagd web UI of DAGD_HOME={home} (pid {pid})"
+            return f" by pid {pid} ({' '.join(cmdline)[:80]})"
+    except (psutil.Error, OSError, ValueError):
+        pass  # not allowed to look (another user's process): say nothing rather than guess
+    return ""
+
+
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -103,6 +126,12 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host.strip("[]"), port))
     except OSError as exc:
         sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"web UI cannot listen on {host}:{port}: the port is taken{port_holder(port)}; choose "
+                f"another with `dagctl dev --web-port N` (or `dagctl webserver --port N`, or webserver.port "
+                f"in dagd.yaml; 0 picks a free port), or stop what holds it"
+            ) from None
         raise ConfigError(f"web UI cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.listen(128)
     sock.set_inheritable(True)

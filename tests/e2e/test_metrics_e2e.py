@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import signal
+import subprocess
 import urllib.error
 import urllib.request
 
@@ -45,6 +46,19 @@ def scrape(url: str) -> Samples:
     }
 
 
+def promtool_problems(url: str) -> str:
+    """What ``promtool check metrics`` says about a real scrape ("" when it is clean).
+
+    promtool is Debian's ``prometheus`` package, which scripts/test installs when it is missing.
+    """
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read()
+    checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=30)
+    return (
+        "" if checked.returncode == 0 else f"exit {checked.returncode}: {checked.stdout!r} {checked.stderr!r}"
+    )
+
+
 def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
@@ -82,6 +96,8 @@ def test_metrics_report_daemons_runs_and_restarts_and_stop_with_the_supervisor(
     )
     samples = scrape(url)
     assert value(samples, "dagd_runs", status="SUCCESS") == 1
+    # Every family present (daemons, runs, a restart counter): promtool's lint finds nothing.
+    assert promtool_problems(url) == ""
     assert sum(v for (name, _), v in samples.items() if name == "dagd_runs") == 1
 
     old = dagd.daemons()["run_queue"]["pid"]

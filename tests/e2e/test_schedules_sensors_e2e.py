@@ -166,11 +166,6 @@ def raising(context):
     raise RuntimeError("schedule exploded on purpose")
 
 
-@schedule(cron_schedule="61 * * * *", job=noop, default_status="RUNNING")
-def bad_cron(context):
-    return None
-
-
 @schedule(cron_schedule="* * * * *", job=noop, default_status="RUNNING")
 def slow(context):
     time.sleep(8)  # longer than FAST's 5 s heartbeat timeout, well inside the evaluation timeout
@@ -195,7 +190,7 @@ def raises(context):
 
 
 defs = Definitions(
-    jobs=[noop], schedules=[every_minute, skipping, raising, bad_cron, slow], sensors=[hangs, quick, raises]
+    jobs=[noop], schedules=[every_minute, skipping, raising, slow], sensors=[hangs, quick, raises]
 )
 """
 
@@ -247,25 +242,19 @@ def test_schedules_tick_once_at_the_next_minute_and_failing_sensors_fail_only_th
     started = datetime.now(timezone.utc)
     dagd.start("-f", str(defs))
 
-    # A bad cron is a definition error of that schedule only; the rest of the location loads.
+    # (A bad cron refuses the whole location when it loads: tests/e2e/test_first_hour_e2e.py.)
     listed = {
         s["name"]: s
         for s in ok(dagd.ctl("schedules", "list", "--json"), "schedules list").json()["schedules"]
     }
     listed_at = datetime.now(timezone.utc)
-    assert set(listed) == {"every_minute", "skipping", "raising", "bad_cron", "slow"}
-    error = listed["bad_cron"]["definition_error"]
-    assert error and "61 * * * *" in error and "minute must be 0-59" in error, error
-    assert listed["bad_cron"]["next_tick_at"] is None
+    assert set(listed) == {"every_minute", "skipping", "raising", "slow"}
     for name in ("every_minute", "skipping", "raising", "slow"):
         assert listed[name]["definition_error"] is None and listed[name]["status"] == "RUNNING", listed[name]
     info = ok(dagd.ctl("instance", "info", "--json"), "instance info").json()
     (loc,) = info["code_locations"]
-    assert loc["load_error"] is None and loc["definition_errors"] == [error]
-    assert loc["jobs"] == ["noop"] and len(loc["schedules"]) == 5 and len(loc["sensors"]) == 3
-    refused = dagd.ctl("schedules", "start", "bad_cron")
-    assert refused.code == 2, refused
-    assert "minute must be 0-59" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert loc["load_error"] is None and loc["definition_errors"] == []
+    assert loc["jobs"] == ["noop"] and len(loc["schedules"]) == 4 and len(loc["sensors"]) == 3
 
     check_failing_sensors(dagd)
 
@@ -301,7 +290,6 @@ def test_schedules_tick_once_at_the_next_minute_and_failing_sensors_fail_only_th
     assert not runs(dagd, **{"dagd/schedule": "skipping"}) and not runs(dagd, **{"dagd/schedule": "raising"})
     shown = ok(dagd.ctl("schedules", "ticks", "raising", "--json"), "schedules ticks").json()["ticks"]
     assert shown[-1]["id"] == failed["id"] and "exploded" in shown[-1]["error"]
-    assert ok(dagd.ctl("schedules", "ticks", "bad_cron", "--json"), "ticks bad_cron").json() == {"ticks": []}
 
     # A schedule slower than the heartbeat timeout: the scheduler announced the bounded wait, so
     # it was not killed as hung (was: killed, and the tick re-evaluated by the next one, forever).

@@ -9,7 +9,7 @@ import pytest
 
 from dagd.codeserver.last_good import copy_dir, load_last_good, save_last_good
 from dagd.errors import DefinitionError
-from dagd.workspace import load_target, target_from_module
+from dagd.workspace import CodeLocationTarget, load_target, target_from_module
 
 DEFS = """
 from dagd import Definitions, job
@@ -61,4 +61,5 @@ def test_a_module_location_with_a_helper_package_loads_from_its_copy_once_broken
 
 
 def test_no_copy_means_no_fallback(home: pathlib.Path) -> None:
-    assert load_last_good(home, target_from_module("never_loaded")) is None
+    never = CodeLocationTarget(name="never_loaded", python_module="never_loaded", working_directory=str(home))
+    assert load_last_good(home, never) is None

@@ -382,7 +382,7 @@ class SetQueuePausedRequest(_message.Message):
     def __init__(self, paused: _Optional[bool] = ...) -> None: ...
 
 class DaemonStatus(_message.Message):
-    __slots__ = ("name", "healthy", "state", "detail", "pid", "incarnation", "uptime_seconds", "last_heartbeat_at", "iteration", "phase", "restarts", "restarts_by_reason", "last_exit", "last_errors", "degraded", "info_json")
+    __slots__ = ("name", "healthy", "state", "detail", "pid", "incarnation", "uptime_seconds", "last_heartbeat_at", "iteration", "phase", "restarts", "restarts_by_reason", "last_exit", "last_errors", "degraded", "info_json", "last_exit_reason")
     class RestartsByReasonEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -406,6 +406,7 @@ class DaemonStatus(_message.Message):
     LAST_ERRORS_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     INFO_JSON_FIELD_NUMBER: _ClassVar[int]
+    LAST_EXIT_REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     healthy: bool
     state: str
@@ -422,7 +423,8 @@ class DaemonStatus(_message.Message):
     last_errors: _containers.RepeatedScalarFieldContainer[str]
     degraded: bool
     info_json: str
-    def __init__(self, name: _Optional[str] = ..., healthy: _Optional[bool] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., pid: _Optional[int] = ..., incarnation: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., last_heartbeat_at: _Optional[str] = ..., iteration: _Optional[int] = ..., phase: _Optional[str] = ..., restarts: _Optional[int] = ..., restarts_by_reason: _Optional[_Mapping[str, int]] = ..., last_exit: _Optional[str] = ..., last_errors: _Optional[_Iterable[str]] = ..., degraded: _Optional[bool] = ..., info_json: _Optional[str] = ...) -> None: ...
+    last_exit_reason: str
+    def __init__(self, name: _Optional[str] = ..., healthy: _Optional[bool] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., pid: _Optional[int] = ..., incarnation: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., last_heartbeat_at: _Optional[str] = ..., iteration: _Optional[int] = ..., phase: _Optional[str] = ..., restarts: _Optional[int] = ..., restarts_by_reason: _Optional[_Mapping[str, int]] = ..., last_exit: _Optional[str] = ..., last_errors: _Optional[_Iterable[str]] = ..., degraded: _Optional[bool] = ..., info_json: _Optional[str] = ..., last_exit_reason: _Optional[str] = ...) -> None: ...
 
 class GetDaemonStatusRequest(_message.Message):
     __slots__ = ()
@@ -593,3 +595,15 @@ class PurgeRunsResponse(_message.Message):
     deleted: int
     more: bool
     def __init__(self, deleted: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...
+
+class ResolveRunIdRequest(_message.Message):
+    __slots__ = ("run_id_or_prefix",)
+    RUN_ID_OR_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    run_id_or_prefix: str
+    def __init__(self, run_id_or_prefix: _Optional[str] = ...) -> None: ...
+
+class ResolveRunIdResponse(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...

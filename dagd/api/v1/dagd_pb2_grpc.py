@@ -79,6 +79,11 @@ class RunServiceStub:
                 request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.PurgeRunsRequest.SerializeToString,
                 response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.PurgeRunsResponse.FromString,
                 _registered_method=True)
+        self.ResolveRunId = channel.unary_unary(
+                '/dagd.api.v1.RunService/ResolveRunId',
+                request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ResolveRunIdRequest.SerializeToString,
+                response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ResolveRunIdResponse.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -142,6 +147,14 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResolveRunId(self, request, context):
+        """A full run id, or a unique prefix of at least 6 characters, to the full id. A too-short or
+        ambiguous prefix is INVALID_ARGUMENT (the details name the candidates); none is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +202,11 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.PurgeRuns,
                     request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.PurgeRunsRequest.FromString,
                     response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.PurgeRunsResponse.SerializeToString,
+            ),
+            'ResolveRunId': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveRunId,
+                    request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ResolveRunIdRequest.FromString,
+                    response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ResolveRunIdResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -434,6 +452,33 @@ class RunService:
             '/dagd.api.v1.RunService/PurgeRuns',
             dagd_dot_api_dot_v1_dot_dagd__pb2.PurgeRunsRequest.SerializeToString,
             dagd_dot_api_dot_v1_dot_dagd__pb2.PurgeRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveRunId(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dagd.api.v1.RunService/ResolveRunId',
+            dagd_dot_api_dot_v1_dot_dagd__pb2.ResolveRunIdRequest.SerializeToString,
+            dagd_dot_api_dot_v1_dot_dagd__pb2.ResolveRunIdResponse.FromString,
             options,
             channel_credentials,
             insecure,
