@@ -175,7 +175,7 @@ def test_the_build_stage_makes_a_wheel_with_dagctl_and_every_data_file(tmp_path:
     }
     assert sources <= names, f"missing from the wheel: {sorted(sources - names)[:10]}"
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "dagctl = dagd.client.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "dagctl = dagd.client.cli:entry" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 @pytest.fixture(scope="module")

@@ -293,7 +293,7 @@ def test_resumable_run_gets_a_new_worker_when_its_worker_dies_and_succeeds(dagd:
     second = resumed_worker(dagd, run_id, first)
     run = wait_status(dagd, run_id, FINISHED, timeout=20)
 
-    assert run["status"] == "SUCCESS", run
+    assert run["status"] == "SUCCESS", (run["error"], run["events"], run["attempts"])
     assert run["worker_pid"] == second != first
     assert any("resuming as attempt 2 (resume 1)" in m for m in messages(run)), run["events"]
     statuses = [e["status"] for e in run["events"] if e["kind"] == "status"]
