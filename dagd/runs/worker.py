@@ -499,9 +499,19 @@ def finish(
             time.sleep(0.5)
 
 
+def ignore_sigpipe() -> None:
+    """The watcher writes deadline renewals into a pipe its job reads; once the job has exited,
+    such a write must fail with EPIPE, not kill the watcher. Python ignores SIGPIPE by default,
+    but the fork server restores the default action in its children (as a plain ``fork`` would):
+    without this, a job ending between two heartbeats killed its watcher silently, and the run
+    was failed as WORKER_DIED although the job had succeeded."""
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+
 def execute(home: str, run_id: str, attempt: int, token: str) -> int:
     from dagd.instance.instance import Instance
 
+    ignore_sigpipe()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     instance = Instance.load(home, create=False)
     storage = instance.storage
