@@ -64,7 +64,13 @@ def test_delete_removes_finished_runs_with_their_tags_events_and_logs(storage: A
     for run_id in done:
         assert rows_of(storage, run_id) == dict.fromkeys(("runs", *RUN_DEPENDENT_TABLES), 0)
         assert storage.runs.get(run_id) is None
-    assert rows_of(storage, kept) == {"runs": 1, "run_tags": 1, "run_events": 2, "run_logs": 3, "run_attempts": 0}
+    assert rows_of(storage, kept) == {
+        "runs": 1,
+        "run_tags": 1,
+        "run_events": 2,
+        "run_logs": 3,
+        "run_attempts": 0,
+    }
 
 
 @pytest.mark.parametrize(
