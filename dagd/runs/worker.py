@@ -524,7 +524,13 @@ def execute(home: str, run_id: str, attempt: int, token: str) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     claimed_at = time.monotonic()
-    claim = storage.attempts.claim(run_id, attempt, token, me)
+    try:
+        claim = storage.attempts.claim(run_id, attempt, token, me)
+    except StorageUnavailable as exc:
+        # Nothing was claimed: the attempt stays DISPATCHED, to be dispatched again (its dispatcher
+        # died) or failed by the start timeout. A second try would only hold a process longer.
+        log.error("run %s attempt %d: not claimed: %s", run_id, attempt, exc)
+        return 1
     if claim.outcome != ClaimOutcome.CLAIMED:
         log.warning(
             "run %s attempt %d: not claimed: %s", run_id, attempt, claim.reason or claim.outcome.value

@@ -22,7 +22,7 @@ import psutil
 import sqlalchemy as sa
 
 from dagd.client.client import Client
-from dagd.storage.schema import instigators, run_events, runs, ticks
+from dagd.storage.schema import instigators, run_attempts, run_events, runs, ticks
 from dagd.timefmt import as_utc
 from helpers.procs import DagdProcess
 from helpers.tcp_proxy import TcpProxy
@@ -258,6 +258,13 @@ class StorageView:
         if statuses:
             query = query.where(runs.c.status.in_(list(statuses)))
         return [_run_row(row) for row in self._rows(query)]
+
+    def attempt_pids(self) -> set[int]:
+        """Where the launcher started, or a worker claimed, an attempt not ended yet."""
+        query = sa.select(run_attempts.c.pid).where(
+            run_attempts.c.state.in_(["DISPATCHED", "CLAIMED"]), run_attempts.c.pid.is_not(None)
+        )
+        return {row.pid for row in self._rows(query)}
 
     def existing(self, run_ids: Iterable[str]) -> dict[str, dict[str, str]]:
         """run_id -> tags, for those of ``run_ids`` that exist."""

@@ -44,6 +44,7 @@ from helpers.procs import dagctl
 SAMPLE_SECONDS = 0.5
 SLOW_CHECK_SECONDS = 5.0
 ORPHAN_GRACE_SECONDS = 20.0
+MAX_OUTAGE_SECONDS = 30.0  # the longest db_outage the fault plan makes (faults.py)
 STATUS_BOUND_SECONDS = 1.0
 PROBER = pathlib.Path(__file__).with_name("prober.py")
 
@@ -115,6 +116,7 @@ class Sampler(threading.Thread):
         supervisor = self.deployment.supervisor_pid
         # Read after the scan: a worker seen above has its run recorded by now if it ever will.
         workers = {r.worker_pid for r in self.deployment.view.runs(IN_PROGRESS) if r.worker_pid}
+        workers |= self.deployment.view.attempt_pids()
         current: set[tuple[int, float]] = set()
         for proc, cmd in found:
             try:
@@ -131,7 +133,10 @@ class Sampler(threading.Thread):
                 continue
             current.add(key)
             first, _ = self._suspects.setdefault(key, (now, detail))
-            if now - first >= ORPHAN_GRACE_SECONDS and key not in self._reported:
+            # A worker not yet recorded anywhere is waiting to claim its attempt: through a database
+            # outage (at most MAX_OUTAGE_SECONDS), that wait is as long as the outage.
+            grace = ORPHAN_GRACE_SECONDS + (MAX_OUTAGE_SECONDS if role == "worker" else 0.0)
+            if now - first >= grace and key not in self._reported:
                 self._reported.add(key)
                 self.violations.add(
                     "no orphan process", f"{self._suspects[key][1]} unowned for {now - first:.0f}s"
