@@ -77,8 +77,29 @@ def _child(home: str, run_id: str, attempt: int, token: str, wakeup_r: int, wake
         os._exit(code)
 
 
+def _warm_storage(home: str) -> None:
+    """Open the instance's storage once and close it again before any fork.
+
+    What a worker's first storage call pays for is mostly one-time setup in this process's
+    libraries (SQLAlchemy's dialect initialisation on first connect, statement compilation
+    caches): ~30 ms per run when every child did it afresh. Done here, children inherit it warm.
+    No connection crosses the fork: the engine is disposed (its pool closed) before serving.
+    """
+    try:
+        from dagd.instance.instance import Instance
+
+        instance = Instance.load(home, create=False)
+        try:
+            instance.storage.runs.get("")
+        finally:
+            instance.close()
+    except Exception:  # a cold start is only slower: the worker reports real storage errors itself
+        pass
+
+
 def serve(home: str) -> None:
     _preload()
+    _warm_storage(home)
     out = sys.stdout
     wakeup_r, wakeup_w = os.pipe()
     os.set_blocking(wakeup_w, False)
