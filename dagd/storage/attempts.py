@@ -398,62 +398,42 @@ class AttemptStore:
         ``from_status`` to STARTING; one transaction, fenced by the lease epoch. With
         ``silent_for``, only if the old attempt's heartbeat is still older than that (database
         clock). None if anything moved meanwhile."""
-        try:
-            return self._next_attempt(
-                run_id, attempt, ending=ending, only=only, reason=reason, from_status=from_status,
-                message=message, epoch=epoch, fence=fence, dispatcher=dispatcher, silent_for=silent_for,
-                resume=resume,
-            )  # fmt: skip
-        except Refused:
-            return None
-
-    def _next_attempt(
-        self,
-        run_id: str,
-        attempt: int,
-        *,
-        ending: AttemptState,
-        only: Sequence[AttemptState],
-        reason: str,
-        from_status: RunStatus,
-        message: str,
-        epoch: int | None,
-        fence: tuple[str, int] | None,
-        dispatcher: str | None,
-        silent_for: float | None,
-        resume: bool,
-    ) -> tuple[Run, Attempt] | None:
         from dagd.storage.runs import fenced_conditions, insert_event, row_to_run
 
-        with self._storage.sql_write() as sql:
-            if not self._end_checked(sql, run_id, attempt, ending, reason, only, silent_for):
-                return None
-            params: dict[str, Any] = {
-                "run_id": run_id,
-                "attempt": attempt,
-                "from": from_status.value,
-                "to": RunStatus.STARTING.value,
-                "claim_epoch": epoch,
-            }
-            resumes = ", resumes = resumes + 1" if resume else ""
-            conditions = " AND ".join(
-                [
-                    "run_id = :run_id",
-                    "current_attempt = :attempt",
-                    "status = :from",
-                    *fenced_conditions(fence, params),
-                ]
-            )
-            row = sql.record(
-                f"UPDATE runs SET status = :to, current_attempt = current_attempt + 1, updated_at = {sql.now},"
-                f" claim_epoch = :claim_epoch{resumes} WHERE {conditions} RETURNING *",
-                params,
-            )
-            if row is None:
-                raise Refused("the run moved on")
-            (new,) = new_attempts(sql, [(run_id, row.current_attempt)], epoch=epoch, dispatcher=dispatcher)
-            insert_event(sql, run_id, RunStatus.STARTING, f"attempt {row.current_attempt}: {message}")
-            return row_to_run(row), new
+        try:
+            with self._storage.sql_write() as sql:
+                if not self._end_checked(sql, run_id, attempt, ending, reason, only, silent_for):
+                    return None
+                params: dict[str, Any] = {
+                    "run_id": run_id,
+                    "attempt": attempt,
+                    "from": from_status.value,
+                    "to": RunStatus.STARTING.value,
+                    "claim_epoch": epoch,
+                }
+                resumes = ", resumes = resumes + 1" if resume else ""
+                conditions = " AND ".join(
+                    [
+                        "run_id = :run_id",
+                        "current_attempt = :attempt",
+                        "status = :from",
+                        *fenced_conditions(fence, params),
+                    ]
+                )
+                row = sql.record(
+                    f"UPDATE runs SET status = :to, current_attempt = current_attempt + 1, updated_at = {sql.now},"
+                    f" claim_epoch = :claim_epoch{resumes} WHERE {conditions} RETURNING *",
+                    params,
+                )
+                if row is None:
+                    raise Refused("the run moved on")
+                (new,) = new_attempts(
+                    sql, [(run_id, row.current_attempt)], epoch=epoch, dispatcher=dispatcher
+                )
+                insert_event(sql, run_id, RunStatus.STARTING, f"attempt {row.current_attempt}: {message}")
+                return row_to_run(row), new
+        except Refused:
+            return None
 
     def end_with_run(
         self,

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from helpers.chaos.deployment import DAEMON_NAMES, Deployment, same_process, send
+from helpers.chaos.deployment import DAEMON_NAMES, Deployment, RunRow, same_process, send
 from helpers.chaos.report import FaultLog, Violations
 from helpers.procs import dagctl
 
@@ -264,23 +264,26 @@ class FaultInjector(threading.Thread):
         if send(pid, signal.SIGCONT):
             self.log.add("stop_daemon", f"SIGCONT {name} (pid {pid})", injected=False)
 
-    def _kill_worker(self, fault: Fault) -> None:
+    def _running_run(self, kind: str) -> RunRow | None:
+        """A STARTED run whose recorded worker is alive, chosen by the seed's generator."""
         running = [r for r in self.deployment.view.runs(("STARTED",)) if r.worker_pid]
         running = [r for r in running if same_process(r.worker_pid or 0, r.worker_started_at)]
         if not running:
-            self.log.add("kill_worker", "no run in progress")
+            self.log.add(kind, "no run in progress")
+            return None
+        return self.rng.choice(sorted(running, key=lambda r: r.run_id))
+
+    def _kill_worker(self, fault: Fault) -> None:
+        run = self._running_run("kill_worker")
+        if run is None:
             return
-        run = self.rng.choice(sorted(running, key=lambda r: r.run_id))
         send(run.worker_pid or 0, signal.SIGKILL)
         self.log.add("kill_worker", f"SIGKILL worker pid {run.worker_pid} of run {run.run_id}")
 
     def _freeze_worker(self, fault: Fault) -> None:
-        running = [r for r in self.deployment.view.runs(("STARTED",)) if r.worker_pid]
-        running = [r for r in running if same_process(r.worker_pid or 0, r.worker_started_at)]
-        if not running:
-            self.log.add("freeze_worker", "no run in progress")
+        run = self._running_run("freeze_worker")
+        if run is None:
             return
-        run = self.rng.choice(sorted(running, key=lambda r: r.run_id))
         pid = run.worker_pid or 0
         send(pid, signal.SIGSTOP)
         self.log.add(
