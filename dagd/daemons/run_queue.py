@@ -14,6 +14,7 @@ poll interval (``dequeue_interval_seconds``) is only a fallback.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -167,12 +168,18 @@ class RunQueueDaemon(Daemon):
                 batch,
                 expected=(RunStatus.QUEUED,),
                 retries=self.queue_config.max_launch_retries,
+                backoff=(
+                    self.queue_config.launch_retry_backoff_seconds,
+                    self.queue_config.max_launch_retry_backoff_seconds,
+                ),
                 map_fn=self._pool.map,
             )
             self._reported.difference_update(batch)
             for item in launches:
                 if item.handle is None:
                     log.warning("run %s dequeued, but the launcher failed (see its events)", item.run.run_id)
+                    if item.retry_in is not None:
+                        self._wake_in(item.retry_in)
                 else:
                     log.info(
                         "run %s dequeued: attempt %d, worker pid %s",
@@ -182,6 +189,13 @@ class RunQueueDaemon(Daemon):
                     )
                     launched += 1
         self.info["launched"] = launched
+
+    def _wake_in(self, seconds: float) -> None:
+        """Look at the queue again when a run held after a failed launch may go (not only at the
+        next poll)."""
+        timer = threading.Timer(seconds + 0.01, self.wake_event.set)
+        timer.daemon = True
+        timer.start()
 
     def _queued_count(self) -> int:
         """The queue depth for the heartbeat's info, counted at most once per heartbeat interval."""

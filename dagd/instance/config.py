@@ -240,6 +240,10 @@ class QueuedRunCoordinatorConfig(_Model):
     # The run_queue daemon is woken on submission; this poll only catches missed wake-ups.
     dequeue_interval_seconds: PositiveSeconds = 5.0
     max_launch_retries: int = Field(default=0, ge=0)
+    # After a failed launch, a retry waits backoff * 2^(failures-1), at most the max, with jitter
+    # (between half and all of it), so a launcher that keeps failing is not hammered.
+    launch_retry_backoff_seconds: PositiveSeconds = 1.0
+    max_launch_retry_backoff_seconds: PositiveSeconds = 60.0
 
     @field_validator("max_concurrent_runs")
     @classmethod

@@ -4,7 +4,8 @@ The claim is one compare-and-set transaction for a batch (see ``RunStore.claim_m
 the instance's lease epoch: a run another process canceled or claimed first, or every run if our
 lease was taken over, is left out and nothing is launched for it. Each claimed attempt is then
 handed to the launcher; a launcher error puts the run back in the queue while launch retries
-remain (counted in ``runs.launch_failures``) or fails it.
+remain (counted in ``runs.launch_failures``), held for an exponential backoff with jitter
+(``runs.launch_not_before``, on the database's clock), or fails it.
 
 Orphaned dispatches (:func:`redispatch_orphans`): an attempt dispatched by a process that died
 before its worker claimed it (the run_queue daemon killed between claim and launch) is superseded
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ class Launch:
     run: Run
     attempt: Attempt
     handle: WorkerHandle | None
+    retry_in: float | None = None  # the launch failed and the run is queued again, held this long
 
 
 def _lease_fence(instance: Instance) -> tuple[str, int] | None:
@@ -69,6 +72,7 @@ def launch_runs(
     *,
     expected: Sequence[RunStatus],
     retries: int = 0,
+    backoff: tuple[float, float] = (1.0, 60.0),
     map_fn: Callable[..., Iterable[Launch]] = map,
 ) -> list[Launch]:
     """Claim ``run_ids`` (-> STARTING, a new attempt each) and start a worker for each claimed.
@@ -88,7 +92,8 @@ def launch_runs(
 
     def start(item: tuple[Run, Attempt]) -> Launch:
         run, attempt = item
-        return Launch(run, attempt, _start_worker(instance, run, attempt, expected, retries))
+        handle, retry_in = _start_worker(instance, run, attempt, expected, retries, backoff)
+        return Launch(run, attempt, handle, retry_in)
 
     launches = list(map_fn(start, claimed))
     record_launches(instance, launches)
@@ -106,32 +111,44 @@ def record_launches(instance: Instance, launches: Sequence[Launch]) -> None:
     )
 
 
+def launch_retry_delay(failures: int, initial: float, cap: float, jitter: float) -> float:
+    """Seconds before launch retry number ``failures`` (1, 2, ...): ``initial * 2^(failures-1)``,
+    at most ``cap``, scaled by ``jitter`` in [0.5, 1] (equal jitter: runs that failed together do
+    not all come back at the same moment, and none comes back sooner than half its delay)."""
+    base = min(cap, initial * 2 ** max(0, failures - 1))
+    return base * min(1.0, max(0.5, jitter))
+
+
 def _start_worker(
-    instance: Instance, run: Run, attempt: Attempt, expected: Sequence[RunStatus], retries: int
-) -> WorkerHandle | None:
-    """Start the attempt's worker; on a launcher error, requeue (retries left) or fail the run."""
+    instance: Instance,
+    run: Run,
+    attempt: Attempt,
+    expected: Sequence[RunStatus],
+    retries: int,
+    backoff: tuple[float, float] = (1.0, 60.0),
+) -> tuple[WorkerHandle | None, float | None]:
+    """Start the attempt's worker; on a launcher error, put the run back in the queue after a
+    backoff (retries left; returns the delay) or fail it."""
     runs = instance.storage.runs
     try:
-        return instance.launcher.launch(run, attempt)
+        return instance.launcher.launch(run, attempt), None
     except Exception as exc:
         failures = runs.count_launch_failure(run.run_id)
         attempts = instance.storage.attempts
         if RunStatus.QUEUED in expected and failures <= retries:
+            delay = launch_retry_delay(failures, *backoff, jitter=random.uniform(0.5, 1.0))
             attempts.end_with_run(
                 run.run_id, attempt.attempt, ending=AttemptState.ABANDONED, only=(AttemptState.DISPATCHED,),
-                reason=f"launch failed: {exc}", run_to=RunStatus.QUEUED, run_from=(RunStatus.STARTING,),
-                error=None,
+                reason=f"launch failed ({exc}); back in the queue, retry {failures} of {retries} in {delay:.1f}s",
+                run_to=RunStatus.QUEUED, run_from=(RunStatus.STARTING,), hold_seconds=delay,
             )  # fmt: skip
-            runs.add_event(
-                run.run_id, f"launch failed ({exc}); back in the queue, retry {failures} of {retries}"
-            )
-        else:
-            attempts.end_with_run(
-                run.run_id, attempt.attempt, ending=AttemptState.ABANDONED, only=(AttemptState.DISPATCHED,),
-                reason=f"launch failed: {exc}", run_to=RunStatus.FAILURE, run_from=(RunStatus.STARTING,),
-                error=f"launch failed: {exc}",
-            )  # fmt: skip
-        return None
+            return None, delay
+        attempts.end_with_run(
+            run.run_id, attempt.attempt, ending=AttemptState.ABANDONED, only=(AttemptState.DISPATCHED,),
+            reason=f"launch failed: {exc}", run_to=RunStatus.FAILURE, run_from=(RunStatus.STARTING,),
+            error=f"launch failed: {exc}",
+        )  # fmt: skip
+        return None, None
 
 
 def launch_stored_run(
@@ -167,7 +184,8 @@ def redispatch_orphans(instance: Instance) -> list[Launch]:
         log.warning(
             "run %s: attempt %d was orphaned; launching attempt %d", run.run_id, old.attempt, attempt.attempt
         )
-        launches.append(Launch(run, attempt, _start_worker(instance, run, attempt, (RunStatus.STARTING,), 0)))
+        handle, _ = _start_worker(instance, run, attempt, (RunStatus.STARTING,), 0)
+        launches.append(Launch(run, attempt, handle))
     record_launches(instance, launches)
     return launches
 

@@ -133,6 +133,7 @@ class Run:
     host: str | None = None
     launch_failures: int = 0
     resumes: int = 0
+    launch_not_before: datetime | None = None  # held after a failed launch until then
 
     def to_json(self) -> dict:
         from dagd.timefmt import rfc3339

@@ -15,6 +15,7 @@ from dagd.errors import NotFound
 from dagd.runs.coordinators import QueuedRunCoordinator
 from dagd.runs.model import RunStatus
 from dagd.runs.selection import InProgressRun, QueuedRun, Selection, TagLimit, select_runs
+from dagd.timefmt import rfc3339
 
 if TYPE_CHECKING:
     from dagd.instance.config import QueuedRunCoordinatorConfig
@@ -148,6 +149,15 @@ def explain(instance: Instance, run_id: str, *, daemon_healthy: bool) -> Explana
     )
     if run.status != RunStatus.QUEUED:
         return replace(base, summary=f"the run is {run.status.value}, not queued")
+    held = storage.runs.held_until(run_id) if run.launch_not_before is not None else None
+    if held is not None:
+        return replace(
+            base,
+            summary=(
+                f"its launch failed {run.launch_failures} time(s): it waits until "
+                f"{rfc3339(held)} before the queue tries again"
+            ),
+        )
     config = queue_config(instance)
     if config is None:
         return replace(base, summary=f"the run is QUEUED but {base.coordinator} does not dequeue runs")

@@ -447,9 +447,11 @@ class AttemptStore:
         run_from: Sequence[RunStatus],
         error: str | None = None,
         silent_for: float | None = None,
+        hold_seconds: float | None = None,
     ) -> bool:
-        """End ``attempt`` and move its run to ``run_to`` (FAILURE, CANCELED) in one transaction;
-        False if anything moved meanwhile."""
+        """End ``attempt`` and move its run to ``run_to`` (FAILURE, CANCELED, or QUEUED again) in
+        one transaction; False if anything moved meanwhile. ``hold_seconds``: a run put back in
+        the queue is not launched before that many seconds (database clock)."""
         from dagd.storage.runs import insert_event
         from dagd.storage.sql import in_list
 
@@ -458,8 +460,10 @@ class AttemptStore:
                 if not self._end_checked(sql, run_id, attempt, ending, reason, only, silent_for):
                     return False
                 names, params = in_list("src", [s.value for s in run_from])
-                params.update(run_id=run_id, attempt=attempt, to=run_to.value, error=error)
+                params.update(run_id=run_id, attempt=attempt, to=run_to.value, error=error, hold=hold_seconds)
                 set_error = ", error = :error" if error is not None else ""
+                if hold_seconds is not None:
+                    set_error += f", launch_not_before = {sql.later('hold')}"
                 ended = f", ended_at = {sql.now}" if run_to.is_finished else ""
                 changed = sql.execute(
                     f"UPDATE runs SET status = :to, updated_at = {sql.now}{ended}{set_error}"

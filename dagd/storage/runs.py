@@ -81,6 +81,7 @@ def row_to_run(row: Any) -> Run:
         host=row.worker_host,
         launch_failures=row.launch_failures,
         resumes=row.resumes,
+        launch_not_before=when(row.launch_not_before),
     )
 
 
@@ -234,6 +235,16 @@ class RunStore:
         if run is None:
             raise NotFound(f"no run with id {run_id!r}")
         return run
+
+    def held_until(self, run_id: str) -> datetime | None:
+        """When a run held after a failed launch may go again, if that is still in the future by
+        the database's clock; else None."""
+        with self._storage.sql_read() as sql:
+            value = sql.scalar(
+                f"SELECT launch_not_before FROM runs WHERE run_id = :run_id AND launch_not_before > {sql.now}",
+                {"run_id": run_id},
+            )
+        return when(value)
 
     def get_by_idempotency_key(self, key: str) -> Run | None:
         with self._storage.sql_read() as sql:
@@ -445,7 +456,8 @@ class RunStore:
                 # UPDATE ... RETURNING: exactly the rows this statement changed.
                 rows = sql.records(
                     f"UPDATE runs SET status = :to, updated_at = {sql.now}, claim_epoch = :claim_epoch,"
-                    f" current_attempt = current_attempt + 1{_where(conditions)} RETURNING *",
+                    " current_attempt = current_attempt + 1, launch_not_before = NULL"
+                    f"{_where(conditions)} RETURNING *",
                     params,
                 )
                 attempts = new_attempts(
@@ -536,8 +548,11 @@ class RunStore:
         known = self._parsed_tags
         seen: dict[str, dict[str, str]] = {}  # this pass's tag texts only, so the cache stays bounded
         with self._storage.sql_read() as sql:
+            # A run held after a failed launch is not in the queue's view until its backoff ends.
             rows = sql.rows(
-                f"SELECT run_id, seq, priority, tags, status FROM runs WHERE status IN ({names})", params
+                f"SELECT run_id, seq, priority, tags, status FROM runs WHERE status IN ({names})"
+                f" AND (launch_not_before IS NULL OR launch_not_before <= {sql.now})",
+                params,
             )
         for run_id, seq, priority, text, status in rows:
             tags = seen.get(text)

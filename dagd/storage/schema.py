@@ -40,6 +40,8 @@ runs = sa.Table(
     sa.Column("worker_host", sa.String(255), nullable=True),
     # Counts kept as fields (never read back from event wording).
     sa.Column("launch_failures", sa.Integer, nullable=False, server_default="0"),
+    # A run put back in the queue after a failed launch waits until then (database clock).
+    sa.Column("launch_not_before", sa.DateTime(timezone=True), nullable=True),
     sa.Column("resumes", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_runs_status_seq", "status", "seq"),
     sa.Index("ix_runs_job_name", "job_name"),

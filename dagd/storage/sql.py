@@ -206,6 +206,12 @@ class Sql:
             return f"{column} < clock_timestamp() - make_interval(secs => :{param})"
         return f"{column} < strftime('%Y-%m-%d %H:%M:%f', :db_now, '-' || :{param} || ' seconds')"
 
+    def later(self, param: str) -> str:
+        """``:param`` seconds from now by the database's clock (SQL expression)."""
+        if self.dialect == POSTGRES:
+            return f"clock_timestamp() + make_interval(secs => :{param})"
+        return f"strftime('%Y-%m-%d %H:%M:%f', :db_now, '+' || :{param} || ' seconds')"
+
     def _text_params(self, sql: str, params: Mapping[str, Any] | None) -> tuple[str, Any]:
         if params is None:
             params = {}

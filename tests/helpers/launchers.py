@@ -58,3 +58,21 @@ class RecordingLauncher(RunLauncher):
             self.alive.discard(run_id)
         if self.on_worker_exit is not None:
             self.on_worker_exit()
+
+
+class FlakyLauncher(RecordingLauncher):
+    """Fails the first ``failures`` launches (``run_launcher.config: {failures: N}``), then records
+    launches as :class:`RecordingLauncher` does."""
+
+    def __init__(self, instance: Instance, config: Any) -> None:
+        super().__init__(instance, config)
+        self.failures_left = int((config or {}).get("failures", 1))
+        self.failed: list[str] = []
+
+    def launch(self, run: Run, attempt: Attempt) -> WorkerHandle:
+        with self._lock:
+            if self.failures_left > 0:
+                self.failures_left -= 1
+                self.failed.append(run.run_id)
+                raise OSError("injected launch failure")
+        return super().launch(run, attempt)

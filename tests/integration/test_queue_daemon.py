@@ -25,6 +25,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from helpers.launchers import RecordingLauncher
+from helpers.procs import wait_for
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -39,10 +40,10 @@ from dagd.daemons.run_queue import RunQueueDaemon
 from dagd.instance.instance import Instance
 from dagd.run_coordinator import Submission
 from dagd.runs.model import IN_PROGRESS_STATUSES, PRIORITY_TAG, RunStatus
-from dagd.runs.queue import QueueView
+from dagd.runs.queue import QueueView, explain
 from dagd.storage import Storage
 from dagd.storage.leases import SUPERVISOR_LEASE
-from dagd.storage.schema import leases, run_events, run_logs, run_tags, runs
+from dagd.storage.schema import leases, run_attempts, run_events, run_logs, run_tags, runs
 from dagd.storage.schema import settings as settings_table
 
 RECORDING_LAUNCHER = {"module": "helpers.launchers", "class": "RecordingLauncher"}
@@ -98,7 +99,7 @@ def statuses(storage: Storage) -> dict[str, RunStatus]:
 
 def wipe(storage: Storage) -> None:
     with storage.write() as conn:
-        for table in (run_events, run_logs, run_tags, runs, leases, settings_table):
+        for table in (run_attempts, run_events, run_logs, run_tags, runs, leases, settings_table):
             conn.execute(table.delete())
 
 
@@ -434,3 +435,80 @@ def test_run_moved_after_the_pass_chose_it_is_neither_launched_nor_reported_laun
     assert launcher_of(daemon).launched == [kept]
     assert daemon.info["launched"] == 1, daemon.info
     assert storage.runs.require(moved).status == moved_to
+
+
+# -- launch retries (issue #19, item 3) -----------------------------------------------------------
+
+
+def flaky_daemon(home: pathlib.Path, url: str, failures: int, queue: Mapping[str, Any]) -> RunQueueDaemon:
+    home.mkdir(parents=True, exist_ok=True)
+    config = {
+        "storage": storage_section(url),
+        "run_coordinator": {"config": dict(queue)},
+        "run_launcher": {
+            "module": "helpers.launchers",
+            "class": "FlakyLauncher",
+            "config": {"failures": failures},
+        },
+    }
+    (home / "dagd.yaml").write_text(yaml.safe_dump(config))
+    return load_daemon(home)
+
+
+@pytest.mark.timeout(60)
+def test_failed_launch_is_retried_after_a_growing_backoff_counted_in_a_field(
+    storage_url: str, tmp_path: pathlib.Path, daemons: list[RunQueueDaemon]
+) -> None:
+    queue = {
+        "max_launch_retries": 2,
+        "launch_retry_backoff_seconds": 0.4,
+        "max_launch_retry_backoff_seconds": 5,
+    }
+    daemon = flaky_daemon(tmp_path / "home", storage_url, 2, queue)
+    daemons.append(daemon)
+    run_id = submit(daemon)
+    runs_store = daemon.instance.storage.runs
+
+    daemon.run_iteration()  # launch 1 fails: back in the queue, held 0.2-0.4 s
+    held = runs_store.require(run_id)
+    assert held.status == RunStatus.QUEUED and held.launch_failures == 1
+    daemon.run_iteration()  # at once: held, so not launched again
+    assert runs_store.require(run_id).launch_failures == 1
+    assert "waits until" in explain(daemon.instance, run_id, daemon_healthy=True).summary
+
+    began = time.monotonic()
+    wait_for(
+        lambda: (daemon.run_iteration(), runs_store.require(run_id).launch_failures)[1] == 2, 10, "retry 1"
+    )
+    first_gap = time.monotonic() - began
+    wait_for(
+        lambda: (daemon.run_iteration(), runs_store.require(run_id).status)[1] == RunStatus.STARTING,
+        10,
+        "retry 2",
+    )
+
+    assert first_gap >= 0.15, f"retried {first_gap:.2f}s after the first failure (backoff 0.2-0.4 s)"
+    run = runs_store.require(run_id)
+    assert run.launch_failures == 2 and run.attempt == 3
+    states = [a.state.value for a in daemon.instance.storage.attempts.of_run(run_id)]
+    assert states == ["ABANDONED", "ABANDONED", "DISPATCHED"], states
+    messages = [e.message for e in runs_store.events(run_id)]
+    assert any("retry 1 of 2 in 0." in m for m in messages) and any(
+        "retry 2 of 2 in 0." in m for m in messages
+    ), messages
+    assert launcher_of(daemon).launched == [run_id]
+
+
+@pytest.mark.timeout(60)
+def test_launch_failures_past_the_retries_fail_the_run(
+    storage_url: str, tmp_path: pathlib.Path, daemons: list[RunQueueDaemon]
+) -> None:
+    daemon = flaky_daemon(tmp_path / "home", storage_url, 5, {"max_launch_retries": 0})
+    daemons.append(daemon)
+    run_id = submit(daemon)
+
+    daemon.run_iteration()
+
+    run = daemon.instance.storage.runs.require(run_id)
+    assert run.status == RunStatus.FAILURE and run.error == "launch failed: injected launch failure"
+    assert run.launch_failures == 1

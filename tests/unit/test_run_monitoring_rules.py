@@ -306,3 +306,17 @@ def test_silence_is_not_judged_right_after_a_storage_outage() -> None:
 def test_unclaimed_attempt_is_never_judged_by_silence() -> None:
     run = make_run(RunStatus.STARTING)
     assert check_run(run, make_attempt(run), at(9), CONFIG, WorkerHealth.UNKNOWN) is None
+
+
+# -- launch retry backoff (issue #19, item 3) -------------------------------------------------------
+
+
+def test_launch_retry_delay_doubles_up_to_the_cap_with_jitter_between_half_and_all() -> None:
+    from dagd.runs.launch import launch_retry_delay
+
+    assert [launch_retry_delay(n, 1.0, 60.0, jitter=1.0) for n in (1, 2, 3, 4, 7, 8, 20)] == [
+        1.0, 2.0, 4.0, 8.0, 60.0, 60.0, 60.0,
+    ]  # fmt: skip
+    assert launch_retry_delay(3, 1.0, 60.0, jitter=0.5) == 2.0
+    assert launch_retry_delay(3, 1.0, 60.0, jitter=0.0) == 2.0  # never below half
+    assert launch_retry_delay(3, 1.0, 60.0, jitter=7.0) == 4.0  # never above all of it

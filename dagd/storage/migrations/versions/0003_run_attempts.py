@@ -44,6 +44,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("current_attempt", sa.Integer, nullable=False, server_default="0"))
         batch.add_column(sa.Column("worker_host", sa.String(255), nullable=True))
         batch.add_column(sa.Column("launch_failures", sa.Integer, nullable=False, server_default="0"))
+        batch.add_column(sa.Column("launch_not_before", TS, nullable=True))
         batch.add_column(sa.Column("resumes", sa.Integer, nullable=False, server_default="0"))
     # A run in progress when the database was upgraded keeps going: its worker is an attempt 1
     # that was claimed before attempts existed (no token to check, no heartbeat to age yet).
