@@ -50,6 +50,8 @@ DEFAULT_LAUNCHER_CLASS = "LocalProcessRunLauncher"
 # Keys whose values never appear in displays or error messages.
 _SECRET_KEYS = frozenset({"token", "password", "secret", "api_key"})
 _MASK = "***"
+# URLs that may carry a password: shown with it masked, never echoed in an error.
+_URL_KEYS = frozenset({"url", "broker_url"})
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
@@ -271,6 +273,47 @@ class LocalProcessRunLauncherConfig(BaseModel):
     fork_server: bool = True
 
 
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
+
+
+def check_queue_name(name: str) -> str:
+    """A Celery queue name dagd accepts (config, ``dagd/queue`` tags, ``--queue``)."""
+    if not _QUEUE_NAME.match(name):
+        raise ValueError(
+            f"must be a queue name of letters, digits and _ . : - (at most 200), got {_describe(name)}"
+        )
+    return name
+
+
+class CeleryRunLauncherConfig(BaseModel):
+    """The ``run_launcher.config`` section of :class:`~dagd.run_launcher.CeleryRunLauncher`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    broker_url: NonEmptyStr
+    queue: str = "dagd"  # the default queue; a run's dagd/queue tag routes it elsewhere
+    # A message not received by then is dropped by the worker (the relay sends a fresh one while
+    # the attempt is still unclaimed, and run monitoring fails it after start_timeout_seconds).
+    message_expiry_seconds: PositiveSeconds = 60
+    # A dispatched attempt no worker claimed after this long is published again (same token).
+    relay_after_seconds: PositiveSeconds = 3
+    # How long one publish may retry while the broker does not answer; then the relay takes over.
+    publish_timeout_seconds: PositiveSeconds = 2
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker(cls, url: str) -> str:
+        scheme = url.partition("://")[0]
+        if scheme not in ("amqp", "amqps", "pyamqp", "redis", "rediss"):
+            raise ValueError("must be an amqp:// (RabbitMQ) or redis:// URL")
+        return url
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, name: str) -> str:
+        return check_queue_name(name)
+
+
 # ---------------------------------------------------------------------------------------------
 # run monitoring, daemons
 
@@ -459,7 +502,15 @@ def load_instance_config(path: Path, environ: Mapping[str, str] | None = None) -
     builtin = builtins.get((coordinator.module, coordinator.class_name))
     if builtin is not None:
         validate_section(builtin, coordinator.config, file=file, prefix="run_coordinator.config")
+    launcher = config.run_launcher
+    if (launcher.module, launcher.class_name) == (DEFAULT_LAUNCHER_MODULE, "CeleryRunLauncher"):
+        validate_section(CeleryRunLauncherConfig, launcher.config, file=file, prefix="run_launcher.config")
+        if config.storage.kind == "sqlite":
+            raise ConfigError(f"{file}: run_launcher: {SQLITE_REFUSED}")
     return config
+
+
+SQLITE_REFUSED = "CeleryRunLauncher needs storage.postgres: workers on other hosts cannot share a SQLite file"
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -570,7 +621,7 @@ def _config_message(file: str, prefix: str, error: ErrorDetails) -> str:
     if error["type"] == "value_error" and isinstance(problem, _KeyProblem):
         parts.append(problem.key)
     path = ".".join(p for p in [prefix, *parts] if p)
-    secret = bool(parts) and (parts[-1] in _SECRET_KEYS or parts[-1] == "url")
+    secret = bool(parts) and (parts[-1] in _SECRET_KEYS or parts[-1] in _URL_KEYS)
     reason = _reason(error, hide_input=secret)
     return _one_line(f"{file}: {path}: {reason}" if path else f"{file}: {reason}")
 
@@ -657,7 +708,7 @@ def _mask_secrets(node: Any) -> Any:
         for key, value in node.items():
             if isinstance(key, str) and key.lower() in _SECRET_KEYS and value is not None:
                 masked[key] = _MASK
-            elif key == "url" and isinstance(value, str):
+            elif key in _URL_KEYS and isinstance(value, str):
                 masked[key] = masked_url(value)
             else:
                 masked[key] = _mask_secrets(value)
