@@ -50,8 +50,6 @@ DEFAULT_LAUNCHER_CLASS = "LocalProcessRunLauncher"
 # Keys whose values never appear in displays or error messages.
 _SECRET_KEYS = frozenset({"token", "password", "secret", "api_key"})
 _MASK = "***"
-# URLs that may carry a password: shown with it masked, never echoed in an error.
-_URL_KEYS = frozenset({"url", "broker_url"})
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
@@ -621,7 +619,7 @@ def _config_message(file: str, prefix: str, error: ErrorDetails) -> str:
     if error["type"] == "value_error" and isinstance(problem, _KeyProblem):
         parts.append(problem.key)
     path = ".".join(p for p in [prefix, *parts] if p)
-    secret = bool(parts) and (parts[-1] in _SECRET_KEYS or parts[-1] in _URL_KEYS)
+    secret = bool(parts) and (parts[-1] in _SECRET_KEYS or parts[-1] == "url")
     reason = _reason(error, hide_input=secret)
     return _one_line(f"{file}: {path}: {reason}" if path else f"{file}: {reason}")
 
@@ -708,7 +706,7 @@ def _mask_secrets(node: Any) -> Any:
         for key, value in node.items():
             if isinstance(key, str) and key.lower() in _SECRET_KEYS and value is not None:
                 masked[key] = _MASK
-            elif key in _URL_KEYS and isinstance(value, str):
+            elif key == "url" and isinstance(value, str):
                 masked[key] = masked_url(value)
             else:
                 masked[key] = _mask_secrets(value)
