@@ -704,11 +704,12 @@ def worker() -> None:
     show_default=True,
     help="Slots: runs at once.",
 )
+@click.option("--no-fork-server", is_flag=True, help="Spawn each run's watcher instead of forking it.")
 @click.pass_obj
 @handle_errors
 def worker_run(
     ctx: Ctx, workspace: str | None, python_file: str | None, module: str | None, queues: tuple[str, ...],
-    concurrency: int,
+    concurrency: int, no_fork_server: bool,
 ) -> None:  # fmt: skip
     """Take runs from the broker and run each in its own process group, in the foreground."""
     import logging
@@ -728,7 +729,7 @@ def worker_run(
         for target in resolve_targets(workspace, python_file, module):
             load_target(target)  # fail now, not at the first run, if this host cannot load the code
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sys.exit(run_host(Instance.load(ctx.home, create=False), queues, concurrency))
+    sys.exit(run_host(Instance.load(ctx.home, create=False), queues, concurrency, not no_fork_server))
 
 
 @cli.group()

@@ -175,16 +175,23 @@ def fleet(
                 conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
-def _job_pids(run_id: str) -> list[int]:
-    """Live processes of a run's attempts (watchers and jobs name the run on their command line)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
+def _tree(pid: int) -> list[psutil.Process]:
+    """A process and its descendants (a watcher and its job; a host and everything it started)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _all_gone(procs: list[psutil.Process]) -> bool:
+    def gone(p: psutil.Process) -> bool:
         try:
-            if run_id in " ".join(proc.info["cmdline"] or []) and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc.pid)
+            return p.status() == psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
-            continue
-    return found
+            return True
+
+    return all(gone(p) for p in procs)
 
 
 @pytest.mark.timeout(120)
@@ -226,8 +233,8 @@ def test_workers_status_lists_the_host_with_its_slots(fleet: Fleet) -> None:
 @pytest.mark.timeout(120)
 def test_terminate_reaches_the_remote_worker_through_the_database(fleet: Fleet) -> None:
     run_id = fleet.submit("ticker", {"seconds": 60})
-    fleet.started(run_id)
-    wait_for(lambda: len(_job_pids(run_id)) >= 2, 10, "the watcher and its job")
+    watcher = fleet.started(run_id)["attempts"][0]["pid"]
+    group = wait_for(lambda: [] if len(t := _tree(watcher)) < 2 else t, 10, "the watcher and its job")
 
     asked = time.monotonic()
     fleet.client.terminate(run_id)
@@ -237,7 +244,15 @@ def test_terminate_reaches_the_remote_worker_through_the_database(fleet: Fleet) 
     assert run["status"] == "CANCELED", run
     # The watcher sees CANCELING in a heartbeat (every TIMEOUT/4), then SIGTERM (grace 5 s).
     assert took <= TIMEOUT / 4 + 5 + 2, f"canceled {took:.1f}s after the request"
-    wait_for(lambda: not _job_pids(run_id), 10, "the run's process group to be gone")
+    wait_for(lambda: _all_gone(group), 10, "the run's watcher and job to be gone")
+
+
+def _host_of(fleet: Fleet, watcher: int) -> int:
+    """The worker host whose tree holds ``watcher`` (forked by its fork server, or spawned)."""
+    for pid in fleet.workers:
+        if watcher in {p.pid for p in _tree(pid)}:
+            return pid
+    raise AssertionError(f"watcher {watcher} belongs to no worker host of {list(fleet.workers)}")
 
 
 @pytest.mark.timeout(150)
@@ -247,20 +262,21 @@ def test_a_killed_worker_host_s_run_is_resumed_on_another_host(fleet: Fleet, tmp
     run_id = fleet.submit("resumable_ticker", {"seconds": 4, "file": str(counter)})
     first = fleet.started(run_id)["attempts"][0]
     wait_for(lambda: counter.exists(), 10, "attempt 1's job to start")
-    watcher = psutil.Process(first["pid"])
-    victim = watcher.ppid()
-    assert victim in fleet.workers, (victim, list(fleet.workers))
+    victim = _host_of(fleet, first["pid"])
 
-    os.kill(victim, signal.SIGKILL)
+    # The host is lost with everything it started (a machine gone): its fork server, the
+    # watcher, the job.
+    tree = _tree(victim)
+    for proc in tree:
+        proc.kill()
     fleet.workers.pop(victim)[0].wait(timeout=10)
     killed_at = time.monotonic()
-    # Its watcher and job die with it (parent-death signal, then the job's lease pipe closes).
-    wait_for(lambda: not _job_pids(run_id), 10, "the killed host's watcher and job to be gone")
+    wait_for(lambda: _all_gone(tree), 10, "the killed host's processes to be gone")
     resumed = fleet.started(run_id, 2, timeout=TIMEOUT + 15)
     took = time.monotonic() - killed_at
 
     assert took <= TIMEOUT + 10, f"resumed {took:.1f}s after the kill"
-    assert psutil.Process(resumed["attempts"][1]["pid"]).ppid() in fleet.workers  # a live host
+    assert _host_of(fleet, resumed["attempts"][1]["pid"]) != victim
     run = fleet.finished(run_id)
     assert run["status"] == "SUCCESS", run
     assert [a["state"] for a in run["attempts"]] == ["LOST", "DONE"], run["attempts"]
@@ -309,7 +325,7 @@ def test_runs_dispatch_only_into_free_slots_in_priority_order(fleet: Fleet) -> N
         time.sleep(0.1)
     runs = [fleet.get(r) for r in everyone]
 
-    assert all(r["status"] == "SUCCESS" for r in runs), [r["status"] for r in runs]
+    assert all(r["status"] == "SUCCESS" for r in runs), [(r["status"], r["error"]) for r in runs]
     assert most <= 2, f"{most} runs in progress on 2 slots"
     dispatched = {r["run_id"]: r["attempts"][0]["dispatched_at"] for r in runs}
     assert max(dispatched[r] for r in high) <= min(dispatched[r] for r in low), dispatched

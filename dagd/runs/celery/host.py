@@ -2,8 +2,13 @@
 
 The Celery task is a thin launcher: it checks the attempt is still waiting for this token (a
 duplicate or stale message is logged and dropped without starting anything), then starts the
-attempt's watcher (:mod:`dagd.runs.celery.child`, i.e. :mod:`dagd.runs.worker`) as a process of
-its own session and waits for it. The watcher claims the attempt (compare-and-set on the token),
+attempt's watcher (:mod:`dagd.runs.worker`) as a process of its own session and waits for it.
+Fast path: the local launcher's pre-warmed fork server (:mod:`dagd.runs.local.forkserver`) forks
+the watcher in milliseconds; fallback (``--no-fork-server``, or the fork server failing): a
+``python -m dagd.runs.celery.child`` spawn, which also dies with the host (parent-death signal).
+Watchers forked by the fork server outlive a host killed alone and finish their runs; a host
+lost with its whole process tree (a machine gone) leaves its attempts silent, and run
+monitoring resumes or fails them after the heartbeat timeout. The watcher claims the attempt (compare-and-set on the token),
 forks the job into its own process group, heartbeats on the database's clock, stops the job on
 CANCELING and fences itself; user code never runs in Celery's process. Celery's pool is threads,
 one per slot, each only waiting for its watcher.
@@ -18,15 +23,18 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from dagd.errors import ConfigError, StorageUnavailable
 from dagd.runs.attempts import AttemptState, heartbeat_interval
+from dagd.runs.local.launcher import ForkServer
 
 if TYPE_CHECKING:
     from dagd.instance.instance import Instance
@@ -37,8 +45,13 @@ log = logging.getLogger("dagd.worker_host")
 class WorkerHost:
     """This host's registration, its slots in use, and the attempts' watchers."""
 
-    def __init__(self, instance: Instance, queues: Sequence[str], slots: int) -> None:
+    def __init__(
+        self, instance: Instance, queues: Sequence[str], slots: int, fork_server: bool = True
+    ) -> None:
         self.instance = instance
+        self.use_fork_server = fork_server
+        self._fork_server: ForkServer | None = None
+        self._fork_lock = threading.Lock()
         self.queues = list(queues)
         self.slots = slots
         self.host = socket.gethostname()
@@ -78,6 +91,10 @@ class WorkerHost:
             log.warning("could not mark the host draining: %s", exc)
 
     def unregister(self) -> None:
+        with self._fork_lock:
+            if self._fork_server is not None:
+                self._fork_server.close()  # running watchers carry on (they are their own sessions)
+                self._fork_server = None
         self._stop.set()
         if self._beats is not None:
             self._beats.join(timeout=5)
@@ -106,6 +123,31 @@ class WorkerHost:
                 self.in_use -= 1
 
     def _watch(self, run_id: str, attempt: int, token: str) -> None:
+        if self.use_fork_server:
+            try:
+                pid = self._server().fork(run_id, attempt, token)
+            except (OSError, FutureTimeout) as exc:
+                log.warning("fork server failed (%s); spawning the watcher instead", exc)
+                with self._fork_lock:
+                    if self._fork_server is not None:
+                        self._fork_server.proc.kill()
+                        self._fork_server = None
+            else:
+                log.info("run %s attempt %d: watcher pid %d forked", run_id, attempt, pid)
+                _wait_for(pid)
+                log.info("run %s attempt %d: watcher %d ended", run_id, attempt, pid)
+                return
+        self._spawn(run_id, attempt, token)
+
+    def _server(self) -> ForkServer:
+        with self._fork_lock:
+            if self._fork_server is None or not self._fork_server.alive:
+                server = ForkServer(str(self.instance.home), None)
+                server.ready.result(timeout=30)
+                self._fork_server = server
+            return self._fork_server
+
+    def _spawn(self, run_id: str, attempt: int, token: str) -> None:
         home = str(self.instance.home)
         log_dir = self.instance.home / "logs" / "runs"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -128,6 +170,18 @@ class WorkerHost:
         log.info("run %s attempt %d: watcher exited (%d)", run_id, attempt, code)
 
 
+def _wait_for(pid: int) -> None:
+    """Until process ``pid`` (not our child: the fork server's) has exited."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        select.select([fd], [], [])
+    finally:
+        os.close(fd)
+
+
 def host_config(instance: Instance) -> Any:
     """The instance's Celery launcher config; a one-line error if it uses another launcher."""
     from dagd.instance.config import DEFAULT_LAUNCHER_MODULE, CeleryRunLauncherConfig, validate_section
@@ -143,7 +197,7 @@ def host_config(instance: Instance) -> Any:
     )
 
 
-def run_host(instance: Instance, queues: Sequence[str], concurrency: int) -> int:
+def run_host(instance: Instance, queues: Sequence[str], concurrency: int, fork_server: bool = True) -> int:
     """Consume from ``queues`` (default: the configured queue) with ``concurrency`` slots until
     stopped; the exit code."""
     from celery import signals
@@ -153,7 +207,7 @@ def run_host(instance: Instance, queues: Sequence[str], concurrency: int) -> int
     config = host_config(instance)
     instance.launcher  # noqa: B018 - builds the launcher: refuses SQLite storage with one line
     queues = list(dict.fromkeys(queues or [config.queue]))
-    host = WorkerHost(instance, queues, concurrency)
+    host = WorkerHost(instance, queues, concurrency, fork_server)
     app = make_app(config.broker_url, config.queue, worker=True)
 
     @app.task(name=TASK_NAME, ignore_result=True)  # type: ignore[untyped-decorator]
