@@ -255,6 +255,21 @@ def _host_of(fleet: Fleet, watcher: int) -> int:
     raise AssertionError(f"watcher {watcher} belongs to no worker host of {list(fleet.workers)}")
 
 
+@pytest.mark.timeout(120)
+def test_a_forked_watcher_ignores_sigpipe_so_a_write_to_its_ended_job_cannot_kill_it(fleet: Fleet) -> None:
+    """Regression: the fork server's children had SIGPIPE at SIG_DFL; a heartbeat renewing the
+    lease pipe of a job that had just exited killed the watcher silently, and its run was LOST."""
+    run_id = fleet.submit("ticker", {"seconds": 60})
+    watcher = fleet.started(run_id)["attempts"][0]["pid"]
+    try:
+        status = pathlib.Path(f"/proc/{watcher}/status").read_text()
+        ignored = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("SigIgn:")), 16)
+        assert ignored & (1 << (signal.SIGPIPE - 1)), f"SigIgn {ignored:x}: SIGPIPE not ignored"
+    finally:
+        fleet.client.terminate(run_id)
+        fleet.finished(run_id, timeout=20)
+
+
 @pytest.mark.timeout(150)
 def test_a_killed_worker_host_s_run_is_resumed_on_another_host(fleet: Fleet, tmp_path: pathlib.Path) -> None:
     counter = tmp_path / "starts.txt"
