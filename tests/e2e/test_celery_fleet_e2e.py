@@ -23,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import postgres_base_url
 from helpers.procs import DAGCTL, DagdProcess, assert_no_leftovers, dagctl, wait_for
+from helpers.tcp_proxy import proxy_to
 
 from dagd.client.client import Client
 
@@ -173,6 +174,49 @@ def fleet(
         finally:
             with pg_engine.connect() as conn:
                 conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("broker", sorted(BROKERS))
+def test_a_broker_outage_loses_and_doubles_nothing(broker: str, pg_url: str, tmp_path: pathlib.Path) -> None:
+    """Through a TCP proxy the test controls (the machine's broker is shared by parallel tests):
+    a running run finishes during the outage, a run submitted during it is stored and runs once
+    after the broker is back."""
+    from urllib.parse import urlsplit
+
+    real = urlsplit(BROKERS[broker])
+    with proxy_to(real.hostname or "127.0.0.1", real.port or 0) as proxy:
+        url = real._replace(
+            netloc=f"{real.netloc.rpartition('@')[0]}@127.0.0.1:{proxy.port}".lstrip("@")
+        ).geturl()
+        fleet = Fleet(tmp_path / "fleet", url, pg_url)
+        down = False
+        try:
+            fleet.start()
+            fleet.start_worker()
+            counter = tmp_path / "starts.txt"
+            running = fleet.submit("ticker", {"seconds": 3})
+            fleet.started(running)
+
+            proxy.outage()
+            down = True
+            waiting = fleet.submit("ticker", {"seconds": 0.2, "file": str(counter)})
+            assert fleet.finished(running)["status"] == "SUCCESS"
+            assert fleet.get(waiting)["status"] in ("QUEUED", "STARTING")
+            # Publishing gives up quickly and the relay retries: no daemon hangs on the broker.
+            unhealthy = [d["name"] for d in fleet.supervisor.status()["daemons"] if not d["healthy"]]
+            assert unhealthy == [], unhealthy
+            proxy.restore()
+            down = False
+
+            run = fleet.finished(waiting, timeout=60)
+        finally:
+            if down:
+                proxy.restore()
+            fleet.close()
+    assert run["status"] == "SUCCESS", run
+    assert [a["state"] for a in run["attempts"]] == ["DONE"], run["attempts"]
+    assert len(counter.read_text().splitlines()) == 1, counter.read_text()
 
 
 def _tree(pid: int) -> list[psutil.Process]:

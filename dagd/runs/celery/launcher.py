@@ -142,8 +142,9 @@ class CeleryRunLauncher(RunLauncher):
                 "run %s attempt %d: not claimed after %gs; publishing it again",
                 run.run_id, attempt.attempt, interval,
             )  # fmt: skip
-            if self.publish(run, attempt):
-                sent += 1
+            if not self.publish(run, attempt):
+                break  # the broker is down: the next pass tries again, without blocking on each
+            sent += 1
         return sent
 
     def check_health(self, run: Run, attempt: Attempt) -> WorkerHealth:
