@@ -73,9 +73,9 @@ grpc: {{socket: '{home}/s.sock'}}
         (home / "dagd.yaml").write_text(self.config(home))
         return home
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
         self.supervisor.start(
-            "-f", str(DEFS), command=("daemon", "run"), env={"DAGD_FAULT_PUBLISH_TWICE": "1"}
+            "-f", str(DEFS), command=("daemon", "run"), env={"DAGD_FAULT_PUBLISH_TWICE": "1", **(env or {})}
         )
 
     @property
@@ -216,6 +216,29 @@ def test_a_broker_outage_loses_and_doubles_nothing(broker: str, pg_url: str, tmp
             fleet.close()
     assert run["status"] == "SUCCESS", run
     assert [a["state"] for a in run["attempts"]] == ["DONE"], run["attempts"]
+    assert len(counter.read_text().splitlines()) == 1, counter.read_text()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("broker", sorted(BROKERS))
+def test_a_run_queue_killed_between_commit_and_publish_dispatches_the_run_once(
+    broker: str, pg_url: str, tmp_path: pathlib.Path
+) -> None:
+    """The inert-unless-set hook SIGKILLs the run queue right after its dispatch transaction
+    committed, before anything is published: the orphaned attempt is superseded and published."""
+    fleet = Fleet(tmp_path / "fleet", BROKERS[broker], pg_url)
+    counter = tmp_path / "starts.txt"
+    marker = tmp_path / "killed"
+    try:
+        fleet.start(env={"DAGD_FAULT_KILL_AFTER_CLAIM": str(marker)})
+        fleet.start_worker()
+        run_id = fleet.submit("ticker", {"seconds": 0.2, "file": str(counter)})
+        run = fleet.finished(run_id, timeout=60)
+    finally:
+        fleet.close()
+    assert marker.exists(), "the fault hook never fired"
+    assert run["status"] == "SUCCESS", run
+    assert [a["state"] for a in run["attempts"]] == ["ABANDONED", "DONE"], run["attempts"]
     assert len(counter.read_text().splitlines()) == 1, counter.read_text()
 
 
