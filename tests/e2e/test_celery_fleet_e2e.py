@@ -84,11 +84,12 @@ grpc: {{socket: '{home}/s.sock'}}
             self._client = Client.for_home(self.supervisor.home)
         return self._client
 
-    def start_worker(self, concurrency: int = 2) -> int:
+    def start_worker(self, concurrency: int = 2, queues: list[str] | None = None) -> int:
         home = self._home(f"worker-{uuid.uuid4().hex[:6]}")
         log = open(home.parent / f"{home.name}.log", "ab")
+        options = [arg for queue in queues or [] for arg in ("--queue", queue)]
         proc = subprocess.Popen(
-            [*DAGCTL, "worker", "run", "--concurrency", str(concurrency)],
+            [*DAGCTL, "worker", "run", "--concurrency", str(concurrency), *options],
             env={**os.environ, "DAGD_HOME": str(home), "PYTHONUNBUFFERED": "1"},
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
@@ -295,6 +296,27 @@ def test_workers_status_lists_the_host_with_its_slots(fleet: Fleet) -> None:
     (host,) = [w for w in result.json()["workers"] if int(w["name"].rsplit(":", 1)[1]) in fleet.workers]
     assert host["queues"] == [fleet.queue] and host["slots"] == 2 and host["healthy"] is True, host
     assert set(host) >= {"name", "host", "queues", "slots", "in_use", "last_heartbeat_at", "healthy"}
+
+
+@pytest.mark.timeout(120)
+def test_the_queue_tag_routes_a_run_and_runs_why_says_when_it_waits_for_a_worker_slot(fleet: Fleet) -> None:
+    other = f"{fleet.queue}-other"
+    run_id = fleet.submit("ticker", {"seconds": 0.2}, tags={"dagd/queue": other})
+    why = wait_for(
+        lambda: "worker slot" in (e := fleet.client.explain_run(run_id))["summary"] and e, 15, "runs why"
+    )
+    assert other in why["summary"], why
+    assert fleet.get(run_id)["status"] == "QUEUED"  # no host consumes that queue: nothing dispatched
+
+    host = fleet.start_worker(concurrency=1, queues=[other])
+    try:
+        run = fleet.finished(run_id)
+        assert run["status"] == "SUCCESS", run
+        assert run["attempts"][0]["queue"] == other
+        assert f"run {run_id} attempt 1: watcher pid" in fleet.worker_log(host)  # the other-queue host ran it
+    finally:
+        fleet.stop_worker(host)
+        _delete_queue(fleet.broker_url, other)
 
 
 @pytest.mark.timeout(120)
