@@ -44,6 +44,14 @@ def make_app(broker_url: str, default_queue: str, *, worker: bool) -> Celery:
         broker_heartbeat=10 if worker else 0,
         broker_pool_limit=4,
     )
+    if broker_url.startswith(("redis://", "rediss://")):
+        # A dead connection must surface as an error (and a reconnect), never a silent wait.
+        app.conf.broker_transport_options = {
+            "socket_timeout": 10.0,
+            "socket_connect_timeout": 4.0,
+            "socket_keepalive": True,
+            "health_check_interval": 5,
+        }
     return app
 
 
