@@ -434,8 +434,10 @@ def test_runs_dispatch_only_into_free_slots_in_priority_order(fleet: Fleet) -> N
 
     assert all(r["status"] == "SUCCESS" for r in runs), [(r["status"], r["error"]) for r in runs]
     assert most <= 2, f"{most} runs in progress on 2 slots"
-    dispatched = {r["run_id"]: r["attempts"][0]["dispatched_at"] for r in runs}
-    assert max(dispatched[r] for r in high) <= min(dispatched[r] for r in low), dispatched
+    # Two slots: the first two dispatched are high, the last two low (runs dispatched in one
+    # transaction have no order among them, so only these ends are certain).
+    order = [r["run_id"] for r in sorted(runs, key=lambda r: r["attempts"][0]["dispatched_at"])]
+    assert set(order[:2]) <= set(high) and set(order[-2:]) <= set(low), (order, high, low)
 
 
 def test_the_celery_launcher_refuses_sqlite_at_start(home: pathlib.Path) -> None:
