@@ -798,6 +798,105 @@ def runs_purge(ctx: Ctx, days: float, statuses: tuple[str, ...]) -> None:
     click.echo(f"purged {deleted} run(s) that ended more than {days:g} day(s) ago")
 
 
+# -- worker hosts (the Celery launcher, docs/cluster.md) ------------------------------------------
+
+
+@cli.group()
+def worker() -> None:
+    """A worker host of the Celery run launcher."""
+
+
+@worker.command("run")
+@code_options
+@click.option(
+    "--queue",
+    "-Q",
+    "queues",
+    multiple=True,
+    help="Queue to consume (repeatable; default the configured one).",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1, 1024),
+    default=4,
+    show_default=True,
+    help="Slots: runs at once.",
+)
+@click.option("--no-fork-server", is_flag=True, help="Spawn each run's watcher instead of forking it.")
+@click.pass_obj
+@handle_errors
+def worker_run(
+    ctx: Ctx, workspace: str | None, python_file: str | None, module: str | None, queues: tuple[str, ...],
+    concurrency: int, no_fork_server: bool,
+) -> None:  # fmt: skip
+    """Take runs from the broker and run each in its own process group, in the foreground."""
+    import logging
+
+    from dagd.instance.config import check_queue_name
+    from dagd.instance.instance import Instance
+    from dagd.runs.celery.host import run_host
+
+    for queue in queues:
+        try:
+            check_queue_name(queue)
+        except ValueError as exc:
+            raise InvalidArgument(f"--queue: {exc}") from None
+    if workspace or python_file or module:
+        from dagd.workspace import load_target
+
+        for target in resolve_targets(workspace, python_file, module):
+            load_target(target)  # fail now, not at the first run, if this host cannot load the code
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(run_host(Instance.load(ctx.home, create=False), queues, concurrency, not no_fork_server))
+
+
+@cli.group()
+def workers() -> None:
+    """The fleet's worker hosts."""
+
+
+@workers.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def workers_status(ctx: Ctx, as_json: bool) -> None:
+    """Each worker host; exit 3 if any is unhealthy, 4 if no supervisor answers."""
+    from dagd.instance.instance import Instance
+
+    with ctx.client() as client:  # the fleet is only served while a supervisor runs
+        client.timeout = 5.0
+        client.daemon_status()
+    instance = Instance.load(ctx.home, create=False)
+    try:
+        timeout = float(instance.config.run_monitoring.worker_heartbeat_timeout_seconds)
+        items = [host.to_json(timeout) for host in instance.storage.workers.all()]
+    finally:
+        instance.close()
+    if as_json:
+        emit_json({"workers": items})
+    else:
+        columns = [
+            Column("NAME", whole=True), Column("HOST", whole=True), Column("QUEUES"), Column("SLOTS"),
+            Column("IN USE"), Column("LAST HEARTBEAT", drop=1), Column("HEALTHY"),
+        ]  # fmt: skip
+        rows = [
+            [
+                w["name"],
+                w["host"],
+                ",".join(w["queues"]),
+                str(w["slots"]),
+                str(w["in_use"]),
+                w["last_heartbeat_at"] or "-",
+                Cell("yes", "green") if w["healthy"] else Cell("no", "red"),
+            ]  # fmt: skip
+            for w in items
+        ]
+        print_table(columns, rows)
+    if not all(w["healthy"] for w in items):
+        sys.exit(EXIT_UNHEALTHY)
+
+
 # -- instance -----------------------------------------------------------------------------------
 
 

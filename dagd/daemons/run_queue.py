@@ -40,6 +40,9 @@ AT_CAPACITY_PASS_SPACING_SECONDS = 0.05
 # run's claim and its worker being recorded short.
 LAUNCH_BATCH = 50
 ORPHAN_CHECK_SECONDS = 1.0
+# While runs wait for a worker slot, look again this often: a remote worker's run ending wakes
+# nobody here (a local worker's exit does).
+SLOT_POLL_SECONDS = 0.5
 
 
 def _default_queue_config() -> QueuedRunCoordinatorConfig:
@@ -68,11 +71,15 @@ class RunQueueDaemon(Daemon):
         self._queued_counted_at = float("-inf")
         self._pool = ThreadPoolExecutor(max_workers=LAUNCH_THREADS, thread_name_prefix="launch")
         self._orphans_checked = float("-inf")
+        self._waiting_for_slots = False
+        self._queue_of: dict[str, str] = {}  # this pass: each run's broker queue (worker slots)
         # A finished worker frees capacity: look at the queue again at once.
         instance.launcher.on_worker_exit = self._worker_exited
 
     @property
     def interval_seconds(self) -> float:
+        if self._waiting_for_slots:
+            return min(SLOT_POLL_SECONDS, self.queue_config.dequeue_interval_seconds)
         return self.queue_config.dequeue_interval_seconds
 
     def _worker_exited(self) -> None:
@@ -96,9 +103,42 @@ class RunQueueDaemon(Daemon):
                     item.attempt.attempt,
                 )
 
+    def _relay(self) -> None:
+        """A broker launcher publishes again what no worker claimed (lost, or never sent)."""
+        try:
+            self.instance.launcher.relay()
+        except Exception as exc:  # the broker or storage is down: the next pass tries again
+            log.warning("relaying unclaimed attempts failed: %s", exc)
+
+    def _fit_worker_slots(self, view: QueueView, to_launch: list[str]) -> list[str]:
+        """With a launcher that runs on worker hosts, only as many runs per queue as its live
+        hosts have free slots (database clock), in launch order; the rest stay queued."""
+        launcher = self.instance.launcher
+        if not getattr(launcher, "uses_worker_slots", False):
+            self._waiting_for_slots = False
+            return to_launch
+        from dagd.runs.celery.slots import fit_slots
+
+        timeout = float(self.instance.config.run_monitoring.worker_heartbeat_timeout_seconds)
+        free = self.instance.storage.workers.free_slots(timeout, launcher.default_queue)  # type: ignore[attr-defined]
+        tags = {run.run_id: run.tags for run in view.queued}
+        queue_of = {run_id: launcher.queue_of(tags[run_id]) for run_id in to_launch}  # type: ignore[attr-defined]
+        launch, waiting = fit_slots(to_launch, queue_of, free)
+        self._waiting_for_slots = bool(waiting)
+        for run_id, queue in waiting.items():
+            if run_id not in self._reported:
+                self._reported.add(run_id)
+                log.info(
+                    "run %s stays queued: no free worker slot on queue %s (%d free)",
+                    run_id, queue, free.get(queue, 0),
+                )  # fmt: skip
+        self._queue_of = queue_of
+        return launch
+
     def run_iteration(self) -> None:
         storage = self.instance.storage
         self._redispatch_orphans()
+        self._relay()
         if not self.queues_runs:
             self.info = {"coordinator": type(self.instance.coordinator).__name__, "queueing": False}
             return
@@ -155,12 +195,14 @@ class RunQueueDaemon(Daemon):
                     blocked.position,
                     "; ".join(blocked.reasons),
                 )
-        if not selection.to_launch:
+        self._queue_of = {}
+        to_launch = self._fit_worker_slots(view, list(selection.to_launch))
+        if not to_launch:
             return
-        self.phase = f"launching {len(selection.to_launch)} run(s)"
+        self.phase = f"launching {len(to_launch)} run(s)"
         launched = 0
-        for start in range(0, len(selection.to_launch), LAUNCH_BATCH):
-            batch = selection.to_launch[start : start + LAUNCH_BATCH]
+        for start in range(0, len(to_launch), LAUNCH_BATCH):
+            batch = to_launch[start : start + LAUNCH_BATCH]
             # Only the runs claimed here come back: one canceled or claimed elsewhere meanwhile,
             # or all of them when our lease epoch is stale, is neither launched nor counted.
             launches = launch_runs(
@@ -173,6 +215,7 @@ class RunQueueDaemon(Daemon):
                     self.queue_config.max_launch_retry_backoff_seconds,
                 ),
                 map_fn=self._pool.map,
+                queue_of={run_id: self._queue_of.get(run_id) for run_id in batch} if self._queue_of else None,
             )
             self._reported.difference_update(batch)
             for item in launches:
@@ -181,12 +224,12 @@ class RunQueueDaemon(Daemon):
                     if item.retry_in is not None:
                         self._wake_in(item.retry_in)
                 else:
-                    log.info(
-                        "run %s dequeued: attempt %d, worker pid %s",
-                        item.run.run_id,
-                        item.attempt.attempt,
-                        item.handle.pid,
+                    where = (
+                        f"queue {item.attempt.queue}"
+                        if item.attempt.queue
+                        else f"worker pid {item.handle.pid}"
                     )
+                    log.info("run %s dequeued: attempt %d, %s", item.run.run_id, item.attempt.attempt, where)
                     launched += 1
         self.info["launched"] = launched
 

@@ -273,6 +273,47 @@ class LocalProcessRunLauncherConfig(BaseModel):
     fork_server: bool = True
 
 
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
+
+
+def check_queue_name(name: str) -> str:
+    """A Celery queue name dagd accepts (config, ``dagd/queue`` tags, ``--queue``)."""
+    if not _QUEUE_NAME.match(name):
+        raise ValueError(
+            f"must be a queue name of letters, digits and _ . : - (at most 200), got {_describe(name)}"
+        )
+    return name
+
+
+class CeleryRunLauncherConfig(BaseModel):
+    """The ``run_launcher.config`` section of :class:`~dagd.run_launcher.CeleryRunLauncher`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    broker_url: NonEmptyStr
+    queue: str = "dagd"  # the default queue; a run's dagd/queue tag routes it elsewhere
+    # A message not received by then is dropped by the worker (the relay sends a fresh one while
+    # the attempt is still unclaimed, and run monitoring fails it after start_timeout_seconds).
+    message_expiry_seconds: PositiveSeconds = 60
+    # A dispatched attempt no worker claimed after this long is published again (same token).
+    relay_after_seconds: PositiveSeconds = 3
+    # How long one publish may retry while the broker does not answer; then the relay takes over.
+    publish_timeout_seconds: PositiveSeconds = 2
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker(cls, url: str) -> str:
+        scheme = url.partition("://")[0]
+        if scheme not in ("amqp", "amqps", "pyamqp", "redis", "rediss"):
+            raise ValueError("must be an amqp:// (RabbitMQ) or redis:// URL")
+        return url
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, name: str) -> str:
+        return check_queue_name(name)
+
+
 # ---------------------------------------------------------------------------------------------
 # run monitoring, daemons
 
@@ -552,7 +593,15 @@ def load_instance_config(
     builtin = builtins.get((coordinator.module, coordinator.class_name))
     if builtin is not None:
         validate_section(builtin, coordinator.config, file=file, prefix="run_coordinator.config")
+    launcher = config.run_launcher
+    if (launcher.module, launcher.class_name) == (DEFAULT_LAUNCHER_MODULE, "CeleryRunLauncher"):
+        validate_section(CeleryRunLauncherConfig, launcher.config, file=file, prefix="run_launcher.config")
+        if config.storage.kind == "sqlite":
+            raise ConfigError(f"{file}: run_launcher: {SQLITE_REFUSED}")
     return config
+
+
+SQLITE_REFUSED = "CeleryRunLauncher needs storage.postgres: workers on other hosts cannot share a SQLite file"
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -16,10 +16,21 @@ def __getattr__(name: str) -> Any:
         from dagd.instance.config import LocalProcessRunLauncherConfig
 
         return LocalProcessRunLauncherConfig
+    # Celery is imported only by processes configured with this launcher.
+    if name == "CeleryRunLauncher":
+        from dagd.runs.celery.launcher import CeleryRunLauncher
+
+        return CeleryRunLauncher
+    if name == "CeleryRunLauncherConfig":
+        from dagd.instance.config import CeleryRunLauncherConfig
+
+        return CeleryRunLauncherConfig
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
+    "CeleryRunLauncher",
+    "CeleryRunLauncherConfig",
     "LocalProcessRunLauncher",
     "LocalProcessRunLauncherConfig",
     "RunLauncher",

@@ -74,11 +74,12 @@ def launch_runs(
     retries: int = 0,
     backoff: tuple[float, float] = (1.0, 60.0),
     map_fn: Callable[..., Iterable[Launch]] = map,
+    queue_of: dict[str, str | None] | None = None,
 ) -> list[Launch]:
     """Claim ``run_ids`` (-> STARTING, a new attempt each) and start a worker for each claimed.
 
     Workers are started through ``map_fn`` (e.g. a thread pool's ``map``). Only the returned runs
-    were claimed by this call.
+    were claimed by this call. ``queue_of`` records each run's broker queue on its attempt.
     """
     claimed = instance.storage.runs.claim_many(
         run_ids,
@@ -86,6 +87,7 @@ def launch_runs(
         claim_epoch=instance.fence_epoch,
         fence=_lease_fence(instance),
         dispatcher=this_process_id(),
+        queue_of=queue_of,
     )
     if claimed:
         _fault_kill_after_claim()

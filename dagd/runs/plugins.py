@@ -125,6 +125,11 @@ class RunLauncher:
         """Start a new attempt of a run whose previous worker was lost."""
         return self.launch(run, attempt)
 
+    def relay(self) -> int:
+        """Called by the run queue every pass: deliver again what may have been lost (a broker
+        launcher's unclaimed messages); how many. Local launchers have nothing to do."""
+        return 0
+
     def close(self) -> None:
         """Release what the launcher holds (helper processes); runs keep going."""
 

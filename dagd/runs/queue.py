@@ -168,6 +168,9 @@ def explain(instance: Instance, run_id: str, *, daemon_healthy: bool) -> Explana
         notes.append("the queue is paused (`dagctl queue resume` to resume)")
     if not daemon_healthy:
         notes.append("the run_queue daemon is not healthy, so nothing is being launched")
+    slots = _worker_slot_note(instance, selection, run_id) if blocked is None else None
+    if slots:
+        notes.append(slots)
     if blocked is None:
         # In the launch order of the next pass (priority first), which is not always first:
         # with the queue paused, everything that fits waits to launch, in that order.
@@ -190,3 +193,22 @@ def explain(instance: Instance, run_id: str, *, daemon_healthy: bool) -> Explana
     return replace(
         base, summary=summary, reasons=blocked.reasons, holders=blocked.holders, position=blocked.position
     )
+
+
+def _worker_slot_note(instance: Instance, selection: Selection, run_id: str) -> str | None:
+    """With a launcher that runs on worker hosts: "waits for a worker slot", when the limits let
+    the run go but no live host of its queue has a free slot (what the run queue would decide)."""
+    launcher = instance.launcher
+    if not getattr(launcher, "uses_worker_slots", False) or run_id not in selection.to_launch:
+        return None
+    from dagd.runs.celery.slots import fit_slots
+
+    timeout = float(instance.config.run_monitoring.worker_heartbeat_timeout_seconds)
+    free = instance.storage.workers.free_slots(timeout, launcher.default_queue)  # type: ignore[attr-defined]
+    tags = {r.run_id: r.tags for r in QueueView.read(instance.storage).queued}
+    queue_of = {r: launcher.queue_of(tags.get(r, {})) for r in selection.to_launch}  # type: ignore[attr-defined]
+    _, waiting = fit_slots(selection.to_launch, queue_of, free)
+    if run_id not in waiting:
+        return None
+    queue = waiting[run_id]
+    return f"it waits for a worker slot: no live worker host of queue {queue} has one free (`dagctl workers status`)"

@@ -171,3 +171,21 @@ ticks = sa.Table(
     sa.Index("ix_ticks_kind_name_id", "kind", "name", "id"),
     sa.Index("ux_ticks_schedule_time", "kind", "name", "scheduled_time", unique=True),
 )
+
+# Worker hosts of the Celery launcher (dagd.runs.celery): one row per `dagctl worker run`, keyed by
+# its name (host:pid). It heartbeats on the database's clock; a host silent past
+# run_monitoring.worker_heartbeat_timeout_seconds is dead and its slots stop counting.
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("queues", sa.Text, nullable=False, server_default="[]"),  # JSON list of queue names
+    sa.Column("slots", sa.Integer, nullable=False),
+    sa.Column("in_use", sa.Integer, nullable=False, server_default="0"),
+    # False once it stopped taking work (SIGTERM: draining its runs).
+    sa.Column("accepting", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+)

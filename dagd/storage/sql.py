@@ -305,6 +305,7 @@ class Database(abc.ABC):
         from dagd.storage.instigators import InstigatorStore
         from dagd.storage.leases import LeaseStore
         from dagd.storage.runs import RunStore
+        from dagd.storage.workers import WorkerStore
 
         self.group_commit: Any = None
         self.runs: RunStore = RunStore(self)
@@ -312,6 +313,7 @@ class Database(abc.ABC):
         self.daemons: DaemonStore = DaemonStore(self)
         self.leases: LeaseStore = LeaseStore(self)
         self.instigators: InstigatorStore = InstigatorStore(self)
+        self.workers: WorkerStore = WorkerStore(self)
 
     @abc.abstractmethod
     def _checkout(self) -> Any:

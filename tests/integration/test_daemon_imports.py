@@ -29,6 +29,11 @@ FORBIDDEN = (
     "google.protobuf",
     "rich",
     "click",
+    # The Celery launcher's transport: only in processes configured with it.
+    "celery",
+    "kombu",
+    "amqp",
+    "redis",
 )
 
 # What dagd.daemons.base.main does before its loop, minus the status pipe and signal handlers.
@@ -115,3 +120,21 @@ def test_a_plugin_with_its_own_pydantic_model_still_gets_it_validated(tmp_path: 
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("plugin_with_model", None)
+
+
+@pytest.mark.parametrize("name", ["run_queue", "run_monitoring"])
+def test_daemons_with_the_celery_launcher_get_its_config_without_pydantic(
+    tmp_path: pathlib.Path, pg_url: str, name: str
+) -> None:
+    """The launcher's section crosses the handoff as plain values; Celery itself is imported only
+    to publish (nothing is published in one idle pass)."""
+    home, line = prepared_home(
+        tmp_path,
+        f"storage:\n  postgres: {{url: '{pg_url}'}}\n"
+        "run_launcher:\n  module: dagd.run_launcher\n  class: CeleryRunLauncher\n"
+        "  config: {broker_url: 'amqp://guest:guest@127.0.0.1:5672//', queue: q1}\n",
+    )
+    modules = daemon_modules(name, home, line)
+    assert "dagd.runs.celery.launcher" in modules
+    found = forbidden_in(modules)
+    assert found == [], f"the {name} daemon imports {found}"

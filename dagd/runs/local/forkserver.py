@@ -51,8 +51,12 @@ def _child(home: str, run_id: str, attempt: int, token: str, wakeup_r: int, wake
     """In the forked child: detach, reset what the server changed, run the worker."""
     os.setsid()
     signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
+    # As in any Python process: a write to a closed pipe raises BrokenPipeError. With SIG_DFL the
+    # watcher died silently when its heartbeat renewed the lease of a job that had just exited,
+    # and its run was lost instead of finished.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     os.close(wakeup_r)
     os.close(wakeup_w)
     log_dir = os.path.join(home, "logs", "runs")
