@@ -836,7 +836,10 @@ def worker_run(
     from dagd.instance.config import check_queue_name
     from dagd.instance.instance import Instance
     from dagd.runs.celery.host import run_host
+    from dagd.supervisor.sdnotify import Notifier
 
+    # Read (and removed from the environment, so watchers and runs do not inherit it) first.
+    notifier = Notifier.from_environment()
     for queue in queues:
         try:
             check_queue_name(queue)
@@ -848,7 +851,9 @@ def worker_run(
         for target in resolve_targets(workspace, python_file, module):
             load_target(target)  # fail now, not at the first run, if this host cannot load the code
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sys.exit(run_host(Instance.load(ctx.home, create=False), queues, concurrency, not no_fork_server))
+    sys.exit(
+        run_host(Instance.load(ctx.home, create=False), queues, concurrency, not no_fork_server, notifier)
+    )
 
 
 @cli.group()

@@ -10,9 +10,10 @@ method is a no-op, so callers never check.
 The caller owns *when* to send: the watchdog ping must come from the loop whose liveness it
 vouches for (:meth:`Notifier.watchdog` is meant to be called once per pass of that loop, never
 from a thread of its own, which would keep pinging while the loop is wedged). The supervisor
-(:mod:`dagd.supervisor.app`) uses it; the worker host (``dagctl worker run``) is meant to use it
-the same way: ``Notifier.from_environment()`` at start, ``ready()`` once it takes work,
-``watchdog()`` from its main loop, ``stopping()`` when it begins to stop.
+(:mod:`dagd.supervisor.app`) uses it; so does the worker host (``dagctl worker run``,
+:mod:`dagd.runs.celery.host`): ``Notifier.from_environment()`` at start, ``ready()`` once it
+consumes, ``watchdog()`` from a timer of Celery's consumer event loop, ``stopping()`` when it
+begins to stop.
 
 Nothing here may stop the process: a send that fails is logged once and otherwise ignored.
 """

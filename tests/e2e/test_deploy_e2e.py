@@ -280,3 +280,70 @@ def test_health_local_probes_the_web_ui_of_a_home_without_a_supervisor(home: pat
         web.terminate()
         web.wait(timeout=20)
     assert_no_leftovers(home)
+
+
+@pytest.mark.timeout(120)
+def test_systemd_notify_from_the_worker_host_ready_watchdog_from_the_consumer_loop_then_stopping(
+    pg_url: str, tmp_path: pathlib.Path
+) -> None:
+    """``dagctl worker run`` under a NOTIFY_SOCKET: READY=1 once consuming, WATCHDOG=1 from
+    Celery's consumer event loop (none while the host is SIGSTOPped), STOPPING=1 on SIGTERM."""
+    from kombu import Connection
+
+    broker = os.environ.get("DAGD_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    queue = f"dagd-test-{uuid.uuid4().hex[:10]}"
+    home = tmp_path / "worker"
+    home.mkdir()
+    (home / "dagd.yaml").write_text(
+        f"storage:\n  postgres: {{url: '{pg_url}'}}\n"
+        "run_launcher:\n  module: dagd.run_launcher\n  class: CeleryRunLauncher\n"
+        f"  config: {{broker_url: '{broker}', queue: {queue}}}\n"
+    )
+    listener = NotifyListener()
+    log_path = tmp_path / "worker.log"
+    env = {
+        **os.environ, "DAGD_HOME": str(home), "PYTHONUNBUFFERED": "1",
+        "NOTIFY_SOCKET": listener.name, "WATCHDOG_USEC": "4000000",
+    }  # fmt: skip
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [*DAGCTL, "worker", "run", "--concurrency", "2"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        try:
+            listener.until("READY=1", 60)
+        except AssertionError:
+            raise AssertionError(log_path.read_text(errors="replace")[-3000:]) from None
+        pings = [listener.until("WATCHDOG=1", 5) for _ in range(4)]
+        gaps = [b - a for a, b in itertools.pairwise(pings)]
+        assert max(gaps) <= 2.0, f"watchdog pings {gaps} apart: systemd wants one every 2 s at most"
+        statuses = [m for _, m in listener.messages if m.startswith("STATUS=")]
+        assert any(queue in s and "0/2 slots in use" in s for s in statuses), statuses
+
+        # A stopped host sends nothing: under systemd the watchdog would fire and restart it.
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            silent_from = time.monotonic()
+            while time.monotonic() - silent_from < 4.5:  # over three ping intervals
+                fields = listener.receive(0.5)
+                assert "WATCHDOG=1" not in fields, "a watchdog ping while the worker host was stopped"
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        listener.until("WATCHDOG=1", 10)
+
+        proc.send_signal(signal.SIGTERM)
+        listener.until("STOPPING=1", 20)
+        assert proc.wait(timeout=30) == 0, log_path.read_text(errors="replace")[-3000:]
+        order = [m for _, m in listener.messages if m in ("READY=1", "WATCHDOG=1", "STOPPING=1")]
+        assert order.count("READY=1") == 1 and order.count("STOPPING=1") == 1
+        ready = order.index("READY=1")
+        assert "WATCHDOG=1" in order[ready:] and order[-1] == "STOPPING=1", order
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        listener.close()
+        with Connection(broker, connect_timeout=5) as connection:
+            connection.default_channel.queue_delete(queue)
+        assert_no_leftovers(home)

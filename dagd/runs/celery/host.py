@@ -17,6 +17,12 @@ The host registers itself in ``workers`` (name, host, queues, slots) and heartbe
 with its slots in use. SIGTERM (Celery's warm shutdown) stops taking messages, marks the host not
 accepting, and waits for its running attempts to end; a second SIGTERM or SIGQUIT stops at once
 (the watchers die with the host and their runs are resumed or failed by run monitoring).
+
+Under systemd (``NOTIFY_SOCKET``, :mod:`dagd.supervisor.sdnotify`) it sends ``READY=1`` once
+Celery's consumer is consuming (``worker_ready``), ``WATCHDOG=1`` and a ``STATUS=`` line (queues,
+slots in use) from a bootstep on the consumer whose repeating timer fires inside the consumer's
+event loop (a wedged loop sends nothing, so systemd restarts the host), and ``STOPPING=1`` on
+``worker_shutting_down``.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from dagd.errors import ConfigError, StorageUnavailable
 from dagd.runs.attempts import AttemptState, heartbeat_interval
 from dagd.runs.local.launcher import ForkServer
+from dagd.supervisor.sdnotify import Notifier
 
 if TYPE_CHECKING:
     from dagd.instance.instance import Instance
@@ -81,6 +88,10 @@ class WorkerHost:
                 log.warning("host heartbeat failed: %s", exc)
             except Exception as exc:  # never let the thread die: silence makes the host dead
                 log.warning("host heartbeat failed: %s", exc)
+
+    def status_line(self) -> str:
+        state = "taking runs" if self.accepting else "draining"
+        return f"{state}: queues {', '.join(self.queues)}; {self.in_use}/{self.slots} slots in use"
 
     def draining(self) -> None:
         """Celery began its warm shutdown: no more messages; say so at once."""
@@ -197,9 +208,51 @@ def host_config(instance: Instance) -> Any:
     )
 
 
-def run_host(instance: Instance, queues: Sequence[str], concurrency: int, fork_server: bool = True) -> int:
+def notify_step(host: WorkerHost, notifier: Notifier) -> type:
+    """A consumer bootstep that pings systemd's watchdog from the consumer's own event loop.
+
+    ``c.timer`` is the timer the consumer's event loop fires (the hub's, for the AMQP and Redis
+    transports): the ping vouches for the loop that takes messages, not for a thread beside it.
+    """
+    from celery import bootsteps
+
+    interval = notifier.watchdog_interval or 5.0  # without a watchdog: keep STATUS= current
+
+    class NotifySystemd(bootsteps.StartStopStep):  # type: ignore[misc]
+        requires = {"celery.worker.consumer.tasks:Tasks"}
+
+        def __init__(self, parent: Any, **kwargs: Any) -> None:
+            super().__init__(parent, **kwargs)
+            self.tref: Any = None
+
+        def start(self, c: Any) -> None:
+            self.ping()
+            self.tref = c.timer.call_repeatedly(interval, self.ping, priority=10)
+
+        def stop(self, c: Any) -> None:
+            if self.tref is not None:
+                self.tref.cancel()
+                self.tref = None
+
+        def ping(self) -> None:
+            if not host.accepting:  # STOPPING=1 was said; TimeoutStopSec bounds the drain
+                return
+            notifier.watchdog()
+            if notifier.is_ready:
+                notifier.status(host.status_line())
+
+    return NotifySystemd
+
+
+def run_host(
+    instance: Instance,
+    queues: Sequence[str],
+    concurrency: int,
+    fork_server: bool = True,
+    notifier: Notifier | None = None,
+) -> int:
     """Consume from ``queues`` (default: the configured queue) with ``concurrency`` slots until
-    stopped; the exit code."""
+    stopped; the exit code. ``notifier``: systemd's channel (inert by default)."""
     from celery import signals
 
     from dagd.runs.celery.app import TASK_NAME, make_app, parse_message
@@ -218,10 +271,19 @@ def run_host(instance: Instance, queues: Sequence[str], concurrency: int, fork_s
             return
         host.run_attempt(*parsed)
 
+    notify = notifier or Notifier(None)
+
+    def on_ready(**_: Any) -> None:
+        notify.ready(host.status_line())
+
     def on_shutting_down(**_: Any) -> None:
+        notify.stopping("stopping: no more runs taken; waiting for the running ones")
         host.draining()
 
+    signals.worker_ready.connect(on_ready, weak=False)
     signals.worker_shutting_down.connect(on_shutting_down, weak=False)
+    if notify.enabled:
+        app.steps["consumer"].add(notify_step(host, notify))
     host.register()
     log.info("worker host %s: queues %s, %d slot(s)", host.name, ", ".join(queues), concurrency)
     worker = app.Worker(
@@ -240,4 +302,5 @@ def run_host(instance: Instance, queues: Sequence[str], concurrency: int, fork_s
     finally:
         host.unregister()
         instance.close()
+        notify.close()
     return int(worker.exitcode or 0)
