@@ -635,11 +635,20 @@ def daemons_status(ctx: Ctx, as_json: bool) -> None:
         for d in items:
             table.add_row(
                 d["name"], "[green]yes[/]" if d["healthy"] else "[red]no[/]", d["state"], str(d["pid"] or "-"),
-                str(d["restarts"]), d["last_heartbeat_at"] or "-", d["detail"],
+                str(d["restarts"]), _heartbeat_cell(d), d["detail"],
             )  # fmt: skip
+        if status.get("role"):
+            out().print(f"this supervisor: {status['role']}")
         out().print(table)
     if not all(d["healthy"] for d in items):
         sys.exit(EXIT_UNHEALTHY)
+
+
+def _heartbeat_cell(d: dict[str, Any]) -> str:
+    if not d["last_heartbeat_at"]:
+        return "-"
+    age = d.get("heartbeat_age_seconds")
+    return d["last_heartbeat_at"] if age is None else f"{d['last_heartbeat_at']} ({age:.1f}s ago)"
 
 
 @daemons.command("restart")
@@ -701,6 +710,7 @@ def instance_info(ctx: Ctx, as_json: bool) -> None:
     for key in ("version", "home", "storage", "run_coordinator", "run_launcher", "supervisor_pid"):
         out().print(f"[bold]{key:<16}[/] {info[key]}")
     out().print(f"[bold]{'addresses':<16}[/] {', '.join(info['addresses'])}")
+    _print_role(info)
     for loc in info["code_locations"]:
         server = loc["server"]
         status = "ok" if server["healthy"] else f"server {server['state'] or 'down'}"
@@ -714,6 +724,20 @@ def instance_info(ctx: Ctx, as_json: bool) -> None:
             out().print(f"{'':<17}[red]load error (last good definitions kept): {loc['load_error']}[/]")
         for error in loc["definition_errors"]:
             out().print(f"{'':<17}[red]{error}[/]")
+
+
+def _print_role(info: dict[str, Any]) -> None:
+    """Role, lease (by the database's clock) and this host's clock skew (SPEC 9.2, docs/ha.md)."""
+    lease, skew = info.get("lease"), info.get("clock_skew_seconds")
+    out().print(f"[bold]{'role':<16}[/] {info.get('role') or '-'}")
+    if lease:
+        left = lease["expires_in_seconds"]
+        state = f"expires in {left:.1f}s" if left >= 0 else f"expired {-left:.1f}s ago"
+        out().print(f"[bold]{'lease':<16}[/] {lease['holder']} (epoch {lease['epoch']}, {state})")
+    if skew is not None:
+        warn = abs(skew) > 1.0
+        line = f"{skew:+.3f}s (database minus this supervisor's host)"
+        out().print(f"[bold]{'clock skew':<16}[/] " + (f"[yellow]{line}: fix time sync[/]" if warn else line))
 
 
 @instance.command("migrate")
