@@ -140,7 +140,9 @@ class DagdProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"supervisor exited with {self.proc.returncode}:\n{self.log()}")
             status = self.status()
-            ready = all(d["healthy"] and d["last_heartbeat_at"] for d in status["daemons"])
+            # A standby answers too, with the leader's daemons: healthy here means this one leads.
+            leads = status.get("role") in (None, "leader")
+            ready = leads and all(d["healthy"] and d["last_heartbeat_at"] for d in status["daemons"])
             return status if ready else None
 
         try:

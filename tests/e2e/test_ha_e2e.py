@@ -1,0 +1,165 @@
+"""Several supervisors on one PostgreSQL (SPEC 9.2, docs/ha.md): the lease on the database's clock.
+
+Two supervisors, each with its own home, as two hosts would run them. One leads; the other stands
+by and serves the API: submissions through it are launched by the leader, and its ``daemons
+status`` judges the leader's daemons by their heartbeat rows' age on the database's clock. One
+supervisor runs with its wall clock 120 s behind (tests/helpers/skewed_clock): the lease and every age are
+still right, and the skew is measured and warned about. A leader frozen past its lease (SIGSTOP)
+is replaced once the lease expires by the database's clock, not before; woken, it steps down.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from helpers.procs import DagdProcess, assert_no_leftovers, wait_for
+
+from dagd.client.client import Client
+
+TTL = 6.0  # a short lease keeps the takeover tests quick; the production default is 15 s
+CONFIG = f"""
+daemons:
+  heartbeat_interval_seconds: 0.5
+  heartbeat_timeout_seconds: 10
+  stop_grace_seconds: 2
+  lease_ttl_seconds: {TTL:g}
+"""
+SKEW = -120  # seconds: the skewed host's wall clock runs this far from the database's
+
+
+def skewed_clock() -> dict[str, str]:
+    """The environment that moves a process's wall clock (and its children's) by SKEW seconds,
+    monotonic clocks untouched (tests/helpers/skewed_clock: why not libfaketime)."""
+    shim = pathlib.Path(__file__).parent.parent / "helpers" / "skewed_clock"
+    path = os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "DAGD_TEST_CLOCK_OFFSET": str(SKEW)}
+
+
+def host(tmp_path: pathlib.Path, name: str, pg_url: str) -> DagdProcess:
+    """A supervisor with its own home and log, as on its own host."""
+    proc = DagdProcess(tmp_path / name / "home")
+    proc.home.mkdir(parents=True)
+    proc.write_config(f"storage:\n  postgres:\n    url: '{pg_url}'\n{CONFIG}")
+    return proc
+
+
+def client(proc: DagdProcess) -> Client:
+    return Client(f"unix:{proc.home / 'run' / 'dagd.sock'}")
+
+
+def info(proc: DagdProcess) -> dict[str, Any]:
+    with client(proc) as c:
+        return c.instance_info()
+
+
+def role(proc: DagdProcess) -> str | None:
+    try:
+        return info(proc)["role"]
+    except Exception:
+        return None
+
+
+@pytest.fixture
+def pair(tmp_path: pathlib.Path, pg_url: str) -> Iterator[tuple[DagdProcess, DagdProcess]]:
+    a, b = host(tmp_path, "a", pg_url), host(tmp_path, "b", pg_url)
+    try:
+        yield a, b
+    finally:
+        for proc in (a, b):
+            if proc.proc is not None and proc.proc.poll() is None:
+                os.kill(proc.proc.pid, signal.SIGCONT)  # a test that failed while it was frozen
+            proc.stop()
+    for proc in (a, b):
+        assert_no_leftovers(proc.home)
+
+
+def start_pair(
+    a: DagdProcess, b: DagdProcess, defs_file: pathlib.Path, leader_env: dict[str, str] | None = None
+) -> None:
+    a.start("-f", str(defs_file), command=("daemon", "run"), env=leader_env)
+    b.start("-f", str(defs_file), command=("daemon", "run", "--standby"), wait_healthy=False)
+    wait_for(lambda: role(b) == "standby", 60, "the second supervisor to serve as a standby")
+
+
+@pytest.mark.timeout(150)
+def test_a_standby_serves_the_api_and_its_submissions_are_launched_by_the_leader(
+    pair: tuple[DagdProcess, DagdProcess], defs_file: pathlib.Path
+) -> None:
+    a, b = pair
+    start_pair(a, b, defs_file)
+    leader, standby = info(a), info(b)
+    assert leader["role"] == "leader" and standby["role"] == "standby"
+    # Both read the same lease, timed by the database: held by a, expiring within the TTL.
+    for seen in (leader, standby):
+        lease = seen["lease"]
+        assert lease["holder"].split(":")[1] == str(a.pid), lease
+        assert 0 < lease["expires_in_seconds"] <= TTL
+        assert seen["clock_skew_seconds"] is not None and abs(seen["clock_skew_seconds"]) < 1
+
+    # `daemons status` through the standby: the leader's daemons, judged by heartbeat age.
+    status = b.ctl("daemons", "status", "--json")
+    assert status.code == 0, status.stderr
+    assert status.json()["role"] == "standby"
+    daemons = status.json()["daemons"]
+    assert {d["name"] for d in daemons} == {"scheduler", "run_queue", "sensor", "run_monitoring"}
+    assert all(d["healthy"] and 0 <= d["heartbeat_age_seconds"] < 5 for d in daemons), daemons
+    assert a.ctl("daemons", "status", "--json").json()["role"] == "leader"
+    text = b.ctl("instance", "info").stdout
+    assert "standby" in text and f"epoch {leader['lease']['epoch']}" in text
+
+    # A submission through the standby is stored there and launched by the leader.
+    with client(b) as c:
+        run_id = c.submit("hello")["run_id"]
+        run = wait_for(
+            lambda: (r := c.get_run(run_id)[0])["status"] == "SUCCESS" and r, 60, "the run to succeed"
+        )
+    assert run["status"] == "SUCCESS"
+
+
+@pytest.mark.timeout(180)
+def test_a_host_with_a_skewed_clock_neither_flaps_nor_misjudges_ages_and_a_frozen_leader_steps_down(
+    pair: tuple[DagdProcess, DagdProcess], defs_file: pathlib.Path
+) -> None:
+    """The leader's wall clock runs 120 s behind. Before #16 the standby compared its own clock
+    with the expiry the leader wrote and took over at once (two leaders), and the leader's
+    heartbeats looked two minutes old from the other host."""
+    a, b = pair
+    start_pair(a, b, defs_file, leader_env=skewed_clock())
+    skew = info(a)["clock_skew_seconds"]
+    assert skew is not None and abs(skew - (-SKEW)) < 2, skew
+    assert "behind the database's" in a.log()
+
+    # No takeover while the leader renews: watch for longer than the lease.
+    deadline = time.monotonic() + TTL * 1.5
+    while time.monotonic() < deadline:
+        assert role(b) == "standby" and role(a) == "leader"
+        time.sleep(0.5)
+
+    # Ages from both hosts, by the database's clock: fresh, whatever either clock says.
+    for proc in (a, b):
+        daemons = proc.status()["daemons"]
+        assert all(d["healthy"] and d["heartbeat_age_seconds"] < 5 for d in daemons), (proc.home, daemons)
+
+    # Freeze the leader: the standby takes over once the lease expires by the database's clock.
+    left = info(b)["lease"]["expires_in_seconds"]
+    a.signal(signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    wait_for(lambda: role(b) == "leader", TTL + 15, "the standby to take over")
+    took = time.monotonic() - frozen_at
+    assert took >= left - 0.5, f"took over after {took:.1f}s, before the lease ran out ({left:.1f}s)"
+    b.wait_healthy(60)
+    new_epoch = info(b)["lease"]["epoch"]
+
+    # Woken, the old leader learns it lost the lease: it steps down and exits 1 (its service
+    # manager would start it again as a standby), killing its daemons first.
+    a.signal(signal.SIGCONT)
+    assert a.wait_exit(30) == 1, a.log()
+    assert "stepping down" in a.log()
+    lease = info(b)["lease"]
+    assert lease["holder"].split(":")[1] == str(b.pid) and lease["epoch"] == new_epoch
