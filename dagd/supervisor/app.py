@@ -157,7 +157,9 @@ class Supervisor:
             published["metrics"] = self.metrics.url
         _write_atomic(self.instance.supervisor_file, published)
         self.lease = LeaseKeeper(
-            self.instance.storage, on_lost=self._lease_lost, ttl=self.instance.config.daemons.lease_ttl_seconds
+            self.instance.storage,
+            on_lost=self._lease_lost,
+            ttl=self.instance.config.daemons.lease_ttl_seconds,
         )
         self.control.lease = self.lease
         self.servers.gate.open()  # every supervisor serves the API, leader or standby
