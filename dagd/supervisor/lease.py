@@ -240,7 +240,9 @@ class LeaseKeeper:
 
     def release(self) -> None:
         self._stop.set()
-        if self.lease is not None:  # also after stepping down: a compare-and-set on our epoch
+        # Not after stepping down: the database may be the very thing we cannot reach (a partition),
+        # and the lease is either someone else's already or expires on its own.
+        if self.lease is not None and not self._lost.is_set():
             try:
                 self.storage.leases.release(self.lease)
             except DagdError:

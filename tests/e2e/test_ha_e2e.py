@@ -14,11 +14,14 @@ import os
 import pathlib
 import signal
 import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 import pytest
 from helpers.procs import DagdProcess, assert_no_leftovers, wait_for
+from helpers.tcp_proxy import proxy_to
 
 from dagd.client.client import Client
 
@@ -63,6 +66,21 @@ def role(proc: DagdProcess) -> str | None:
         return info(proc)["role"]
     except Exception:
         return None
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def run_to_success(proc: DagdProcess) -> str:
+    """Submit ``hello`` through ``proc``; its id once it succeeded."""
+    with client(proc) as c:
+        run_id = c.submit("hello")["run_id"]
+        wait_for(lambda: c.get_run(run_id)[0]["status"] == "SUCCESS", 60, f"run {run_id} to succeed")
+    return run_id
 
 
 @pytest.fixture
@@ -114,12 +132,19 @@ def test_a_standby_serves_the_api_and_its_submissions_are_launched_by_the_leader
     assert "standby" in text and f"epoch {leader['lease']['epoch']}" in text
 
     # A submission through the standby is stored there and launched by the leader.
+    first = run_to_success(b)
+
+    # SIGKILL the leader (its daemons follow: their stdin closes): the standby leads within the
+    # lease plus its retry, and runs keep launching, each exactly once.
+    a.signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_for(lambda: role(b) == "leader", TTL + 10, "the standby to take over")
+    assert time.monotonic() - killed_at <= TTL + 5
+    second = run_to_success(b)
     with client(b) as c:
-        run_id = c.submit("hello")["run_id"]
-        run = wait_for(
-            lambda: (r := c.get_run(run_id)[0])["status"] == "SUCCESS" and r, 60, "the run to succeed"
-        )
-    assert run["status"] == "SUCCESS"
+        for run_id in (first, second):
+            launches = [e for e in c.get_run(run_id)[1] if e["status"] == "STARTING"]
+            assert len(launches) == 1, (run_id, launches)
 
 
 @pytest.mark.timeout(180)
@@ -163,3 +188,50 @@ def test_a_host_with_a_skewed_clock_neither_flaps_nor_misjudges_ages_and_a_froze
     assert "stepping down" in a.log()
     lease = info(b)["lease"]
     assert lease["holder"].split(":")[1] == str(b.pid) and lease["epoch"] == new_epoch
+
+
+@pytest.mark.timeout(180)
+def test_a_leader_cut_off_from_the_database_steps_down_before_the_standby_takes_over(
+    tmp_path: pathlib.Path, pg_url: str, defs_file: pathlib.Path
+) -> None:
+    """A network partition between the leader and PostgreSQL (the proxy stalls: connections hang,
+    nothing is refused). The leader steps down on its own monotonic renew deadline, while its
+    renewal still hangs, before the lease expires and the standby takes over; healed, it comes
+    back (as its service manager would start it) as a standby, and there is one leader."""
+    parsed = urllib.parse.urlparse(pg_url.replace("postgresql+psycopg", "postgresql"))
+    with proxy_to(parsed.hostname or "127.0.0.1", parsed.port or 5432) as proxy:
+        proxied = pg_url.replace(f"{parsed.hostname}:{parsed.port or 5432}", f"127.0.0.1:{proxy.port}")
+        a, b = host(tmp_path, "a", proxied), host(tmp_path, "b", pg_url)
+        try:
+            start_pair(a, b, defs_file)
+            before = run_to_success(b)
+            daemon_pids = [d["pid"] for d in a.status()["daemons"]]
+            proxy.stall()
+            cut_at = time.monotonic()
+            # Stepping down is its daemons killed: nothing it could launch is left running.
+            wait_for(
+                lambda: not any(alive(pid) for pid in daemon_pids), TTL + 10, "the leader's daemons to go"
+            )
+            stepped_down = time.monotonic() - cut_at
+            assert role(b) == "standby", "the standby took over before the old leader stepped down"
+            assert "stepping down: no lease renewal succeeded within the renew deadline" in a.log()
+            wait_for(lambda: role(b) == "leader", TTL + 10, "the standby to take over")
+            took_over = time.monotonic() - cut_at
+            assert stepped_down < took_over <= TTL + 5, (stepped_down, took_over)
+            assert a.wait_exit(30) == 1, a.log()
+            after = run_to_success(b)
+
+            proxy.resume()
+            a.start("-f", str(defs_file), command=("daemon", "run", "--standby"), wait_healthy=False)
+            wait_for(lambda: role(a) == "standby", 60, "the old leader to come back as a standby")
+            assert role(b) == "leader"
+            with client(b) as c:
+                for run_id in (before, after):
+                    launches = [e for e in c.get_run(run_id)[1] if e["status"] == "STARTING"]
+                    assert len(launches) == 1, (run_id, launches)
+        finally:
+            proxy.resume()
+            for proc in (a, b):
+                proc.stop()
+        for proc in (a, b):
+            assert_no_leftovers(proc.home)
