@@ -10,6 +10,7 @@ is replaced once the lease expires by the database's clock, not before; woken, i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import signal
@@ -20,6 +21,7 @@ from typing import Any
 
 import psutil
 import pytest
+from helpers import netns
 from helpers.procs import DagdProcess, assert_no_leftovers, wait_for
 from helpers.tcp_proxy import proxy_to
 
@@ -235,3 +237,67 @@ def test_a_leader_cut_off_from_the_database_steps_down_before_the_standby_takes_
                 proc.stop()
         for proc in (a, b):
             assert_no_leftovers(proc.home)
+
+
+@pytest.mark.timeout(240)
+def test_two_test_hosts_a_cut_link_makes_the_leader_step_down_and_the_other_host_lead(
+    tmp_path: pathlib.Path, pg_url: str, defs_file: pathlib.Path
+) -> None:
+    """Two supervisors, each on its own test host (network namespace, own hostname), reaching
+    PostgreSQL only through a proxy on their link. Cutting the leader's link: it steps down before
+    the other takes over, within the lease plus the standby's retry; each run launched once; healed
+    and restarted, the cut-off host rejoins as a standby."""
+    parsed = urllib.parse.urlparse(pg_url.replace("postgresql+psycopg", "postgresql"))
+    pg_host, pg_port = parsed.hostname or "127.0.0.1", parsed.port or 5432
+    with contextlib.ExitStack() as stack:
+        bed = stack.enter_context(netns.multi_host())
+        hosts, procs = [], []
+        for name in ("hosta", "hostb"):
+            test_host = bed.host(name)
+            proxy = stack.enter_context(proxy_to(pg_host, pg_port, listen_host=test_host.local_address))
+            url = pg_url.replace(f"{pg_host}:{pg_port}", f"{test_host.local_address}:{proxy.port}")
+            hosts.append(test_host)
+            procs.append(host(tmp_path, name, url))
+        a, b = procs
+        stack.callback(lambda: [p.stop() for p in procs])
+        a.start("-f", str(defs_file), command=("daemon", "run"), wrap=hosts[0].command())
+        b.start(
+            "-f",
+            str(defs_file),
+            command=("daemon", "run", "--standby"),
+            wait_healthy=False,
+            wrap=hosts[1].command(),
+        )
+        wait_for(lambda: role(b) == "standby", 60, "host b to serve as a standby")
+        assert info(b)["lease"]["holder"].startswith("hosta:"), "the holder names its test host"
+        before = run_to_success(b)
+
+        daemon_pids = [d["pid"] for d in a.status()["daemons"]]
+        hosts[0].cut()
+        cut_at = time.monotonic()
+        wait_for(lambda: not any(alive(pid) for pid in daemon_pids), TTL + 10, "host a's daemons to go")
+        stepped_down = time.monotonic() - cut_at
+        assert role(b) == "standby", "host b took over before host a stepped down"
+        wait_for(lambda: role(b) == "leader", TTL + 10, "host b to take over")
+        took_over = time.monotonic() - cut_at
+        assert stepped_down < took_over <= TTL + 5, (stepped_down, took_over)
+        assert a.wait_exit(30) == 1, a.log()
+        after = run_to_success(b)
+
+        hosts[0].heal()
+        a.start(
+            "-f",
+            str(defs_file),
+            command=("daemon", "run", "--standby"),
+            wait_healthy=False,
+            wrap=hosts[0].command(),
+        )
+        wait_for(lambda: role(a) == "standby", 60, "host a to rejoin as a standby")
+        assert role(b) == "leader" and info(a)["lease"]["holder"].startswith("hostb:")
+        with client(b) as c:
+            for run_id in (before, after):
+                launches = [e for e in c.get_run(run_id)[1] if e["status"] == "STARTING"]
+                assert len(launches) == 1, (run_id, launches)
+    for proc in procs:
+        assert_no_leftovers(proc.home)
+    assert not netns.ours(os.getpid()), "a test host outlived its test"

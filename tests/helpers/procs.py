@@ -119,13 +119,15 @@ class DagdProcess:
         wait_healthy: bool = True,
         timeout: float = START_TIMEOUT,
         env: dict[str, str] | None = None,
+        wrap: Sequence[str] = (),
     ) -> None:
+        """``wrap``: a command prefix, e.g. to run on a test host (``helpers.netns.NetHost.command()``)."""
         env = {**os.environ, "DAGD_HOME": str(self.home), "PYTHONUNBUFFERED": "1", **(env or {})}
         if tuple(command) == ("dev",) and not {"--web-port", "--no-web"} & set(args):
             args = (*args, "--no-web")  # the web UI has its own tests (tests/web); spare the others its start
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
-            [*DAGCTL, *command, *args], stdout=log, stderr=subprocess.STDOUT, env=env, text=True,
+            [*wrap, *DAGCTL, *command, *args], stdout=log, stderr=subprocess.STDOUT, env=env, text=True,
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
         log.close()

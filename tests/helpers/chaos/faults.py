@@ -283,7 +283,9 @@ class FaultInjector(threading.Thread):
         run = self.rng.choice(sorted(running, key=lambda r: r.run_id))
         pid = run.worker_pid or 0
         send(pid, signal.SIGSTOP)
-        self.log.add("freeze_worker", f"SIGSTOP worker pid {pid} of run {run.run_id} for {fault.duration:.1f}s")
+        self.log.add(
+            "freeze_worker", f"SIGSTOP worker pid {pid} of run {run.run_id} for {fault.duration:.1f}s"
+        )
 
         def thaw() -> None:
             if send(pid, signal.SIGCONT):
