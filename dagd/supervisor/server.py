@@ -16,7 +16,8 @@ Health (SPEC §9.2), answered from this process's state only, never the database
   traffic to the leader only.
 
 The servers listen from the start, before the lease is won, so that a standby answers its probes;
-until it leads, :class:`LeaderGate` refuses every call but health and reflection (UNAVAILABLE).
+until its code servers are up, :class:`LeaderGate` refuses every call but health and reflection
+(UNAVAILABLE). Then every supervisor, leader or standby, serves the whole API (SPEC 9.2).
 """
 
 from __future__ import annotations
