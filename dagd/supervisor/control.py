@@ -311,7 +311,9 @@ class ControlPlane:
     def _queue_daemon_healthy(self) -> bool:
         if self.daemons is None:
             return False
-        return any(v.name == "run_queue" and v.healthy for v in self.daemons.snapshot())
+        # A standby judges the leader's run_queue by its heartbeat row (daemon_status).
+        views = self.daemons.snapshot() if self.leading else [view for view, _ in self.daemon_status()]
+        return any(v.name == "run_queue" and v.healthy for v in views)
 
     def explain_run(self, run_id: str) -> Explanation:
         return explain(self.instance, run_id, daemon_healthy=self._queue_daemon_healthy())

@@ -130,6 +130,8 @@ def test_a_standby_serves_the_api_and_its_submissions_are_launched_by_the_leader
     assert {d["name"] for d in daemons} == {"scheduler", "run_queue", "sensor", "run_monitoring"}
     assert all(d["healthy"] and 0 <= d["heartbeat_age_seconds"] < 5 for d in daemons), daemons
     assert a.ctl("daemons", "status", "--json").json()["role"] == "leader"
+    queue = b.ctl("queue", "status", "--json")
+    assert queue.code == 0 and queue.json()["queue_daemon_healthy"] is True, queue.stdout + queue.stderr
     text = b.ctl("instance", "info").stdout
     assert "standby" in text and f"epoch {leader['lease']['epoch']}" in text
 
