@@ -727,7 +727,7 @@ def instance_info(ctx: Ctx, as_json: bool) -> None:
 
 
 def _print_role(info: dict[str, Any]) -> None:
-    """Role, lease (by the database's clock) and this host's clock skew (SPEC 9.2, docs/ha.md)."""
+    """Role, lease (by the database's clock) and this host's clock skew (docs/high-availability.md)."""
     lease, skew = info.get("lease"), info.get("clock_skew_seconds")
     out().print(f"[bold]{'role':<16}[/] {info.get('role') or '-'}")
     if lease:

@@ -1,7 +1,7 @@
 """Daemon heartbeats: one row per daemon name, written by an atomic upsert after each unit of work.
 
 Stamped and aged by the database's clock (``Sql.now``): a heartbeat written on host A and judged
-on host B is right whatever either host's wall clock says (SPEC 9.2, docs/ha.md).
+on host B is right whatever either host's wall clock says (SPEC 9.2, docs/high-availability.md).
 """
 
 from __future__ import annotations

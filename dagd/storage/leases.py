@@ -11,6 +11,10 @@ Writes that launch work check the epoch in the same statement (``EPOCH_OF``, use
 ``RunStore.transition(fence=...)``, the attempts and the instigator stores), so a stale holder
 that wakes up after a takeover cannot launch anything.
 
+Standbys note themselves in rows named ``<lease>/standby/<hash of holder>`` with their own expiry, so
+that a renewal also tells the holder whether anyone could take over (``Lease.standbys``): a holder
+that cannot renew steps down only if someone could (``dagd.supervisor.lease``).
+
 Every answer carries the database's clock at the moment of the statement (``Lease.db_now``):
 ``expires_in_seconds`` is a difference of two database times, right whatever this host's clock
 says, and the keeper compares ``db_now`` with its own clock to measure skew.
@@ -18,7 +22,8 @@ says, and the keeper compares ``db_now`` with its own clock to measure skew.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +42,8 @@ class Lease:
     epoch: int
     expires_at: datetime
     db_now: datetime  # the database's clock when this was read or written
+    # Supervisors standing by for this lease, as of a renewal (see ``note_standby``); -1 unknown.
+    standbys: int = -1
 
     @property
     def expires_in_seconds(self) -> float:
@@ -59,6 +66,11 @@ def _clock(sql: Sql, ttl_seconds: float) -> tuple[str, str, dict[str, Any]]:
         return "clock_timestamp()", "clock_timestamp() + make_interval(secs => :ttl)", {"ttl": ttl_seconds}
     now = datetime.now(timezone.utc)
     return ":db_now", ":expires", {"db_now": now, "expires": now + timedelta(seconds=ttl_seconds)}
+
+
+def _short(holder: str) -> str:
+    """A holder id short enough for a lease name (64 characters), still unique in practice."""
+    return hashlib.sha256(holder.encode()).hexdigest()[:20]
 
 
 def _lease(name: str, holder: str, row: Any) -> Lease:
@@ -90,11 +102,12 @@ class LeaseStore:
                 {"name": name, "holder": holder, **params},
             )
             if row is not None:
-                return _lease(name, holder, row), None
+                return replace(_lease(name, holder, row), standbys=self._standbys(sql, name)), None
             return None, self._row(sql, name)
 
     def renew(self, lease: Lease, ttl_seconds: float) -> Lease | None:
-        """Extend our lease; None if it was taken over (we must stop driving the instance)."""
+        """Extend our lease; None if it was taken over (we must stop driving the instance). The
+        answer counts the live standbys (``Lease.standbys``)."""
         with self._storage.sql_write() as sql:
             now, expiry, params = _clock(sql, ttl_seconds)
             row = sql.record(
@@ -103,7 +116,37 @@ class LeaseStore:
                 f" RETURNING epoch, expires_at, {now} AS db_now",
                 {"name": lease.name, "holder": lease.holder, "epoch": lease.epoch, **params},
             )
-        return None if row is None else _lease(lease.name, lease.holder, row)
+            if row is None:
+                return None
+            return replace(_lease(lease.name, lease.holder, row), standbys=self._standbys(sql, lease.name))
+
+    @staticmethod
+    def _standbys(sql: Sql, name: str) -> int:
+        """Live standby notes for lease ``name`` (same transaction as the write that asks)."""
+        now, _expiry, params = _clock(sql, 0.0)
+        return int(
+            sql.scalar(
+                f"SELECT count(*) FROM leases WHERE name LIKE :standbys AND expires_at > {now}",
+                {"standbys": f"{name}/standby/%", **params},
+            )
+        )
+
+    def note_standby(self, name: str, holder: str, ttl_seconds: float) -> None:
+        """``holder`` stands by for lease ``name`` for the next ``ttl_seconds`` (database's clock);
+        standby rows expired for a while are removed on the way."""
+        with self._storage.sql_write() as sql:
+            now, expiry, params = _clock(sql, ttl_seconds)
+            sql.execute(
+                "INSERT INTO leases (name, holder, epoch, expires_at)"
+                f" VALUES (:row, :holder, 0, {expiry})"
+                " ON CONFLICT (name) DO UPDATE SET expires_at = excluded.expires_at",
+                {"row": f"{name}/standby/{_short(holder)}", "holder": holder, **params},
+            )
+            _, stale, stale_params = _clock(sql, -10 * ttl_seconds)
+            sql.execute(
+                f"DELETE FROM leases WHERE name LIKE :standbys AND expires_at < {stale}",
+                {"standbys": f"{name}/standby/%", **stale_params},
+            )
 
     def release(self, lease: Lease) -> bool:
         """Expire our lease now so a successor need not wait for the time to live; False if it

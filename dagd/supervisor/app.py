@@ -11,7 +11,7 @@ only from then on (this process leads).
 
 Losing the lease (:mod:`dagd.supervisor.lease`: taken over, or no renewal within the renew
 deadline) kills the daemons at once and exits 1; the service manager starts it again and it stands
-by (docs/ha.md).
+by (docs/high-availability.md).
 
 The main loop (:meth:`Supervisor.wait`, and :meth:`Supervisor._stand_by` while standing by) passes
 every ``LOOP_SECONDS``. Each pass checks that the process table's own thread still steps, and only

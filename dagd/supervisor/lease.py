@@ -18,7 +18,7 @@ after a SIGKILL can see that the previous holder is provably dead and take over 
 waiting for the time to live. On another host it waits for expiry. Losing the lease (a takeover
 while we were paused, or the renew deadline passing during a partition) calls ``on_lost``: the
 supervisor kills its daemons at once and exits 1, and its service manager starts it again as a
-standby (docs/ha.md).
+standby (docs/high-availability.md).
 """
 
 from __future__ import annotations
@@ -143,10 +143,12 @@ class LeaseKeeper:
                 abs(skew), "behind" if skew > 0 else "ahead of",
             )  # fmt: skip
 
-    def _try_acquire(self) -> tuple[Lease | None, Lease | None, float]:
+    def _try_acquire(self, standby: bool = False) -> tuple[Lease | None, Lease | None, float]:
         t0, sent = time.monotonic(), time.time()
         mine, current = self.storage.leases.acquire(SUPERVISOR_LEASE, self.holder, self.ttl)
         self._measure(mine or current, sent)
+        if mine is None and standby:  # let the holder know someone could take over
+            self.storage.leases.note_standby(SUPERVISOR_LEASE, self.holder, self.ttl)
         return mine, current, t0
 
     def acquire(
@@ -164,11 +166,11 @@ class LeaseKeeper:
         announced = False
         while True:
             try:
-                mine, current, t0 = self._try_acquire()
+                mine, current, t0 = self._try_acquire(standby)
                 if mine is None and current is not None and holder_is_dead_here(current.holder):
                     log.warning("previous supervisor %s is gone; taking over its lease", current.holder)
                     leases.release(current)  # expire it; the acquire below bumps the epoch
-                    mine, current, t0 = self._try_acquire()
+                    mine, current, t0 = self._try_acquire(standby)
             except StorageUnavailable as exc:
                 if not standby:
                     raise
@@ -207,15 +209,31 @@ class LeaseKeeper:
         self.on_lost(reason)
 
     def _deadline_loop(self) -> None:
-        """Step down when the renew deadline passes, even while a renewal hangs on the network."""
+        """Step down when the renew deadline passes, even while a renewal hangs on the network,
+        if anyone could take over: a standby was seen at the last renewal (or it is not known).
+        Alone, a leader that cannot reach the database keeps its daemons, degraded: nobody else
+        can lead, its daemons' launches are fenced by the epoch, and once the database answers
+        again it renews, or learns it was taken over and steps down then."""
+        assert self.deadline is not None
+        warned = False
         while not self._stop.wait(0.05) and not self._lost.is_set():
-            assert self.deadline is not None
-            if self.deadline.expired(time.monotonic()):
-                self._lose(
-                    f"no lease renewal succeeded within the renew deadline "
-                    f"({self.deadline.renew_deadline:.1f}s); another supervisor may take over"
-                )
-                return
+            if not self.deadline.expired(time.monotonic()):
+                warned = False
+                continue
+            if self.lease is not None and self.lease.standbys == 0:
+                if not warned:
+                    log.warning(
+                        "no lease renewal within the renew deadline (%.1fs), but no standby was "
+                        "seen: keeping the daemons (their launches are fenced) and retrying",
+                        self.deadline.renew_deadline,
+                    )
+                    warned = True
+                continue
+            self._lose(
+                f"no lease renewal succeeded within the renew deadline "
+                f"({self.deadline.renew_deadline:.1f}s); another supervisor may take over"
+            )
+            return
 
     def _renew_loop(self) -> None:
         assert self.deadline is not None
@@ -226,8 +244,9 @@ class LeaseKeeper:
             try:
                 renewed = self.storage.leases.renew(self.lease, self.ttl)
             except StorageUnavailable as exc:
+                if succeeded:  # once per outage, not once a second
+                    log.warning("could not renew the supervisor lease (retrying): %s", exc)
                 succeeded = False  # an outage is not a takeover, but the deadline keeps running
-                log.warning("could not renew the supervisor lease: %s", exc)
                 continue
             if renewed is None:
                 self._lose("the supervisor lease was taken over by another supervisor")

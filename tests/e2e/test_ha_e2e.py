@@ -1,4 +1,4 @@
-"""Several supervisors on one PostgreSQL (SPEC 9.2, docs/ha.md): the lease on the database's clock.
+"""Several supervisors on one PostgreSQL (SPEC 9.2, docs/high-availability.md): the lease on the database's clock.
 
 Two supervisors, each with its own home, as two hosts would run them. One leads; the other stands
 by and serves the API: submissions through it are launched by the leader, and its ``daemons

@@ -84,3 +84,19 @@ def test_renewing_moves_the_expiry_by_the_database_clock(storage: Storage) -> No
     renewed = storage.leases.renew(mine, 2)
     assert renewed is not None and renewed.expires_at > mine.expires_at
     assert renewed.db_now > mine.db_now
+
+
+@pytest.mark.timeout(30)
+def test_a_renewal_counts_the_live_standbys_and_not_the_expired_ones(storage: Storage) -> None:
+    mine, _ = storage.leases.acquire(L, "leader", 30)
+    assert mine is not None and mine.standbys == 0
+    renewed = storage.leases.renew(mine, 30)
+    assert renewed is not None and renewed.standbys == 0
+    storage.leases.note_standby(L, "host-b:12:1.0" * 15, 30)  # a long holder id still fits
+    storage.leases.note_standby(L, "host-c:13:1.0", 0.2)
+    renewed = storage.leases.renew(mine, 30)
+    assert renewed is not None and renewed.standbys in (1, 2)
+    wait_for(lambda: (r := storage.leases.renew(mine, 30)) and r.standbys == 1, 10, "host-c's note to expire")
+    # The standby rows are not the lease: reads and fencing see only the lease itself.
+    lease = storage.leases.get(L)
+    assert lease is not None and (lease.holder, lease.epoch) == ("leader", 1)
