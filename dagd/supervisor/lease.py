@@ -254,6 +254,8 @@ class LeaseKeeper:
             self._measure(renewed, sent)
             if self._lost.is_set():
                 return  # renewed too late: we already stepped down
+            if renewed.standbys != self.lease.standbys:
+                log.info("%d supervisor(s) standing by to take over", renewed.standbys)
             self.lease, succeeded = renewed, True
             self.deadline.renewed(t0)
 

@@ -105,6 +105,12 @@ def start_pair(
     a.start("-f", str(defs_file), command=("daemon", "run"), env=leader_env)
     b.start("-f", str(defs_file), command=("daemon", "run", "--standby"), wait_healthy=False)
     wait_for(lambda: role(b) == "standby", 60, "the second supervisor to serve as a standby")
+    leader_sees_standby(a)
+
+
+def leader_sees_standby(leader: DagdProcess) -> None:
+    """Until the leader's renewals count the standby: only then would it step down for it."""
+    wait_for(lambda: "1 supervisor(s) standing by" in leader.log(), 30, "the leader to see the standby")
 
 
 @pytest.mark.timeout(150)
@@ -271,6 +277,7 @@ def test_two_test_hosts_a_cut_link_makes_the_leader_step_down_and_the_other_host
             wrap=hosts[1].command(),
         )
         wait_for(lambda: role(b) == "standby", 60, "host b to serve as a standby")
+        leader_sees_standby(a)
         assert info(b)["lease"]["holder"].startswith("hosta:"), "the holder names its test host"
         before = run_to_success(b)
 
