@@ -725,14 +725,23 @@ def daemons_status(ctx: Ctx, as_json: bool) -> None:
                 d["state"],
                 str(d["pid"] or "-"),
                 str(d["restarts"]),
-                d["last_heartbeat_at"] or "-",
+                _heartbeat_cell(d),
                 d["detail"],
             ]  # fmt: skip
             for d in items
         ]
+        if status.get("role"):
+            click.echo(f"this supervisor: {status['role']}")
         print_table(columns, rows)
     if not all(d["healthy"] for d in items):
         sys.exit(EXIT_UNHEALTHY)
+
+
+def _heartbeat_cell(d: dict[str, Any]) -> str:
+    if not d["last_heartbeat_at"]:
+        return "-"
+    age = d.get("heartbeat_age_seconds")
+    return d["last_heartbeat_at"] if age is None else f"{d['last_heartbeat_at']} ({age:.1f}s ago)"
 
 
 @daemons.command("restart")
@@ -924,6 +933,7 @@ def instance_info(ctx: Ctx, as_json: bool) -> None:
     for key in ("version", "home", "storage", "run_coordinator", "run_launcher", "supervisor_pid"):
         field(key, info[key])
     field("addresses", ", ".join(info["addresses"]))
+    _print_role(info)
     for loc in info["code_locations"]:
         status, style = location_status(loc)
         field("code location", f"{loc['name']} ({status})", style)
@@ -948,6 +958,22 @@ def location_status(loc: dict[str, Any]) -> tuple[str, str]:
     if loc["load_error"]:
         return f"load failed, generation {server['generation']} in use", "yellow"
     return f"ok, generation {server['generation']}", ""
+
+
+def _print_role(info: dict[str, Any]) -> None:
+    """Role, lease (by the database's clock) and this host's clock skew (docs/high-availability.md)."""
+    lease, skew = info.get("lease"), info.get("clock_skew_seconds")
+    field("role", info.get("role") or "-")
+    if lease:
+        left = lease["expires_in_seconds"]
+        state = f"expires in {left:.1f}s" if left >= 0 else f"expired {-left:.1f}s ago"
+        field("lease", f"{lease['holder']} (epoch {lease['epoch']}, {state})")
+    if skew is not None:
+        line = f"{skew:+.3f}s (database minus this supervisor's host)"
+        if abs(skew) > 1.0:
+            field("clock skew", f"{line}: fix time sync", "yellow")
+        else:
+            field("clock skew", line)
 
 
 @instance.command("migrate")

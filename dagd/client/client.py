@@ -406,7 +406,11 @@ class Client:
 
     def daemon_status(self) -> dict[str, Any]:
         response = self._call(self.daemons.GetDaemonStatus, pb.GetDaemonStatusRequest())
-        return {"daemons": [daemon_from_pb(d) for d in response.daemons], "draining": response.draining}
+        return {
+            "daemons": [daemon_from_pb(d) for d in response.daemons],
+            "draining": response.draining,
+            "role": response.role or None,
+        }
 
     def restart_daemon(self, name: str) -> dict[str, Any]:
         response = self._call(self.daemons.RestartDaemon, pb.RestartDaemonRequest(name=name))
@@ -478,6 +482,19 @@ class Client:
                 }
                 for loc in info.code_locations
             ],
+            "role": info.role or None,
+            "lease": (
+                {
+                    "holder": info.lease.holder,
+                    "epoch": info.lease.epoch,
+                    "expires_in_seconds": round(info.lease.expires_in_seconds, 3),
+                }
+                if info.HasField("lease")
+                else None
+            ),
+            "clock_skew_seconds": (
+                round(info.clock_skew_seconds, 3) if info.HasField("clock_skew_seconds") else None
+            ),
         }
 
     def delete_runs(self, run_ids: Sequence[str]) -> list[str]:
@@ -520,4 +537,8 @@ def daemon_from_pb(d: pb.DaemonStatus) -> dict[str, Any]:
         "last_errors": list(d.last_errors),
         "degraded": d.degraded,
         "info": json.loads(d.info_json) if d.info_json else {},
+        # By the database's clock: right whichever host asks, whatever its clock.
+        "heartbeat_age_seconds": (
+            round(d.heartbeat_age_seconds, 3) if d.HasField("heartbeat_age_seconds") else None
+        ),
     }

@@ -133,7 +133,6 @@ class DaemonRunner:
                 incarnation=self.incarnation,
                 iteration=self.iteration,
                 phase=self.daemon.phase,
-                heartbeat_at=utcnow(),
                 errors=self.errors,
                 info=self.daemon.info,
             )

@@ -423,6 +423,9 @@ class DaemonsConfig(_Model):
     restart: RestartConfig = RestartConfig()
     stop_grace_seconds: float = Field(default=5, ge=0)
     enabled: list[str] | None = None  # None = all of DAEMON_NAMES
+    # The supervisor lease's time to live (several supervisors: docs/high-availability.md); the
+    # leader steps down 2/3 of it after its last successful renewal, a standby takes over after it.
+    lease_ttl_seconds: float = Field(default=15, ge=3, le=300)
 
     @model_validator(mode="after")
     def _timeout_exceeds_interval(self) -> DaemonsConfig:

@@ -2,10 +2,16 @@
 
 Start order: load and validate the instance and workspace, open storage (creating the schema on
 a fresh database), refuse if another supervisor is alive for this home, listen for gRPC (health
-answers; the API is refused until this supervisor leads), take the lease or, with ``--standby``,
-stand by until it can, then start the code servers, serve Prometheus metrics when
-``metrics.port`` is set, publish the addresses in ``$DAGD_HOME/supervisor.json``, start the
-daemons and open the API (``dagd.api.v1.RunService`` SERVING: this process leads).
+answers; the API is refused until the code servers are up), start the code servers, serve
+Prometheus metrics when ``metrics.port`` is set, publish the addresses in
+``$DAGD_HOME/supervisor.json``, open the API (a standby serves submissions and reads too), take
+the lease or, with ``--standby``, stand by until it can, then start the daemons and listen for
+wake-ups from standbys (:mod:`dagd.supervisor.wakeups`); ``dagd.api.v1.RunService`` is SERVING
+only from then on (this process leads).
+
+Losing the lease (:mod:`dagd.supervisor.lease`: taken over, or no renewal within the renew
+deadline) kills the daemons at once and exits 1; the service manager starts it again and it stands
+by (docs/high-availability.md).
 
 The main loop (:meth:`Supervisor.wait`, and :meth:`Supervisor._stand_by` while standing by) passes
 every ``LOOP_SECONDS``. Each pass checks that the process table's own thread still steps, and only
@@ -43,6 +49,7 @@ from dagd.supervisor.process_table import ProcessTable
 from dagd.supervisor.retention import RetentionPurger, start_retention
 from dagd.supervisor.sdnotify import Notifier
 from dagd.supervisor.server import LOOP_STALL_SECONDS, Servers, start_servers
+from dagd.supervisor.wakeups import WakeListener
 from dagd.workspace import CodeLocationTarget
 
 log = logging.getLogger("dagd.supervisor")
@@ -115,6 +122,7 @@ class Supervisor:
         self.servers: Servers | None = None
         self.metrics: MetricsServer | None = None
         self.lease: LeaseKeeper | None = None
+        self.wakeups: WakeListener | None = None
         self.lost_lease = False
         self.leading_since: float | None = None  # monotonic; None until the daemons are started
         self._table_stalled = False
@@ -129,21 +137,16 @@ class Supervisor:
             log.warning("killed %d daemon(s) left behind by an earlier supervisor", killed)
         # Open now: a broken database fails the start, not the first call.
         self.instance.storage.enable_group_commit()
-        # Listen before the lease: a standby answers its health probes (the API stays refused).
+        # Listen first: health answers while the rest starts (the API is refused until it can serve).
         self.servers = start_servers(self.instance, self.control)
-        self.notify.status("starting: taking the supervisor lease")
-        self.lease = LeaseKeeper(self.instance.storage, on_lost=self._lease_lost)
-        lease = self.lease.acquire(standby=self.standby, stopping=self._stop, wait=self._stand_by)
-        # Starting the code servers may take a while, and no loop passes meanwhile: that is the
-        # start, bounded by systemd's TimeoutStartSec / Kubernetes' startup probe, not a hang.
-        self.servers.health.loop_restarting()
-        self.notify.status(f"starting: leading (epoch {lease.epoch}), starting code servers and daemons")
-        self.instance.fence_epoch = lease.epoch
-        self.lease.start_renewing()
+        self.notify.status("starting: code servers")
         _ = self.instance.coordinator, self.instance.launcher
         # Daemons take the config validated here instead of importing pydantic to validate it again.
         self.table.config_line = self.instance.handoff_line()
-        # Code servers first: the daemons and the first submissions need them.
+        # Code servers before the lease: a standby serves submissions and reads too (SPEC 9.2),
+        # which needs the definitions, and a takeover need not wait for them. Starting them may
+        # take a while, and no loop passes meanwhile: that is the start, bounded by systemd's
+        # TimeoutStartSec / Kubernetes' startup probe, not a hang.
         self.locations.start()
         self.metrics = start_metrics_server(self.instance, self.table)
         me = psutil.Process()
@@ -155,17 +158,45 @@ class Supervisor:
         if self.metrics is not None:
             published["metrics"] = self.metrics.url
         _write_atomic(self.instance.supervisor_file, published)
+        self.lease = LeaseKeeper(
+            self.instance.storage,
+            on_lost=self._lease_lost,
+            ttl=self.instance.config.daemons.lease_ttl_seconds,
+        )
+        self.control.lease = self.lease
+        self.servers.gate.open()  # every supervisor serves the API, leader or standby
+        log.info("supervisor serving on %s", ", ".join(self.servers.addresses))
+        self.notify.status("starting: taking the supervisor lease")
+        lease = self.lease.acquire(standby=self.standby, stopping=self._stop, wait=self._stand_by)
+        self.servers.health.loop_restarting()
+        self.notify.status(f"starting: leading (epoch {lease.epoch}), starting the daemons")
+        self.instance.fence_epoch = lease.epoch
+        self.lease.start_renewing()
         self.table.start()
         self.leading_since = time.monotonic()
+        self.control.leading = True
+        self.wakeups = WakeListener.for_storage(self.instance.storage, self.table.wake)
+        if self.wakeups is not None:
+            self.wakeups.start()
         threading.Thread(target=self._record_pids, name="record-pids", daemon=True).start()
         self.retention = start_retention(self.instance, self._stop)  # leader only: we hold the lease
         self.servers.set_leading(True)
-        log.info("supervisor serving on %s", ", ".join(self.servers.addresses))
+        log.info("leading (epoch %d): daemons started", lease.epoch)
         if self.metrics is not None:
             log.info("metrics on %s", self.metrics.url)
 
-    def _lease_lost(self) -> None:
+    def _lease_lost(self, reason: str) -> None:
+        """Step down (from the keeper's thread): kill the daemons now, not after a grace period,
+        so nothing this supervisor does lands after its renew deadline; then exit 1 for the
+        service manager to start it again as a standby."""
         self.lost_lease = True
+        self.leading_since = None
+        self.control.leading = False
+        if self.wakeups is not None:
+            self.wakeups.stop()
+        if self.servers is not None:
+            self.servers.set_leading(False)
+        self.table.stop_all(timeout=0)  # SIGKILL every daemon's process group; the table stops
         self._stop.set()
 
     def _record_pids(self) -> None:
@@ -200,9 +231,8 @@ class Supervisor:
 
     def _stand_by(self, seconds: float) -> bool:
         """The main loop while another supervisor leads: ``seconds`` of passes; True if stopping."""
-        holder = self.lease.standing_by_for if self.lease is not None else None
-        if self.servers is not None:
-            self.servers.gate.reason = f"standing by: another supervisor ({holder}) leads this instance"
+        current = self.lease.standing_by_for if self.lease is not None else None
+        holder = current.holder if current is not None else "unknown"
         # Standing by is this process's whole job until it leads: it has started.
         self.notify.ready(f"standing by: {holder} holds the supervisor lease")
         deadline = time.monotonic() + seconds
@@ -261,6 +291,9 @@ class Supervisor:
         self._stop.set()
         self.notify.stopping("stopping: daemons, code servers, then the API")
         self.leading_since = None
+        self.control.leading = False
+        if self.wakeups is not None:
+            self.wakeups.stop()
         self.control.draining = True
         if self.servers:
             self.servers.set_leading(False)

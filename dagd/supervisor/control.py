@@ -8,6 +8,7 @@ becomes an :class:`InvalidArgument` naming the field before anything is written.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -29,10 +30,13 @@ from dagd.runs.queue import (
 )
 from dagd.runs.requests import build_submission
 from dagd.storage.daemons import Heartbeat
+from dagd.storage.leases import SUPERVISOR_LEASE, Lease
 from dagd.strictjson import loads_object
 from dagd.supervisor.code_locations import CodeLocations
 from dagd.supervisor.instigators import Instigators
+from dagd.supervisor.lease import LeaseKeeper
 from dagd.supervisor.process_table import DaemonView, ProcessTable
+from dagd.supervisor.wakeups import notify_leader
 
 MAX_TAGS = 100
 MAX_TAG_KEY = 255
@@ -86,13 +90,30 @@ class ControlPlane:
         self.instigators.on_change = self._wake_instigator_daemon
         self.draining = False
         self.daemons: ProcessTable | None = None  # set by the supervisor; None in tests without daemons
+        # Several supervisors (SPEC 9.2): every one serves the API; only the leader runs daemons.
+        self.leading = False
+        self.lease: LeaseKeeper | None = None
         self._beats_read: Future[dict[str, Heartbeat]] | None = None
         self._beats_last: dict[str, Heartbeat] = {}
+        self._beats_last_at = 0.0  # monotonic, when _beats_last was read
         self._beats_lock = threading.Lock()
 
     @property
     def runs(self):  # noqa: ANN201 - RunStore, imported lazily with storage
         return self.instance.storage.runs
+
+    @property
+    def role(self) -> str:
+        return "leader" if self.leading else "standby"
+
+    def _wake(self, daemon: str) -> None:
+        """Wake a daemon now rather than at its next poll: ours if we lead, else the leader's
+        (PostgreSQL NOTIFY; :mod:`dagd.supervisor.wakeups`)."""
+        if self.leading:
+            if self.daemons is not None:
+                self.daemons.wake(daemon)
+        elif self.lease is not None:  # a supervisor's standby, not a test without one
+            notify_leader(self.instance.storage, daemon)
 
     def _check_open(self) -> None:
         if self.draining:
@@ -126,24 +147,60 @@ class ControlPlane:
             priority=request.priority,
         )
         run = self.instance.coordinator.submit_run(submission, metadata)
-        if run.status == RunStatus.QUEUED and self.daemons is not None:
-            self.daemons.wake("run_queue")
+        if run.status == RunStatus.QUEUED:
+            self._wake("run_queue")
         return run
 
     # -- daemons -------------------------------------------------------------------------------
 
     def _wake_instigator_daemon(self, kind: str) -> None:
-        if self.daemons is not None:
-            self.daemons.wake("scheduler" if kind == "schedule" else "sensor")
+        self._wake("scheduler" if kind == "schedule" else "sensor")
 
     def daemon_status(self) -> list[tuple[DaemonView, Heartbeat | None]]:
+        """The leader: its process table, with each daemon's heartbeat row. A standby: the
+        leader's daemons judged from their heartbeat rows, aged by the database's clock."""
         if self.daemons is None:
             return []
         try:
             beats = self._heartbeats()
         except StorageUnavailable:
             beats = {}  # status must answer during a database outage; the pipe still knows
+        if not self.leading:
+            return [
+                (self._remote_view(name, beats.get(name)), beats.get(name)) for name in self.daemons.procs
+            ]
         return [(view, beats.get(view.name)) for view in self.daemons.snapshot()]
+
+    def _remote_view(self, name: str, beat: Heartbeat | None) -> DaemonView:
+        """Another supervisor's daemon as its heartbeat row shows it: healthy while the row is
+        younger than the heartbeat timeout, by the database's clock (whatever the hosts' clocks)."""
+        assert self.daemons is not None
+        timeout = self.daemons.policy.heartbeat_timeout_seconds
+        holder = (
+            self.lease.standing_by_for.holder if self.lease and self.lease.standing_by_for else "the leader"
+        )
+        age = beat.age_seconds if beat is not None else None
+        healthy = age is not None and age < timeout
+        if beat is None or age is None:
+            detail = f"no heartbeat stored (led by {holder})"
+        else:
+            detail = f"on {holder}: last heartbeat {age:.1f}s ago" + (
+                "" if healthy else f" (timeout {timeout:g}s)"
+            )
+        return DaemonView(
+            name=name,
+            state="REMOTE",
+            healthy=healthy,
+            detail=detail,
+            pid=beat.pid if beat else None,
+            incarnation=beat.incarnation if beat else 0,
+            uptime_seconds=0.0,
+            restarts=0,
+            restarts_by_reason={},
+            last_exit=None,
+            degraded=False,
+            last_progress_age=age,
+        )
 
     def _heartbeats(self) -> dict[str, Heartbeat]:
         """The heartbeat rows; the last ones read if storage does not answer within HEARTBEAT_READ_SECONDS.
@@ -169,11 +226,33 @@ class ControlPlane:
         try:
             beats = pending.result(timeout=HEARTBEAT_READ_SECONDS)
         except FutureTimeout:
-            return self._beats_last  # each carries its own heartbeat_at: stale shows as stale
-        self._beats_last = beats
+            # Each carries the age it had when read: add the time since, so stale shows as stale.
+            since = time.monotonic() - self._beats_last_at
+            return {name: beat.aged(since) for name, beat in self._beats_last.items()}
+        self._beats_last, self._beats_last_at = beats, time.monotonic()
         return beats
 
+    def current_lease(self) -> Lease | None:
+        """The supervisor lease as the database has it now, or None if it does not answer within
+        HEARTBEAT_READ_SECONDS (instance info must answer during an outage too)."""
+        future: Future[Lease | None] = Future()
+
+        def read() -> None:
+            try:
+                future.set_result(self.instance.storage.leases.get(SUPERVISOR_LEASE))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        threading.Thread(target=read, name="read-lease", daemon=True).start()
+        try:
+            return future.result(timeout=HEARTBEAT_READ_SECONDS)
+        except (FutureTimeout, StorageUnavailable):
+            return None
+
     def restart_daemon(self, name: str) -> tuple[DaemonView, Heartbeat | None]:
+        if not self.leading and self.lease is not None:
+            holder = self.lease.standing_by_for.holder if self.lease.standing_by_for else "another supervisor"
+            raise Unavailable(f"this supervisor stands by: restart daemons through the leader ({holder})")
         if self.daemons is None or name not in self.daemons.procs:
             known = ", ".join(self.daemons.procs) if self.daemons else "none"
             raise NotFound(f"no daemon named {name!r} (running daemons: {known})")
@@ -232,7 +311,9 @@ class ControlPlane:
     def _queue_daemon_healthy(self) -> bool:
         if self.daemons is None:
             return False
-        return any(v.name == "run_queue" and v.healthy for v in self.daemons.snapshot())
+        # A standby judges the leader's run_queue by its heartbeat row (daemon_status).
+        views = self.daemons.snapshot() if self.leading else [view for view, _ in self.daemon_status()]
+        return any(v.name == "run_queue" and v.healthy for v in views)
 
     def explain_run(self, run_id: str) -> Explanation:
         return explain(self.instance, run_id, daemon_healthy=self._queue_daemon_healthy())
@@ -242,6 +323,6 @@ class ControlPlane:
 
     def set_queue_paused(self, paused: bool) -> tuple[QueueStatus, bool]:
         set_paused(self.instance.storage, paused)
-        if not paused and self.daemons is not None:
-            self.daemons.wake("run_queue")
+        if not paused:
+            self._wake("run_queue")
         return self.queue_status()

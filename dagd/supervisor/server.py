@@ -16,7 +16,8 @@ Health (SPEC §9.2), answered from this process's state only, never the database
   traffic to the leader only.
 
 The servers listen from the start, before the lease is won, so that a standby answers its probes;
-until it leads, :class:`LeaderGate` refuses every call but health and reflection (UNAVAILABLE).
+until its code servers are up, :class:`LeaderGate` refuses every call but health and reflection
+(UNAVAILABLE). Then every supervisor, leader or standby, serves the whole API (SPEC 9.2).
 """
 
 from __future__ import annotations
@@ -134,7 +135,9 @@ class LoopHealth(health.HealthServicer):
 
 
 class LeaderGate(grpc.ServerInterceptor):
-    """Refuses every call but health and reflection until this supervisor leads (UNAVAILABLE)."""
+    """Refuses every call but health and reflection (UNAVAILABLE) until this supervisor can serve:
+    its code servers are up. Then it opens for good, leader or standby: every supervisor serves
+    the API (SPEC 9.2); only ``dagd.api.v1.RunService``'s health says whether this one leads."""
 
     def __init__(self) -> None:
         self._open = threading.Event()
@@ -169,9 +172,7 @@ class Servers:
         self.health.set(OVERALL, _SERVING if alive else _NOT_SERVING)
 
     def set_leading(self, leading: bool) -> None:
-        """The API services: SERVING only while this supervisor leads with its daemons running."""
-        if leading:
-            self.gate.open()
+        """The API services' health: SERVING only while this supervisor leads with its daemons running."""
         for name in SERVICE_NAMES:
             self.health.set(name, _SERVING if leading else _NOT_SERVING)
 

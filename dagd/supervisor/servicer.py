@@ -305,6 +305,7 @@ def daemon_to_pb(view: DaemonView, beat: Heartbeat | None) -> pb.DaemonStatus:
         last_errors=[f"{e.get('at')}: {e.get('message')}" for e in beat.errors] if beat else [],
         degraded=view.degraded,
         info_json=json.dumps(beat.info) if beat else "{}",
+        heartbeat_age_seconds=beat.age_seconds if beat else None,
     )
 
 
@@ -319,6 +320,7 @@ class DaemonServicer(pb_grpc.DaemonServiceServicer):
         return pb.GetDaemonStatusResponse(
             daemons=[daemon_to_pb(view, beat) for view, beat in self.control.daemon_status()],
             draining=self.control.draining,
+            role=self.control.role,
         )
 
     @translate_errors
@@ -482,4 +484,14 @@ class InstanceServicer(pb_grpc.InstanceServiceServicer):
             supervisor_pid=self.pid,
             addresses=self.addresses,
             code_locations=locations,
+            role=self.control.role,
+            lease=self._lease(),
+            clock_skew_seconds=keeper.skew_seconds if (keeper := self.control.lease) else None,
         )
+
+    def _lease(self) -> pb.Lease | None:
+        """The lease as the database has it now (expires_in by its clock); None if unreadable."""
+        lease = self.control.current_lease()
+        if lease is None:
+            return None
+        return pb.Lease(holder=lease.holder, epoch=lease.epoch, expires_in_seconds=lease.expires_in_seconds)

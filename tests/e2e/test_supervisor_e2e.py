@@ -195,7 +195,10 @@ def test_second_supervisor_on_the_same_postgres_refuses_or_stands_by(
         # A standby takes over once the first stops, and not before.
         second.start("-f", str(defs_file), command=("daemon", "run", "--standby"), wait_healthy=False)
         wait_for(lambda: "standing by" in second.log(), 30, "the second supervisor to stand by")
-        assert second.ctl("daemons", "status").code == 4, "a standby must not drive daemons"
+        standing = second.ctl("daemons", "status", "--json")
+        assert standing.code == 0, standing.stderr
+        assert standing.json()["role"] == "standby", "a standby must not drive daemons"
+        assert {d["state"] for d in standing.json()["daemons"]} == {"REMOTE"}
         assert all(d["healthy"] for d in first.daemons().values())
         first.stop()
         second.wait_healthy(30)

@@ -119,13 +119,15 @@ class DagdProcess:
         wait_healthy: bool = True,
         timeout: float = START_TIMEOUT,
         env: dict[str, str] | None = None,
+        wrap: Sequence[str] = (),
     ) -> None:
+        """``wrap``: a command prefix, e.g. to run on a test host (``helpers.netns.NetHost.command()``)."""
         env = {**os.environ, "DAGD_HOME": str(self.home), "PYTHONUNBUFFERED": "1", **(env or {})}
         if tuple(command) == ("dev",) and not {"--web-port", "--no-web"} & set(args):
             args = (*args, "--no-web")  # the web UI has its own tests (tests/web); spare the others its start
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
-            [*DAGCTL, *command, *args], stdout=log, stderr=subprocess.STDOUT, env=env, text=True,
+            [*wrap, *DAGCTL, *command, *args], stdout=log, stderr=subprocess.STDOUT, env=env, text=True,
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
         log.close()
@@ -140,7 +142,9 @@ class DagdProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"supervisor exited with {self.proc.returncode}:\n{self.log()}")
             status = self.status()
-            ready = all(d["healthy"] and d["last_heartbeat_at"] for d in status["daemons"])
+            # A standby answers too, with the leader's daemons: healthy here means this one leads.
+            leads = status.get("role") in (None, "leader")
+            ready = leads and all(d["healthy"] and d["last_heartbeat_at"] for d in status["daemons"])
             return status if ready else None
 
         try:

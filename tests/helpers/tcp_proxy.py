@@ -16,8 +16,9 @@ from collections.abc import Iterator
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, listen_host: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
+        self.listen_host = listen_host  # another address only for a test host's link (helpers/netns.py)
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._closed = False
@@ -27,7 +28,7 @@ class TcpProxy:
         # free it for another process (tests run in parallel, and the kernel hands out free
         # ports to every ``bind(0)`` and outgoing connection), or ``restore()`` could not have it back.
         self._listener: socket.socket | None = None
-        self._held: socket.socket | None = _bound(("127.0.0.1", 0))
+        self._held: socket.socket | None = _bound((listen_host, 0))
         self.port: int = self._held.getsockname()[1]
         self.restore()
 
@@ -35,7 +36,7 @@ class TcpProxy:
         """Accept again (on the same port)."""
         with self._lock:
             held, self._held = self._held, None
-        listener = held if held is not None else _bound(("127.0.0.1", self.port))
+        listener = held if held is not None else _bound((self.listen_host, self.port))
         listener.listen(64)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
@@ -61,7 +62,7 @@ class TcpProxy:
                 # Bound without listen(): connection attempts are refused, and nobody else gets the
                 # port. (Should the bind fail anyway, restore() binds again, as before.)
                 with contextlib.suppress(OSError):
-                    self._held = _bound(("127.0.0.1", self.port))
+                    self._held = _bound((self.listen_host, self.port))
             elif not hold and self._held is not None:
                 self._held.close()
                 self._held = None
@@ -124,8 +125,8 @@ def _bound(address: tuple[str, int]) -> socket.socket:
 
 
 @contextlib.contextmanager
-def proxy_to(host: str, port: int) -> Iterator[TcpProxy]:
-    proxy = TcpProxy(host, port)
+def proxy_to(host: str, port: int, listen_host: str = "127.0.0.1") -> Iterator[TcpProxy]:
+    proxy = TcpProxy(host, port, listen_host)
     try:
         yield proxy
     finally:

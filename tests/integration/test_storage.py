@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -678,7 +679,6 @@ def heartbeat(iteration: int, errors: int = 0, *, name: str = "run_queue") -> He
         incarnation=iteration // 10,
         iteration=iteration,
         phase=f"phase {iteration}",
-        heartbeat_at=datetime(2024, 5, 1, 12, 0, iteration, tzinfo=timezone.utc),
         errors=[{"at": f"t{i}", "message": f"error {i}"} for i in range(errors)],
         info={"claimed": iteration},
     )
@@ -691,9 +691,15 @@ def test_heartbeat_upsert_keeps_one_row_with_latest_values(storage: Storage) -> 
 
     beats = storage.daemons.all()
     assert set(beats) == {"run_queue", "scheduler"}
-    assert beats["run_queue"] == heartbeat(12, errors=2)
-    assert beats["scheduler"] == heartbeat(3, name="scheduler")
-    assert beats["run_queue"].heartbeat_at.utcoffset() == timedelta(0)
+    stored = {name: replace(beat, heartbeat_at=None, age_seconds=None) for name, beat in beats.items()}
+    assert stored["run_queue"] == heartbeat(12, errors=2)
+    assert stored["scheduler"] == heartbeat(3, name="scheduler")
+    # Stamped and aged by the database's clock (on the same host here as this test's clock).
+    at = beats["run_queue"].heartbeat_at
+    assert at is not None and at.utcoffset() == timedelta(0)
+    assert abs((datetime.now(timezone.utc) - at).total_seconds()) < 5
+    age = beats["run_queue"].age_seconds
+    assert age is not None and 0 <= age < 5
 
 
 def test_heartbeat_keeps_only_the_newest_errors(storage: Storage) -> None:

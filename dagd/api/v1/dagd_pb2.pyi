@@ -224,7 +224,7 @@ class GetInstanceInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InstanceInfo(_message.Message):
-    __slots__ = ("version", "home", "storage", "run_coordinator", "run_launcher", "config_json", "supervisor_pid", "addresses", "code_locations")
+    __slots__ = ("version", "home", "storage", "run_coordinator", "run_launcher", "config_json", "supervisor_pid", "addresses", "code_locations", "role", "lease", "clock_skew_seconds")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     HOME_FIELD_NUMBER: _ClassVar[int]
     STORAGE_FIELD_NUMBER: _ClassVar[int]
@@ -234,6 +234,9 @@ class InstanceInfo(_message.Message):
     SUPERVISOR_PID_FIELD_NUMBER: _ClassVar[int]
     ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     CODE_LOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_SKEW_SECONDS_FIELD_NUMBER: _ClassVar[int]
     version: str
     home: str
     storage: str
@@ -243,7 +246,20 @@ class InstanceInfo(_message.Message):
     supervisor_pid: int
     addresses: _containers.RepeatedScalarFieldContainer[str]
     code_locations: _containers.RepeatedCompositeFieldContainer[CodeLocation]
-    def __init__(self, version: _Optional[str] = ..., home: _Optional[str] = ..., storage: _Optional[str] = ..., run_coordinator: _Optional[str] = ..., run_launcher: _Optional[str] = ..., config_json: _Optional[str] = ..., supervisor_pid: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ..., code_locations: _Optional[_Iterable[_Union[CodeLocation, _Mapping]]] = ...) -> None: ...
+    role: str
+    lease: Lease
+    clock_skew_seconds: float
+    def __init__(self, version: _Optional[str] = ..., home: _Optional[str] = ..., storage: _Optional[str] = ..., run_coordinator: _Optional[str] = ..., run_launcher: _Optional[str] = ..., config_json: _Optional[str] = ..., supervisor_pid: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ..., code_locations: _Optional[_Iterable[_Union[CodeLocation, _Mapping]]] = ..., role: _Optional[str] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ..., clock_skew_seconds: _Optional[float] = ...) -> None: ...
+
+class Lease(_message.Message):
+    __slots__ = ("holder", "epoch", "expires_in_seconds")
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    holder: str
+    epoch: int
+    expires_in_seconds: float
+    def __init__(self, holder: _Optional[str] = ..., epoch: _Optional[int] = ..., expires_in_seconds: _Optional[float] = ...) -> None: ...
 
 class CodeLocation(_message.Message):
     __slots__ = ("name", "jobs", "schedules", "sensors", "load_error", "server_healthy", "server_state", "server_pid", "generation", "definition_errors", "job_details")
@@ -382,7 +398,7 @@ class SetQueuePausedRequest(_message.Message):
     def __init__(self, paused: _Optional[bool] = ...) -> None: ...
 
 class DaemonStatus(_message.Message):
-    __slots__ = ("name", "healthy", "state", "detail", "pid", "incarnation", "uptime_seconds", "last_heartbeat_at", "iteration", "phase", "restarts", "restarts_by_reason", "last_exit", "last_errors", "degraded", "info_json", "last_exit_reason")
+    __slots__ = ("name", "healthy", "state", "detail", "pid", "incarnation", "uptime_seconds", "last_heartbeat_at", "iteration", "phase", "restarts", "restarts_by_reason", "last_exit", "last_errors", "degraded", "info_json", "last_exit_reason", "heartbeat_age_seconds")
     class RestartsByReasonEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -407,6 +423,7 @@ class DaemonStatus(_message.Message):
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     INFO_JSON_FIELD_NUMBER: _ClassVar[int]
     LAST_EXIT_REASON_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     healthy: bool
     state: str
@@ -424,19 +441,22 @@ class DaemonStatus(_message.Message):
     degraded: bool
     info_json: str
     last_exit_reason: str
-    def __init__(self, name: _Optional[str] = ..., healthy: _Optional[bool] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., pid: _Optional[int] = ..., incarnation: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., last_heartbeat_at: _Optional[str] = ..., iteration: _Optional[int] = ..., phase: _Optional[str] = ..., restarts: _Optional[int] = ..., restarts_by_reason: _Optional[_Mapping[str, int]] = ..., last_exit: _Optional[str] = ..., last_errors: _Optional[_Iterable[str]] = ..., degraded: _Optional[bool] = ..., info_json: _Optional[str] = ..., last_exit_reason: _Optional[str] = ...) -> None: ...
+    heartbeat_age_seconds: float
+    def __init__(self, name: _Optional[str] = ..., healthy: _Optional[bool] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., pid: _Optional[int] = ..., incarnation: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., last_heartbeat_at: _Optional[str] = ..., iteration: _Optional[int] = ..., phase: _Optional[str] = ..., restarts: _Optional[int] = ..., restarts_by_reason: _Optional[_Mapping[str, int]] = ..., last_exit: _Optional[str] = ..., last_errors: _Optional[_Iterable[str]] = ..., degraded: _Optional[bool] = ..., info_json: _Optional[str] = ..., last_exit_reason: _Optional[str] = ..., heartbeat_age_seconds: _Optional[float] = ...) -> None: ...
 
 class GetDaemonStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class GetDaemonStatusResponse(_message.Message):
-    __slots__ = ("daemons", "draining")
+    __slots__ = ("daemons", "draining", "role")
     DAEMONS_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
     daemons: _containers.RepeatedCompositeFieldContainer[DaemonStatus]
     draining: bool
-    def __init__(self, daemons: _Optional[_Iterable[_Union[DaemonStatus, _Mapping]]] = ..., draining: _Optional[bool] = ...) -> None: ...
+    role: str
+    def __init__(self, daemons: _Optional[_Iterable[_Union[DaemonStatus, _Mapping]]] = ..., draining: _Optional[bool] = ..., role: _Optional[str] = ...) -> None: ...
 
 class RestartDaemonRequest(_message.Message):
     __slots__ = ("name",)

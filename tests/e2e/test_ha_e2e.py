@@ -1,0 +1,312 @@
+"""Several supervisors on one PostgreSQL (SPEC 9.2, docs/high-availability.md): the lease on the database's clock.
+
+Two supervisors, each with its own home, as two hosts would run them. One leads; the other stands
+by and serves the API: submissions through it are launched by the leader, and its ``daemons
+status`` judges the leader's daemons by their heartbeat rows' age on the database's clock. One
+supervisor runs with its wall clock 120 s behind (tests/helpers/skewed_clock): the lease and every age are
+still right, and the skew is measured and warned about. A leader frozen past its lease (SIGSTOP)
+is replaced once the lease expires by the database's clock, not before; woken, it steps down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import signal
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+import pytest
+from helpers import netns
+from helpers.procs import DagdProcess, assert_no_leftovers, wait_for
+from helpers.tcp_proxy import proxy_to
+
+from dagd.client.client import Client
+
+TTL = 6.0  # a short lease keeps the takeover tests quick; the production default is 15 s
+CONFIG = f"""
+daemons:
+  heartbeat_interval_seconds: 0.5
+  heartbeat_timeout_seconds: 10
+  stop_grace_seconds: 2
+  lease_ttl_seconds: {TTL:g}
+"""
+SKEW = -120  # seconds: the skewed host's wall clock runs this far from the database's
+
+
+def skewed_clock() -> dict[str, str]:
+    """The environment that moves a process's wall clock (and its children's) by SKEW seconds,
+    monotonic clocks untouched (tests/helpers/skewed_clock: why not libfaketime)."""
+    shim = pathlib.Path(__file__).parent.parent / "helpers" / "skewed_clock"
+    path = os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "DAGD_TEST_CLOCK_OFFSET": str(SKEW)}
+
+
+def host(tmp_path: pathlib.Path, name: str, pg_url: str) -> DagdProcess:
+    """A supervisor with its own home and log, as on its own host."""
+    proc = DagdProcess(tmp_path / name / "home")
+    proc.home.mkdir(parents=True)
+    proc.write_config(f"storage:\n  postgres:\n    url: '{pg_url}'\n{CONFIG}")
+    return proc
+
+
+def client(proc: DagdProcess) -> Client:
+    return Client(f"unix:{proc.home / 'run' / 'dagd.sock'}")
+
+
+def info(proc: DagdProcess) -> dict[str, Any]:
+    with client(proc) as c:
+        return c.instance_info()
+
+
+def role(proc: DagdProcess) -> str | None:
+    try:
+        return info(proc)["role"]
+    except Exception:
+        return None
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def run_to_success(proc: DagdProcess) -> str:
+    """Submit ``hello`` through ``proc``; its id once it succeeded."""
+    with client(proc) as c:
+        run_id = c.submit("hello")["run_id"]
+        wait_for(lambda: c.get_run(run_id)[0]["status"] == "SUCCESS", 60, f"run {run_id} to succeed")
+    return run_id
+
+
+@pytest.fixture
+def pair(tmp_path: pathlib.Path, pg_url: str) -> Iterator[tuple[DagdProcess, DagdProcess]]:
+    a, b = host(tmp_path, "a", pg_url), host(tmp_path, "b", pg_url)
+    try:
+        yield a, b
+    finally:
+        for proc in (a, b):
+            if proc.proc is not None and proc.proc.poll() is None:
+                os.kill(proc.proc.pid, signal.SIGCONT)  # a test that failed while it was frozen
+            proc.stop()
+    for proc in (a, b):
+        assert_no_leftovers(proc.home)
+
+
+def start_pair(
+    a: DagdProcess, b: DagdProcess, defs_file: pathlib.Path, leader_env: dict[str, str] | None = None
+) -> None:
+    a.start("-f", str(defs_file), command=("daemon", "run"), env=leader_env)
+    b.start("-f", str(defs_file), command=("daemon", "run", "--standby"), wait_healthy=False)
+    wait_for(lambda: role(b) == "standby", 60, "the second supervisor to serve as a standby")
+    leader_sees_standby(a)
+
+
+def leader_sees_standby(leader: DagdProcess) -> None:
+    """Until the leader's renewals count the standby: only then would it step down for it."""
+    wait_for(lambda: "1 supervisor(s) standing by" in leader.log(), 30, "the leader to see the standby")
+
+
+@pytest.mark.timeout(150)
+def test_a_standby_serves_the_api_and_its_submissions_are_launched_by_the_leader(
+    pair: tuple[DagdProcess, DagdProcess], defs_file: pathlib.Path
+) -> None:
+    a, b = pair
+    start_pair(a, b, defs_file)
+    leader, standby = info(a), info(b)
+    assert leader["role"] == "leader" and standby["role"] == "standby"
+    # Both read the same lease, timed by the database: held by a, expiring within the TTL.
+    for seen in (leader, standby):
+        lease = seen["lease"]
+        assert lease["holder"].split(":")[1] == str(a.pid), lease
+        assert 0 < lease["expires_in_seconds"] <= TTL
+        assert seen["clock_skew_seconds"] is not None and abs(seen["clock_skew_seconds"]) < 1
+
+    # `daemons status` through the standby: the leader's daemons, judged by heartbeat age.
+    status = b.ctl("daemons", "status", "--json")
+    assert status.code == 0, status.stderr
+    assert status.json()["role"] == "standby"
+    daemons = status.json()["daemons"]
+    assert {d["name"] for d in daemons} == {"scheduler", "run_queue", "sensor", "run_monitoring"}
+    assert all(d["healthy"] and 0 <= d["heartbeat_age_seconds"] < 5 for d in daemons), daemons
+    assert a.ctl("daemons", "status", "--json").json()["role"] == "leader"
+    queue = b.ctl("queue", "status", "--json")
+    assert queue.code == 0 and queue.json()["queue_daemon_healthy"] is True, queue.stdout + queue.stderr
+    text = b.ctl("instance", "info").stdout
+    assert "standby" in text and f"epoch {leader['lease']['epoch']}" in text
+
+    # A submission through the standby is stored there and launched by the leader.
+    first = run_to_success(b)
+
+    # SIGKILL the leader (its daemons follow: their stdin closes): the standby leads within the
+    # lease plus its retry, and runs keep launching, each exactly once.
+    a.signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_for(lambda: role(b) == "leader", TTL + 10, "the standby to take over")
+    assert time.monotonic() - killed_at <= TTL + 5
+    second = run_to_success(b)
+    with client(b) as c:
+        for run_id in (first, second):
+            launches = [e for e in c.get_run(run_id)[1] if e["status"] == "STARTING"]
+            assert len(launches) == 1, (run_id, launches)
+
+
+@pytest.mark.timeout(180)
+def test_a_host_with_a_skewed_clock_neither_flaps_nor_misjudges_ages_and_a_frozen_leader_steps_down(
+    pair: tuple[DagdProcess, DagdProcess], defs_file: pathlib.Path
+) -> None:
+    """The leader's wall clock runs 120 s behind. Before #16 the standby compared its own clock
+    with the expiry the leader wrote and took over at once (two leaders), and the leader's
+    heartbeats looked two minutes old from the other host."""
+    a, b = pair
+    start_pair(a, b, defs_file, leader_env=skewed_clock())
+    skew = info(a)["clock_skew_seconds"]
+    assert skew is not None and abs(skew - (-SKEW)) < 2, skew
+    assert "behind the database's" in a.log()
+
+    # No takeover while the leader renews: watch for longer than the lease.
+    deadline = time.monotonic() + TTL * 1.5
+    while time.monotonic() < deadline:
+        assert role(b) == "standby" and role(a) == "leader"
+        time.sleep(0.5)
+
+    # Ages from both hosts, by the database's clock: fresh, whatever either clock says.
+    for proc in (a, b):
+        daemons = proc.status()["daemons"]
+        assert all(d["healthy"] and d["heartbeat_age_seconds"] < 5 for d in daemons), (proc.home, daemons)
+
+    # Freeze the leader: the standby takes over once the lease expires by the database's clock.
+    left = info(b)["lease"]["expires_in_seconds"]
+    a.signal(signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    wait_for(lambda: role(b) == "leader", TTL + 15, "the standby to take over")
+    took = time.monotonic() - frozen_at
+    assert took >= left - 0.5, f"took over after {took:.1f}s, before the lease ran out ({left:.1f}s)"
+    b.wait_healthy(60)
+    new_epoch = info(b)["lease"]["epoch"]
+
+    # Woken, the old leader learns it lost the lease: it steps down and exits 1 (its service
+    # manager would start it again as a standby), killing its daemons first.
+    a.signal(signal.SIGCONT)
+    assert a.wait_exit(30) == 1, a.log()
+    assert "stepping down" in a.log()
+    lease = info(b)["lease"]
+    assert lease["holder"].split(":")[1] == str(b.pid) and lease["epoch"] == new_epoch
+
+
+@pytest.mark.timeout(180)
+def test_a_leader_cut_off_from_the_database_steps_down_before_the_standby_takes_over(
+    tmp_path: pathlib.Path, pg_url: str, defs_file: pathlib.Path
+) -> None:
+    """A network partition between the leader and PostgreSQL (the proxy stalls: connections hang,
+    nothing is refused). The leader steps down on its own monotonic renew deadline, while its
+    renewal still hangs, before the lease expires and the standby takes over; healed, it comes
+    back (as its service manager would start it) as a standby, and there is one leader."""
+    parsed = urllib.parse.urlparse(pg_url.replace("postgresql+psycopg", "postgresql"))
+    with proxy_to(parsed.hostname or "127.0.0.1", parsed.port or 5432) as proxy:
+        proxied = pg_url.replace(f"{parsed.hostname}:{parsed.port or 5432}", f"127.0.0.1:{proxy.port}")
+        a, b = host(tmp_path, "a", proxied), host(tmp_path, "b", pg_url)
+        try:
+            start_pair(a, b, defs_file)
+            before = run_to_success(b)
+            daemon_pids = [d["pid"] for d in a.status()["daemons"]]
+            proxy.stall()
+            cut_at = time.monotonic()
+            # Stepping down is its daemons killed: nothing it could launch is left running.
+            wait_for(
+                lambda: not any(alive(pid) for pid in daemon_pids), TTL + 10, "the leader's daemons to go"
+            )
+            stepped_down = time.monotonic() - cut_at
+            assert role(b) == "standby", "the standby took over before the old leader stepped down"
+            assert "stepping down: no lease renewal succeeded within the renew deadline" in a.log()
+            wait_for(lambda: role(b) == "leader", TTL + 10, "the standby to take over")
+            took_over = time.monotonic() - cut_at
+            assert stepped_down < took_over <= TTL + 5, (stepped_down, took_over)
+            assert a.wait_exit(30) == 1, a.log()
+            after = run_to_success(b)
+
+            proxy.resume()
+            a.start("-f", str(defs_file), command=("daemon", "run", "--standby"), wait_healthy=False)
+            wait_for(lambda: role(a) == "standby", 60, "the old leader to come back as a standby")
+            assert role(b) == "leader"
+            with client(b) as c:
+                for run_id in (before, after):
+                    launches = [e for e in c.get_run(run_id)[1] if e["status"] == "STARTING"]
+                    assert len(launches) == 1, (run_id, launches)
+        finally:
+            proxy.resume()
+            for proc in (a, b):
+                proc.stop()
+        for proc in (a, b):
+            assert_no_leftovers(proc.home)
+
+
+@pytest.mark.timeout(240)
+def test_two_test_hosts_a_cut_link_makes_the_leader_step_down_and_the_other_host_lead(
+    tmp_path: pathlib.Path, pg_url: str, defs_file: pathlib.Path
+) -> None:
+    """Two supervisors, each on its own test host (network namespace, own hostname), reaching
+    PostgreSQL only through a proxy on their link. Cutting the leader's link: it steps down before
+    the other takes over, within the lease plus the standby's retry; each run launched once; healed
+    and restarted, the cut-off host rejoins as a standby."""
+    parsed = urllib.parse.urlparse(pg_url.replace("postgresql+psycopg", "postgresql"))
+    pg_host, pg_port = parsed.hostname or "127.0.0.1", parsed.port or 5432
+    with contextlib.ExitStack() as stack:
+        bed = stack.enter_context(netns.multi_host())
+        hosts, procs = [], []
+        for name in ("hosta", "hostb"):
+            test_host = bed.host(name)
+            proxy = stack.enter_context(proxy_to(pg_host, pg_port, listen_host=test_host.local_address))
+            url = pg_url.replace(f"{pg_host}:{pg_port}", f"{test_host.local_address}:{proxy.port}")
+            hosts.append(test_host)
+            procs.append(host(tmp_path, name, url))
+        a, b = procs
+        stack.callback(lambda: [p.stop() for p in procs])
+        a.start("-f", str(defs_file), command=("daemon", "run"), wrap=hosts[0].command())
+        b.start(
+            "-f",
+            str(defs_file),
+            command=("daemon", "run", "--standby"),
+            wait_healthy=False,
+            wrap=hosts[1].command(),
+        )
+        wait_for(lambda: role(b) == "standby", 60, "host b to serve as a standby")
+        leader_sees_standby(a)
+        assert info(b)["lease"]["holder"].startswith("hosta:"), "the holder names its test host"
+        before = run_to_success(b)
+
+        daemon_pids = [d["pid"] for d in a.status()["daemons"]]
+        hosts[0].cut()
+        cut_at = time.monotonic()
+        wait_for(lambda: not any(alive(pid) for pid in daemon_pids), TTL + 10, "host a's daemons to go")
+        stepped_down = time.monotonic() - cut_at
+        assert role(b) == "standby", "host b took over before host a stepped down"
+        wait_for(lambda: role(b) == "leader", TTL + 10, "host b to take over")
+        took_over = time.monotonic() - cut_at
+        assert stepped_down < took_over <= TTL + 5, (stepped_down, took_over)
+        assert a.wait_exit(30) == 1, a.log()
+        after = run_to_success(b)
+
+        hosts[0].heal()
+        a.start(
+            "-f",
+            str(defs_file),
+            command=("daemon", "run", "--standby"),
+            wait_healthy=False,
+            wrap=hosts[0].command(),
+        )
+        wait_for(lambda: role(a) == "standby", 60, "host a to rejoin as a standby")
+        assert role(b) == "leader" and info(a)["lease"]["holder"].startswith("hostb:")
+        with client(b) as c:
+            for run_id in (before, after):
+                launches = [e for e in c.get_run(run_id)[1] if e["status"] == "STARTING"]
+                assert len(launches) == 1, (run_id, launches)
+    for proc in procs:
+        assert_no_leftovers(proc.home)
+    assert not netns.ours(os.getpid()), "a test host outlived its test"
