@@ -412,6 +412,18 @@ def test_sigterm_drains_a_worker_host_its_run_finishes(fleet: Fleet) -> None:
     fleet.start_worker()  # later tests need one
 
 
+@pytest.mark.timeout(90)
+def test_worker_host_stopped_while_starting_unregisters(fleet: Fleet) -> None:
+    """Regression: SIGTERM between the host's registration and Celery installing its handlers
+    killed it without unregistering, so its slots counted as free until its heartbeat went stale
+    and the run queue dispatched into them (4 runs in progress on 2 slots)."""
+    for _ in range(3):
+        pid = fleet.start_worker(concurrency=1)  # returns as soon as it is registered
+        fleet.stop_worker(pid)
+        assert pid not in fleet.registered(), f"worker host {pid} stopped but still registered"
+    fleet.start_worker()  # later tests need one
+
+
 @pytest.mark.timeout(150)
 def test_runs_dispatch_only_into_free_slots_in_priority_order(fleet: Fleet) -> None:
     for pid in list(fleet.workers):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -284,20 +285,28 @@ def run_host(
     signals.worker_shutting_down.connect(on_shutting_down, weak=False)
     if notify.enabled:
         app.steps["consumer"].add(notify_step(host, notify))
+
+    def exit_on_sigterm(_signum: int, _frame: Any) -> None:
+        raise SystemExit(0)
+
+    # Until Celery installs its own handlers, SIGTERM must still unregister the host: a host
+    # stopped while starting stayed registered, its slots counted as free until its heartbeat
+    # went stale, and runs were dispatched to nobody (seen as 4 runs in progress on 2 slots).
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     host.register()
     log.info("worker host %s: queues %s, %d slot(s)", host.name, ", ".join(queues), concurrency)
-    worker = app.Worker(
-        hostname=f"dagd@{host.name}",
-        pool_cls="threads",
-        concurrency=concurrency,
-        queues=queues,
-        loglevel="INFO",
-        without_gossip=True,
-        without_mingle=True,
-        without_heartbeat=True,
-        quiet=True,
-    )
     try:
+        worker = app.Worker(
+            hostname=f"dagd@{host.name}",
+            pool_cls="threads",
+            concurrency=concurrency,
+            queues=queues,
+            loglevel="INFO",
+            without_gossip=True,
+            without_mingle=True,
+            without_heartbeat=True,
+            quiet=True,
+        )
         worker.start()
     finally:
         host.unregister()
