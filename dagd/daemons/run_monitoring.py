@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from dagd.daemons.base import Daemon
@@ -30,6 +30,7 @@ from dagd.runs.monitoring import (
     next_deadline,
     worker_heartbeat_timeout,
 )
+from dagd.runs.retries import submit_retries
 from dagd.timefmt import utcnow
 
 if TYPE_CHECKING:
@@ -53,6 +54,10 @@ class RunMonitoringDaemon(Daemon):
         self.handled = 0
         self._next_deadline: datetime | None = None
         self._clock_offset = 0.0  # database clock - this host's, as of the last pass
+        # Failures ended since then are looked at for retries (database clock). At start, the last
+        # day: retries are idempotent, so a failure seen twice gets one retry.
+        self._retries_since: datetime | None = None
+        self._retried: set[str] = set()
 
     @property
     def interval_seconds(self) -> float:
@@ -108,7 +113,29 @@ class RunMonitoringDaemon(Daemon):
         for key in set(self._suspect) - live:
             del self._suspect[key]
         self._next_deadline = soonest
+        self._retry_failures(now)
         self.info = {"watched": len(watched), "handled": self.handled, "judging_silence": judge_silence}
+
+    def _retry_failures(self, now: datetime) -> None:
+        """Run retries (:mod:`dagd.runs.retries`) for runs that failed since the last look."""
+        if not self.instance.config.run_retries.enabled:
+            return
+        since = self._retries_since or now - timedelta(days=1)
+        _, failed = self.instance.storage.runs.failed_since(since - timedelta(seconds=5))
+        fresh = [run for run in failed if run.run_id not in self._retried]
+        self._retried = {run.run_id for run in failed}  # seen again in the next pass's overlap: skipped
+        for retry in submit_retries(self.instance, fresh):
+            log.info(
+                "run %s: retry %s of run %s",
+                retry.run_id,
+                retry.tags.get("dagd/retry_number"),
+                retry.tags.get("dagd/parent_run_id"),
+            )
+        if failed and len(failed) >= 500:
+            self._retries_since = failed[-1].ended_at
+            self.wake_event.set()
+        else:
+            self._retries_since = now
 
     def wake_later(self, seconds: float) -> None:
         timer = threading.Timer(seconds, self.wake_event.set)

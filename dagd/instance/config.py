@@ -522,6 +522,13 @@ class MetricsConfig(_Model):
     host: NonEmptyStr = "127.0.0.1"
 
 
+class RunRetriesConfig(_Model):
+    """Dagster's ``run_retries``: a FAILURE is retried as a new run (never a CANCELED one)."""
+
+    enabled: bool = False
+    max_retries: int = Field(default=0, ge=0, le=100)  # the tag dagd/max_retries overrides it per run
+
+
 class InstanceConfig(_Model):
     storage: StorageConfig = StorageConfig()
     run_coordinator: RunCoordinatorConfig = RunCoordinatorConfig()
@@ -534,6 +541,7 @@ class InstanceConfig(_Model):
     webserver: WebserverConfig = WebserverConfig()
     metrics: MetricsConfig = MetricsConfig()
     retention: RetentionConfig = RetentionConfig()
+    run_retries: RunRetriesConfig = RunRetriesConfig()
 
     def dump_public(self) -> dict[str, Any]:
         """The configuration with YAML key names, safe to print: tokens and passwords masked."""

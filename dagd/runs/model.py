@@ -74,6 +74,25 @@ MAX_RUNTIME_TAG = "dagd/max_runtime"
 BACKFILL_TAG = "dagd/backfill"
 # Set from @job(resumable=True) at submission: run monitoring may give the run a new worker.
 RESUMABLE_TAG = "dagd/resumable"
+# Run retries (Dagster's run_retries): a retry is a new run linked to its parent and root.
+MAX_RETRIES_TAG = "dagd/max_retries"
+PARENT_RUN_TAG = "dagd/parent_run_id"
+ROOT_RUN_TAG = "dagd/root_run_id"
+RETRY_NUMBER_TAG = "dagd/retry_number"
+
+
+def check_max_retries(tags: dict[str, str]) -> int | None:
+    """The run's ``dagd/max_retries`` (None: not set); raises ValueError naming a bad value."""
+    raw = tags.get(MAX_RETRIES_TAG)
+    if raw is None:
+        return None
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 100:
+        raise ValueError(f"tag {MAX_RETRIES_TAG} must be an integer from 0 to 100, got {str(raw)[:40]!r}")
+    return value
 
 
 # The priority column is a 32-bit integer on PostgreSQL.

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from dagd.errors import InvalidArgument
-from dagd.runs.model import PRIORITY_TAG, RESUMABLE_TAG, check_max_runtime, parse_priority
+from dagd.runs.model import PRIORITY_TAG, RESUMABLE_TAG, check_max_retries, check_max_runtime, parse_priority
 from dagd.runs.plugins import Submission
 
 
@@ -40,6 +40,7 @@ def finalize(submission: Submission) -> Submission:
     try:
         priority = parse_priority(submission.tags)
         check_max_runtime(submission.tags)
+        check_max_retries(submission.tags)
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
     return replace(submission, priority=priority)

@@ -236,6 +236,20 @@ class RunStore:
             raise NotFound(f"no run with id {run_id!r}")
         return run
 
+    def failed_since(self, since: datetime | None, limit: int = 500) -> tuple[datetime, builtins.list[Run]]:
+        """(the database's clock, FAILURE runs that ended at or after ``since``, oldest first)."""
+        with self._storage.sql_read() as sql:
+            now = sql.db_now()
+            rows = sql.records(
+                "SELECT * FROM runs WHERE status = :failure AND ended_at >= :since ORDER BY ended_at LIMIT :limit",
+                {
+                    "failure": RunStatus.FAILURE.value,
+                    "since": since or datetime(1970, 1, 1, tzinfo=now.tzinfo),
+                    "limit": limit,
+                },
+            )
+        return now, [row_to_run(row) for row in rows]
+
     def held_until(self, run_id: str) -> datetime | None:
         """When a run held after a failed launch may go again, if that is still in the future by
         the database's clock; else None."""

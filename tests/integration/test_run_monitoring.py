@@ -340,3 +340,76 @@ def test_deadline_found_in_a_pass_is_kept_by_the_loop(
         thread.join(10)
     assert took < 2.5, f"terminated {took:.2f}s after the loop started (limit 0.5 s, poll 5 s)"
     assert not alive(worker)
+
+
+# -- run retries (issue #19, item 5) -------------------------------------------------------------
+
+
+def retrying_daemon(storage_url: str, home: pathlib.Path, max_retries: int) -> RunMonitoringDaemon:
+    home.mkdir()
+    config = {
+        "storage": storage_section(storage_url),
+        "run_monitoring": FAST,
+        "run_retries": {"enabled": True, "max_retries": max_retries},
+    }
+    (home / "dagd.yaml").write_text(yaml.safe_dump(config))
+    return RunMonitoringDaemon(Instance.load(home))
+
+
+def failed_run(
+    daemon: RunMonitoringDaemon, tags: dict[str, str] | None = None, status: RunStatus = RunStatus.FAILURE
+) -> Run:
+    runs = daemon.instance.storage.runs
+    run = runs.create(
+        NewRun("job", {"team": "a", **(tags or {})}, {"x": 1}, 0, RunStatus.QUEUED, code_location="loc")
+    )
+    done = runs.transition(run.run_id, status, expected=(RunStatus.QUEUED,), error="boom")
+    assert done is not None
+    return done
+
+
+def chain(daemon: RunMonitoringDaemon, root: str) -> list[Run]:
+    from dagd.runs.model import RunFilter
+
+    return sorted(
+        daemon.instance.storage.runs.list(RunFilter(tags={"dagd/root_run_id": root})),
+        key=lambda r: int(r.tags["dagd/retry_number"]),
+    )
+
+
+def test_failed_run_is_retried_as_a_linked_new_run_until_the_retries_are_spent(
+    storage_url: str, tmp_path: pathlib.Path
+) -> None:
+    daemon = retrying_daemon(storage_url, tmp_path / "home", max_retries=2)
+    try:
+        first = failed_run(daemon)
+        daemon.run_iteration()
+        daemon.run_iteration()  # a pass over the same failure again: still one retry
+        [retry] = chain(daemon, first.run_id)
+        assert retry.status == RunStatus.QUEUED and retry.job_name == "job" and retry.run_config == {"x": 1}
+        assert retry.tags["dagd/parent_run_id"] == first.run_id and retry.tags["dagd/retry_number"] == "1"
+        assert retry.tags["team"] == "a" and retry.code_location == "loc"
+
+        runs = daemon.instance.storage.runs
+        runs.transition(retry.run_id, RunStatus.FAILURE, expected=(RunStatus.QUEUED,), error="boom again")
+        daemon.run_iteration()
+        second = chain(daemon, first.run_id)[1]
+        assert second.tags["dagd/parent_run_id"] == retry.run_id and second.tags["dagd/retry_number"] == "2"
+        runs.transition(second.run_id, RunStatus.FAILURE, expected=(RunStatus.QUEUED,), error="and again")
+        daemon.run_iteration()
+        assert len(chain(daemon, first.run_id)) == 2, "retried past max_retries"
+    finally:
+        daemon.close()
+
+
+def test_canceled_runs_and_runs_tagged_max_retries_0_are_not_retried(
+    storage_url: str, tmp_path: pathlib.Path
+) -> None:
+    daemon = retrying_daemon(storage_url, tmp_path / "home", max_retries=3)
+    try:
+        canceled = failed_run(daemon, status=RunStatus.CANCELED)
+        opted_out = failed_run(daemon, tags={"dagd/max_retries": "0"})
+        daemon.run_iteration()
+        assert chain(daemon, canceled.run_id) == [] and chain(daemon, opted_out.run_id) == []
+    finally:
+        daemon.close()
