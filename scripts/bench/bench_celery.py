@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from bench_submit import latency  # noqa: E402
-from common import distribution, running_supervisor, summary_ms, write_json  # noqa: E402
+from common import distribution, running_supervisor, stop_process, summary_ms, write_json  # noqa: E402
 
 BROKERS = {
     "rabbitmq": os.environ.get("DAGD_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//"),
@@ -61,11 +60,7 @@ def measure(broker: str, runs: int) -> list[float]:
                 latency(home, 3)  # warm-up (and waits for the host to consume)
                 return latency(home, runs)
             finally:
-                worker.send_signal(signal.SIGTERM)
-                try:
-                    worker.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
+                stop_process(worker)
                 log.close()
     finally:
         _delete_queue(url, queue)

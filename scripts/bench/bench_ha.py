@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ BENCH_DIR = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parents[1]))
 sys.path.insert(0, str(BENCH_DIR))
 
-from common import BENCH_DEFS, distribution, postgres_schema, summary_ms, write_json  # noqa: E402
+from common import BENCH_DEFS, distribution, postgres_schema, stop_process, summary_ms, write_json  # noqa: E402
 
 from dagd.client.client import Client  # noqa: E402
 
@@ -51,11 +50,7 @@ def supervisor(root: pathlib.Path, name: str, url: str, *args: str) -> Iterator[
     try:
         yield home
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def client_when(home: pathlib.Path, role: str, timeout: float = 60) -> Client:

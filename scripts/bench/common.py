@@ -118,12 +118,17 @@ def running_supervisor(
                 time.sleep(0.2)
             yield home
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
             log.close()
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM (an orderly stop), then SIGKILL if it has not exited within 30 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def address(home: pathlib.Path) -> str:

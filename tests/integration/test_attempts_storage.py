@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from helpers.procs import wait_for
 
 from dagd.runs.attempts import AttemptState, ClaimOutcome
 from dagd.runs.model import RunStatus
@@ -125,8 +126,8 @@ def test_orphaned_dispatch_is_superseded_and_its_token_dies(
     storage: Storage, dispatched: tuple[str, int, str]
 ) -> None:
     run_id, number, token = dispatched
-    time.sleep(0.3)
-    assert [a.run_id for a in storage.attempts.dispatched_before(0.2)] == [run_id]
+    aged = wait_for(lambda: storage.attempts.dispatched_before(0.2), 10, "the dispatch to be 0.2 s old")
+    assert [a.run_id for a in aged] == [run_id]
     assert storage.attempts.dispatched_before(60) == []
     moved = storage.attempts.next_attempt(
         run_id, number, ending=AttemptState.ABANDONED, only=(AttemptState.DISPATCHED,), reason="orphaned",
