@@ -51,12 +51,9 @@ class Published:
 
     @property
     def alive(self) -> bool:
-        import psutil  # here: dagctl starts faster without it, and most commands never get here
+        from dagd.processes import process_matches  # psutil inside: dagctl starts faster without it
 
-        try:
-            return abs(psutil.Process(self.pid).create_time() - self.started_at) < 0.05
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return False
+        return process_matches(self.pid, self.started_at)
 
 
 def read_published(home: pathlib.Path) -> Published | None:

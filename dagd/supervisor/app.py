@@ -40,6 +40,7 @@ from typing import Any
 import psutil
 
 from dagd.instance.instance import Instance
+from dagd.processes import process_matches, signal_group
 from dagd.runs.cancel import cancel_runs_in_progress
 from dagd.supervisor.code_locations import CodeLocations
 from dagd.supervisor.control import ControlPlane
@@ -78,13 +79,8 @@ def kill_leftover_daemons(instance: Instance) -> int:
         return 0
     killed = 0
     for pid, started_at in recorded.values():
-        try:
-            proc = psutil.Process(pid)
-            if abs(proc.create_time() - started_at) < 0.05:
-                os.killpg(pid, signal.SIGKILL)
-                killed += 1
-        except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
-            continue
+        if process_matches(pid, started_at) and signal_group(pid, signal.SIGKILL):
+            killed += 1
     path.unlink(missing_ok=True)
     return killed
 

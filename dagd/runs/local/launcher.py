@@ -27,8 +27,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import IO, TYPE_CHECKING, Any
 
 from dagd.instance.instance import BuiltinConfigModel
+from dagd.processes import create_time, kill_session, process_matches, session_members, signal_group
 from dagd.runs.attempts import Attempt, WorkerHealth
-from dagd.runs.local.process import create_time, kill_session, process_matches, session_members, signal_group
 from dagd.runs.model import Run
 from dagd.runs.plugins import RunLauncher, WorkerHandle
 
@@ -53,6 +53,9 @@ class ForkServer:
             stdout=subprocess.PIPE,
             stderr=None,
             close_fds=True,
+            # Its workers inherit this environment, and their titles (dagd.processes) replace the
+            # command line that named the home: DAGD_HOME still says whose they are.
+            env={**os.environ, "DAGD_HOME": home},
         )
         self._pending: dict[str, Future[int]] = {}
         self._keys = itertools.count()
@@ -177,6 +180,7 @@ class LocalProcessRunLauncher(RunLauncher):
                 stderr=crash_log,
                 start_new_session=True,
                 close_fds=True,
+                env={**os.environ, "DAGD_HOME": str(self.instance.home)},  # as for the fork server's
             )
 
         def reap() -> None:
