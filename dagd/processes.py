@@ -23,10 +23,6 @@ import functools
 import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import psutil
 
 DAEMON_TITLE_PREFIX = "dagd: "
 RUN_TITLE_PREFIX = "dagd run "
@@ -128,20 +124,6 @@ def process_matches(pid: int | None, started_at: float | None) -> bool:
         return started_at is None or abs(proc.create_time() - started_at) < SAME_START_SECONDS
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
-
-
-def group_members(pgid: int) -> list[psutil.Process]:
-    """Live (non-zombie) processes of a process group."""
-    import psutil
-
-    members = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
-                members.append(proc)
-        except (ProcessLookupError, psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return members
 
 
 def signal_group(pgid: int, sig: int) -> bool:

@@ -1,8 +1,8 @@
 """The run record and its status lifecycle.
 
-Every status change goes through :func:`check_transition`, so the set of legal moves lives in one
-table. Storage applies a change as a compare-and-set (``UPDATE ... WHERE status = <from>``), which
-is what makes a claim atomic across processes and hosts.
+The legal moves between statuses are listed in one table, :data:`TRANSITIONS`. Storage applies a
+change as a compare-and-set (``UPDATE ... WHERE status = <from>``), which is what makes a claim
+atomic across processes and hosts.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import enum
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-
-from dagd.errors import InvalidTransition
 
 
 class RunStatus(str, enum.Enum):
@@ -28,10 +26,6 @@ class RunStatus(str, enum.Enum):
     @property
     def is_finished(self) -> bool:
         return self in FINISHED_STATUSES
-
-    @property
-    def is_in_progress(self) -> bool:
-        return self in IN_PROGRESS_STATUSES
 
 
 # The status groups, defined here only: the run queue, the queue status, `dagctl`, and the web UI's
@@ -61,12 +55,6 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     _S.FAILURE: frozenset(),
     _S.CANCELED: frozenset(),
 }
-
-
-def check_transition(current: RunStatus, target: RunStatus) -> None:
-    """Raise :class:`InvalidTransition` unless ``current -> target`` is a legal move."""
-    if target not in TRANSITIONS[current]:
-        raise InvalidTransition(f"run cannot go from {current.value} to {target.value}")
 
 
 PRIORITY_TAG = "dagd/priority"

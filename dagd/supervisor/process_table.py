@@ -31,7 +31,6 @@ from dagd.supervisor.states import (
     DaemonProcess,
     ExitReason,
     MarkHung,
-    ProcessState,
     RestartPolicy,
     SendKill,
     SendTerm,
@@ -379,10 +378,6 @@ class ProcessTable:
                 p.state in ALIVE and self._first_progress.get(name) == p.incarnation
                 for name, p in self.procs.items()
             )
-
-    def is_running(self, name: str) -> bool:
-        with self._lock:
-            return self.procs[name].state is ProcessState.RUNNING
 
 
 def _send_config(child: subprocess.Popen[bytes], line: bytes) -> None:

@@ -3,7 +3,6 @@ signalling); kept so existing imports work."""
 
 from dagd.processes import (  # noqa: F401
     create_time,
-    group_members,
     kill_session,
     process_matches,
     session_members,
