@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
+from dagd import home as layout
 from dagd.client.table import Cell, Column, print_table, styled
 from dagd.errors import ConfigError, DagdError, DefinitionError, InvalidArgument, NotFound, SchemaOutOfDate
 from dagd.strictjson import loads_object
@@ -341,7 +342,7 @@ def health(ctx: Ctx, service: str, local: bool, timeout: float) -> None:
         _grpc_health(ctx.address, service, timeout, ctx.tls_ca)
         return
     socket_path = Instance.load(ctx.home, create=False).socket_path
-    web = ctx.home / "webserver.json"
+    web = layout.webserver_file(ctx.home)
     if local and not socket_path.exists() and web.exists():
         _web_health(web, timeout)
         return
@@ -767,7 +768,7 @@ def daemons_logs(ctx: Ctx, name: str, follow: bool, lines: int) -> None:
 
     if name not in DAEMON_NAMES:
         raise NotFound(f"no daemon named {name!r} (daemons: {', '.join(DAEMON_NAMES)})")
-    path = ctx.home / "logs" / f"{name}.log"
+    path = layout.log_file(ctx.home, name)
     if not path.exists():
         raise NotFound(f"no log yet for {name} at {path}")
     with open(path, errors="replace") as handle:

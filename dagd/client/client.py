@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from dagd import home as layout
 from dagd.api.v1 import dagd_pb2 as pb
 from dagd.api.v1 import dagd_pb2_grpc as pb_grpc
 from dagd.errors import (
@@ -58,7 +59,7 @@ class Published:
 
 def read_published(home: pathlib.Path) -> Published | None:
     try:
-        data = json.loads((home / "supervisor.json").read_text())
+        data = json.loads(layout.supervisor_file(home).read_text())
         return Published(
             pid=int(data["pid"]), started_at=float(data["started_at"]), addresses=list(data["addresses"])
         )

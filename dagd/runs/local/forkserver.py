@@ -59,9 +59,11 @@ def _child(home: str, run_id: str, attempt: int, token: str, wakeup_r: int, wake
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     os.close(wakeup_r)
     os.close(wakeup_w)
-    log_dir = os.path.join(home, "logs", "runs")
-    os.makedirs(log_dir, exist_ok=True)
-    crash_log = os.open(os.path.join(log_dir, f"{run_id}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    from dagd.home import run_log_file
+
+    log_file = run_log_file(home, run_id)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    crash_log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(crash_log, 1)

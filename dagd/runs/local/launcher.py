@@ -26,6 +26,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import IO, TYPE_CHECKING, Any
 
+from dagd.home import run_log_file
 from dagd.instance.instance import BuiltinConfigModel
 from dagd.processes import create_time, kill_session, process_matches, session_members, signal_group
 from dagd.runs.attempts import Attempt, WorkerHealth
@@ -169,10 +170,10 @@ class LocalProcessRunLauncher(RunLauncher):
         return self._spawn(run, attempt)
 
     def _spawn(self, run: Run, attempt: Attempt) -> WorkerHandle:
-        log_dir = self.instance.home / "logs" / "runs"
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_file = run_log_file(self.instance.home, run.run_id)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
         # The worker's own output (claims, fencing, crashes before it can write to storage).
-        with open(log_dir / f"{run.run_id}.log", "ab") as crash_log:
+        with open(log_file, "ab") as crash_log:
             proc = subprocess.Popen(
                 self.worker_command(run, attempt),
                 stdin=subprocess.DEVNULL,
