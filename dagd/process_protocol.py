@@ -13,6 +13,10 @@ One home for what the two ends say to each other, written once:
 
 The wire format is the one dagd always spoke (``{"progress": 3}``, ``{"busy": 7.0, "degraded":
 null}``...): a child and a supervisor of different versions still understand each other.
+The local launcher and its fork server speak over the same kind of pipes; their messages are here
+too (:class:`ForkRequest` one way; :class:`ForkServerReady`, :class:`Forked`, :class:`ForkFailed`,
+:class:`WorkerExited` the other).
+
 This module is at the bottom of the layers: it imports nothing from dagd.
 """
 
@@ -218,3 +222,106 @@ def read_config_line(fd: int = 0) -> bytes:
             os._exit(0)
         data += chunk
     return data.partition(b"\n")[0]
+
+
+# -- the fork server (dagd/runs/local/forkserver.py) and its launcher's end ----------------------
+#
+# The same pipes: the launcher writes one ForkRequest per line to the fork server's stdin (EOF: the
+# launcher is gone, the server exits and its workers carry on); the server answers on its stdout.
+
+
+@dataclass(frozen=True)
+class ForkRequest:
+    """Fork a worker for attempt ``attempt`` of ``run_id``; ``key`` matches the answer to it."""
+
+    run_id: str
+    attempt: int
+    token: str
+    key: str
+
+
+@dataclass(frozen=True)
+class ForkServerReady:
+    pid: int
+
+
+@dataclass(frozen=True)
+class Forked:
+    key: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class ForkFailed:
+    key: str
+    message: str
+
+
+@dataclass(frozen=True)
+class WorkerExited:
+    """A worker the server forked ended (the run queue may look again)."""
+
+    pid: int
+    code: int
+
+
+ForkServerMessage = ForkServerReady | Forked | ForkFailed | WorkerExited
+
+
+def encode_fork(message: ForkRequest | ForkServerMessage) -> str:
+    """One line between the launcher and its fork server (without the newline)."""
+    out: dict[str, Any]
+    if isinstance(message, ForkRequest):
+        out = {
+            "run_id": message.run_id,
+            "attempt": message.attempt,
+            "token": message.token,
+            "key": message.key,
+        }
+    elif isinstance(message, ForkServerReady):
+        out = {"ready": message.pid}
+    elif isinstance(message, Forked):
+        out = {"launched": message.key, "pid": message.pid}
+    elif isinstance(message, ForkFailed):
+        out = {"error": message.key, "message": message.message}
+    else:
+        out = {"exited": message.pid, "code": message.code}
+    return json.dumps(out)
+
+
+def _object(raw: bytes | str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def decode_fork_request(raw: bytes | str) -> ForkRequest | None:
+    data = _object(raw)
+    try:
+        if data is not None:
+            return ForkRequest(
+                str(data["run_id"]), int(data["attempt"]), str(data["token"]), str(data["key"])
+            )
+    except (KeyError, TypeError, ValueError):
+        pass
+    return None
+
+
+def decode_fork_reply(raw: bytes | str) -> ForkServerMessage | None:
+    data = _object(raw)
+    if data is None:
+        return None
+    try:
+        if "ready" in data:
+            return ForkServerReady(int(data["ready"]))
+        if "launched" in data:
+            return Forked(str(data["launched"]), int(data["pid"]))
+        if "error" in data:
+            return ForkFailed(str(data["error"]), str(data.get("message", "fork server error")))
+        if "exited" in data:
+            return WorkerExited(int(data["exited"]), int(data["code"]))
+    except (KeyError, TypeError, ValueError):
+        pass
+    return None

@@ -11,12 +11,20 @@ from dagd.process_protocol import (
     UNCHANGED,
     Busy,
     Degraded,
+    Forked,
+    ForkFailed,
+    ForkRequest,
+    ForkServerReady,
     Progress,
     Started,
     StatusPipe,
     WakeRequest,
+    WorkerExited,
     decode,
+    decode_fork_reply,
+    decode_fork_request,
     encode,
+    encode_fork,
 )
 
 # (message, its line as dagd's children wrote it before the messages were typed)
@@ -63,3 +71,26 @@ def test_the_pipe_writes_one_line_per_message_and_a_closed_pipe_never_raises() -
     stream.close()
     pipe.send(Progress(2))  # ValueError inside: swallowed, the pipe goes quiet
     StatusPipe(None).send(Progress(3))
+
+
+FORK_WIRE = [
+    (ForkRequest("r1", 2, "tok", "r1/2/0"), {"run_id": "r1", "attempt": 2, "token": "tok", "key": "r1/2/0"}),
+    (ForkServerReady(10), {"ready": 10}),
+    (Forked("r1/2/0", 11), {"launched": "r1/2/0", "pid": 11}),
+    (ForkFailed("r1/2/0", "fork failed: EAGAIN"), {"error": "r1/2/0", "message": "fork failed: EAGAIN"}),
+    (WorkerExited(11, -9), {"exited": 11, "code": -9}),
+]
+
+
+@pytest.mark.parametrize(("message", "wire"), FORK_WIRE)
+def test_the_fork_servers_messages_keep_their_wire_form(message: object, wire: dict[str, object]) -> None:
+    assert json.loads(encode_fork(message)) == wire  # type: ignore[arg-type]
+    decode = decode_fork_request if isinstance(message, ForkRequest) else decode_fork_reply
+    assert decode(json.dumps(wire)) == message
+
+
+@pytest.mark.parametrize(
+    "line", [b"", b"junk", b"[]", b'{"run_id": "r"}', b'{"launched": "k"}', b'{"exited": "x"}']
+)
+def test_a_fork_server_line_that_is_no_message_is_ignored(line: bytes) -> None:
+    assert decode_fork_request(line) is None and decode_fork_reply(line) is None

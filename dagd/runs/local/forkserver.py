@@ -5,11 +5,14 @@ before the job's first line. The fork server is exec'd once by the launcher, imp
 and then forks one child per run; the child starts its own session (so terminate reaches its whole
 group), opens its *own* database engine (nothing pooled crosses the fork) and runs the worker.
 
-The server is single-threaded (forking a threaded process is unsafe) and speaks JSON lines:
+The server is single-threaded (forking a threaded process is unsafe) and speaks JSON lines
+(:mod:`dagd.process_protocol`):
 
-    launcher -> server   {"run_id": "...", "attempt": N, "token": "...", "key": "..."}
-    server -> launcher   {"launched": "<key>", "pid": N} | {"error": "<key>", "message": "..."}
-                         {"exited": N, "code": C}            (a worker ended; the queue can look again)
+    launcher -> server   ForkRequest      {"run_id": "...", "attempt": N, "token": "...", "key": "..."}
+    server -> launcher   ForkServerReady  {"ready": PID}
+                         Forked           {"launched": "<key>", "pid": N}
+                         ForkFailed       {"error": "<key>", "message": "..."}
+                         WorkerExited     {"exited": N, "code": C}   (the queue can look again)
 
 EOF on stdin means the launcher is gone: the server exits, and the workers keep running.
 """
@@ -17,12 +20,20 @@ EOF on stdin means the launcher is gone: the server exits, and the workers keep 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import select
 import signal
 import sys
-from typing import Any
+
+from dagd.process_protocol import (
+    Forked,
+    ForkFailed,
+    ForkServerMessage,
+    ForkServerReady,
+    WorkerExited,
+    decode_fork_request,
+    encode_fork,
+)
 
 
 def _preload() -> None:
@@ -113,8 +124,8 @@ def serve(home: str) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    def send(message: dict[str, Any]) -> None:
-        out.write(json.dumps(message) + "\n")
+    def send(message: ForkServerMessage) -> None:
+        out.write(encode_fork(message) + "\n")
         out.flush()
 
     def reap() -> None:
@@ -125,11 +136,11 @@ def serve(home: str) -> None:
                 return
             if pid == 0:
                 return
-            send({"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+            send(WorkerExited(pid, os.waitstatus_to_exitcode(status)))
 
     stdin = sys.stdin.fileno()
     buffer = b""
-    send({"ready": os.getpid()})
+    send(ForkServerReady(os.getpid()))
     while True:
         try:
             readable, _, _ = select.select([stdin, wakeup_r], [], [])
@@ -146,24 +157,17 @@ def serve(home: str) -> None:
         buffer += chunk
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
-            try:
-                request = json.loads(line)
-                run_id, attempt, token = (
-                    str(request["run_id"]),
-                    int(request["attempt"]),
-                    str(request["token"]),
-                )
-                key = str(request["key"])
-            except (ValueError, KeyError, TypeError):
+            request = decode_fork_request(line)
+            if request is None:
                 continue
             try:
                 pid = os.fork()
             except OSError as exc:
-                send({"error": key, "message": f"fork failed: {exc}"})
+                send(ForkFailed(request.key, f"fork failed: {exc}"))
                 continue
             if pid == 0:
-                _child(home, run_id, attempt, token, wakeup_r, wakeup_w)
-            send({"launched": key, "pid": pid})
+                _child(home, request.run_id, request.attempt, request.token, wakeup_r, wakeup_w)
+            send(Forked(request.key, pid))
 
 
 def main() -> None:
