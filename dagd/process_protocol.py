@@ -188,18 +188,27 @@ class StatusPipe:
                 self._stream = None
 
 
-def watch_parent_eof(on_byte: Callable[[bytes], None] | None = None) -> None:
+def watch_parent_eof(
+    on_byte: Callable[[bytes], None] | None = None, on_eof: Callable[[], None] | None = None
+) -> None:
     """In a background thread: exit when stdin hits EOF (the supervisor is gone); hand any bytes
-    read (wake-ups, :data:`WAKE`) to ``on_byte``."""
+    read (wake-ups, :data:`WAKE`) to ``on_byte``. With ``on_eof``, call it instead of exiting at
+    once (the web UI stops its server and unpublishes its URL)."""
 
     def watch() -> None:
-        fd = sys.stdin.fileno()
+        try:
+            fd = sys.stdin.fileno()
+        except (AttributeError, ValueError, OSError):
+            fd = -1  # no stdin at all: read as EOF below
         while True:
             try:
                 data = os.read(fd, 512)
             except OSError:
                 data = b""
             if not data:
+                if on_eof is not None:
+                    on_eof()
+                    return
                 log.warning("supervisor gone (stdin closed): exiting")
                 os._exit(0)
             if on_byte is not None:

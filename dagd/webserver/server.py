@@ -21,7 +21,6 @@ import secrets
 import signal
 import socket
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ import uvicorn
 from dagd import home as layout
 from dagd.errors import ConfigError
 from dagd.instance.config import InstanceConfig, is_loopback_host, load_instance_config
+from dagd.process_protocol import watch_parent_eof
 from dagd.webserver.app import create_app
 from dagd.webserver.child import PUBLISHED_FILE
 from dagd.webserver.gateway import Gateway
@@ -160,13 +160,10 @@ def published(home: pathlib.Path, url: str) -> Iterator[None]:
 
 
 def _exit_when_stdin_closes(server: uvicorn.Server) -> None:
-    def watch() -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while sys.stdin.buffer.read(1024):
-                pass
+    def stop() -> None:
         server.should_exit = True
 
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    watch_parent_eof(on_eof=stop)
 
 
 def serve(settings: WebSettings, *, exit_with_parent: bool = False) -> int:
