@@ -36,6 +36,8 @@ FINISHED_STATUSES = frozenset({RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.C
 # purpose). NOT_STARTED is in no group but "all", as in Dagster's UI: a run being launched at once
 # by the default coordinator, where no limits apply.
 IN_PROGRESS_STATUSES = frozenset({RunStatus.STARTING, RunStatus.STARTED, RunStatus.CANCELING})
+# Launched and not being canceled: what a cancel moves to CANCELING (the rest of IN_PROGRESS).
+LAUNCHED_STATUSES = frozenset({RunStatus.STARTING, RunStatus.STARTED})
 
 _S = RunStatus
 # from -> allowed targets. Anything not listed is a bug in the caller and fails loudly.
