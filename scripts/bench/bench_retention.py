@@ -2,7 +2,8 @@
 steady load with retention on.
 
     python scripts/bench/bench_retention.py [--backend sqlite|postgres|both] [--runs 1000000]
-        [--steady-seconds 240] [--json PATH]
+        [--steady-seconds 240] [--rate 20] [--keep-minutes 1] [--sample-seconds 5]
+        [--vacuum-seconds 30] [--samples-file PATH] [--json PATH]
 
 1. History: ``--runs`` finished runs (one tag each, ten jobs, ended over the last 100 days) are
    bulk-loaded straight into a fresh database (SQLite: one executemany per 50,000 rows; PostgreSQL:
@@ -225,11 +226,21 @@ def autovacuum_on() -> bool:
     return bool(row) and row[0] == "on"
 
 
-def steady_load(backend: str, seconds: float, rate: float, vacuum_every: float = 0) -> dict[str, Any]:
+def steady_load(
+    backend: str,
+    seconds: float,
+    rate: float,
+    vacuum_every: float = 0,
+    keep_minutes: float = 1,
+    sample_every: float = 5,
+    samples_file: str | None = None,
+) -> dict[str, Any]:
+    days = keep_minutes / 1440
     retention = (
-        "retention:\n  purge_interval_seconds: 5\n  runs: {purge_after_days: 0.000694}\n"
-        "  sensor: {purge_after_days: {skipped: 0.000694}}\n"
+        f"retention:\n  purge_interval_seconds: 5\n  runs: {{purge_after_days: {days:.6f}}}\n"
+        f"  sensor: {{purge_after_days: {{skipped: {days:.6f}}}}}\n"
     )
+    out_file = open(samples_file, "a") if samples_file else None  # noqa: SIM115 - closed below
     with database(backend) as (url, section), running_supervisor(section + retention):
         writer = DirectDatabase(url)
         stop = threading.Event()
@@ -262,13 +273,16 @@ def steady_load(backend: str, seconds: float, rate: float, vacuum_every: float =
         thread.start()
         samples = []
         began = time.monotonic()
-        vacuumed = began
+        vacuumed = sampled = began
         try:
             while time.monotonic() - began < seconds:
                 time.sleep(5)
                 if backend == "postgres" and vacuum_every and time.monotonic() - vacuumed >= vacuum_every:
                     vacuum(url)
                     vacuumed = time.monotonic()
+                if time.monotonic() - sampled < sample_every - 0.5:
+                    continue
+                sampled = time.monotonic()
                 with writer.sql_read() as sql:
                     runs = sql.scalar("SELECT COUNT(*) FROM runs")
                     ticks = sql.scalar("SELECT COUNT(*) FROM ticks")
@@ -277,12 +291,18 @@ def steady_load(backend: str, seconds: float, rate: float, vacuum_every: float =
                     {"t": round(time.monotonic() - began), "bytes": size, "runs": runs, "ticks": ticks}
                 )
                 print(
-                    f"    t={samples[-1]['t']:>4}s  size {size / 1e6:7.2f} MB  runs {runs:>6}  ticks {ticks:>6}"
+                    f"    t={samples[-1]['t']:>4}s  size {size / 1e6:7.2f} MB  runs {runs:>6}  ticks {ticks:>6}",
+                    flush=True,
                 )
+                if out_file:
+                    out_file.write(json.dumps({**samples[-1], "utc": datetime.now(UTC).isoformat()}) + "\n")
+                    out_file.flush()
         finally:
             stop.set()
             thread.join()
             writer.dispose()
+            if out_file:
+                out_file.close()
     print(f"    writer: {len(latencies)} runs at {rate:g}/s; one run's writes {summary_ms(latencies)}")
     return {"rate": rate, "samples": samples, "writer_ms": distribution(latencies, 1000)}
 
@@ -301,7 +321,16 @@ def history(backend: str, count: int, now: datetime) -> dict[str, Any]:
     return out
 
 
-def bench(backend: str, count: int, steady_seconds: float, rate: float) -> dict[str, Any]:
+def bench(
+    backend: str,
+    count: int,
+    steady_seconds: float,
+    rate: float,
+    keep_minutes: float = 1,
+    sample_every: float = 5,
+    vacuum_seconds: float = 30,
+    samples_file: str | None = None,
+) -> dict[str, Any]:
     print(f"== {backend} ==")
     now = datetime.now(UTC)
     out: dict[str, Any] = {}
@@ -310,9 +339,14 @@ def bench(backend: str, count: int, steady_seconds: float, rate: float) -> dict[
     if steady_seconds > 0:
         vacuum_every = 0.0
         if backend == "postgres" and not autovacuum_on():
-            vacuum_every = 30.0
-            print("    autovacuum is off on this server: VACUUM every 30 s instead, as autovacuum would")
-        out["steady"] = steady_load(backend, steady_seconds, rate, vacuum_every)
+            vacuum_every = vacuum_seconds
+            print(
+                f"    autovacuum is off on this server: VACUUM every {vacuum_every:g} s instead, as autovacuum would",
+                flush=True,
+            )
+        out["steady"] = steady_load(
+            backend, steady_seconds, rate, vacuum_every, keep_minutes, sample_every, samples_file
+        )
         out["steady"]["manual_vacuum_seconds"] = vacuum_every
     return out
 
@@ -325,10 +359,33 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1_000_000, help="history size; 0 skips the history part")
     parser.add_argument("--steady-seconds", type=float, default=240)
     parser.add_argument("--rate", type=float, default=20, help="runs (and sensor ticks) per second")
+    parser.add_argument(
+        "--keep-minutes", type=float, default=1, help="steady load: retention of runs and ticks"
+    )
+    parser.add_argument("--sample-seconds", type=float, default=5, help="steady load: size sampling interval")
+    parser.add_argument(
+        "--vacuum-seconds", type=float, default=30,
+        help="steady load, PostgreSQL with autovacuum off: VACUUM the purged tables this often",
+    )  # fmt: skip
+    parser.add_argument(
+        "--samples-file", help="steady load: append each size sample to this file (JSON lines)"
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    results = {b: bench(b, args.runs, args.steady_seconds, args.rate) for b in backends}
+    results = {
+        b: bench(
+            b,
+            args.runs,
+            args.steady_seconds,
+            args.rate,
+            args.keep_minutes,
+            args.sample_seconds,
+            args.vacuum_seconds,
+            args.samples_file,
+        )  # fmt: skip
+        for b in backends
+    }
     write_json(args.json, results)
 
 
