@@ -101,11 +101,12 @@ def bulk_load(url: str, count: int, now: datetime) -> float:
             conn.executemany(
                 f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", chunk
             )
-            conn.executemany(
-                "INSERT INTO run_tags (run_id, key, value) VALUES (?, 'team', ?)",
-                [(row[0], json.loads(row[4])["team"]) for row in chunk],
-            )
             conn.execute("COMMIT")
+        conn.execute(
+            "INSERT INTO run_tags (run_id, key, value, run_seq)"
+            " SELECT run_id, 'team', json_extract(tags, '$.team'), seq FROM runs"
+        )
+        conn.commit()
         conn.execute("ANALYZE")
         conn.close()
     else:
@@ -117,7 +118,8 @@ def bulk_load(url: str, count: int, now: datetime) -> float:
                     for row in history_rows(count, now):
                         copy.write_row(row)
                 cur.execute(
-                    "INSERT INTO run_tags (run_id, key, value) SELECT run_id, 'team', tags::json->>'team' FROM runs"
+                    "INSERT INTO run_tags (run_id, key, value, run_seq)"
+                    " SELECT run_id, 'team', tags::json->>'team', seq FROM runs"
                 )
                 cur.execute("ANALYZE")
     return time.monotonic() - began
