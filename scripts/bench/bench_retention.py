@@ -9,15 +9,21 @@ steady load with retention on.
    bulk-loaded straight into a fresh database (SQLite: one executemany per 50,000 rows; PostgreSQL:
    COPY), then a supervisor starts on it and ``runs list`` is timed through the gRPC client exactly
    as ``dagctl runs list`` calls it: the first page, a page deep in history, and filtered by status,
-   job and tag (p50/p99 of 30 calls each). One ``dagctl runs list`` process is timed too.
+   job and tag (p50/p99 of 30 calls each); ``dagctl runs list`` processes, start to exit (10 each,
+   plain and with a tag); then ``dagctl webserver`` starts on a free port and its runs page is
+   fetched the same ways (``/runs``, a page in the middle, the tabs, status, job and tag filters;
+   30 GETs each, whole response).
 2. Purge: the purge's search over the whole history when nothing has expired, and deleting the
    oldest 10% (``purge_runs``, the code ``dagctl runs purge`` and the automatic purge run).
-3. Steady load: a fresh database, a supervisor with ``retention.runs.purge_after_days`` of one
-   minute and skipped sensor ticks kept one minute, purging every 5 s; a writer adds finished runs
-   (3 events, 20 log lines each) and skipped sensor ticks at a fixed rate, the way daemons and
-   workers write them. The database size (SQLite: file + WAL; PostgreSQL: the schema's relations)
-   and the run count are sampled every 5 s: with retention on they level off once the first
-   minute has expired; the writer's transaction latency shows whether purging stalls writers.
+3. Steady load: a fresh database, a supervisor keeping finished runs and skipped sensor ticks
+   ``--keep-minutes`` (default one), purging every 5 s; a writer adds finished runs (3 events, 20
+   log lines each) and skipped sensor ticks at ``--rate`` a second, the way daemons and workers
+   write them, for ``--steady-seconds``. The database size (SQLite: file + WAL; PostgreSQL: the
+   schema's relations) and the run count are sampled every ``--sample-seconds`` (also appended to
+   ``--samples-file`` as they come, for runs of an hour): with retention on they level off once the
+   first retention period has expired; the writer's transaction latency shows whether purging
+   stalls writers. On a PostgreSQL server with autovacuum off, the purged tables are vacuumed
+   every ``--vacuum-seconds`` instead.
 """
 
 from __future__ import annotations
@@ -156,12 +162,61 @@ def list_latencies(home: pathlib.Path) -> dict[str, Any]:
             print(f"    runs list, {name:<22} {summary_ms(samples)}")
     finally:
         client.close()
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "dagd.client.cli", "runs", "list"], env={**_env(home)},
-                   capture_output=True, check=True)  # fmt: skip
-    cli = time.perf_counter() - t0
-    print(f"    `dagctl runs list` process, start to exit: {cli * 1000:.0f} ms")
-    results["dagctl runs list (process)"] = {"p50": cli * 1000, "n": 1}
+    for name, extra in (("", []), (" --tag team=t7", ["--tag", "team=t7"])):
+        argv = [sys.executable, "-m", "dagd.client.cli", "runs", "list", *extra]
+        samples = timed(
+            lambda argv=argv: subprocess.run(argv, env=_env(home), capture_output=True, check=True), 10
+        )
+        results[f"dagctl runs list{name} (process)"] = distribution(samples, 1000)
+        print(f"    `dagctl runs list{name}` process, start to exit: {summary_ms(samples)}")
+    return results
+
+
+def page_latencies(home: pathlib.Path, deep_token: str) -> dict[str, Any]:
+    """The web UI's runs page (``dagctl webserver`` on a free port, over gRPC to the supervisor):
+    one GET each, the whole response read, as a browser loads it."""
+    import urllib.request
+
+    from common import stop_process
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dagd.client.cli", "webserver", "--port", "0"], env=_env(home),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        url = None
+        while url is None:
+            with contextlib.suppress(OSError, ValueError):
+                data = json.loads((home / "webserver.json").read_text())
+                url = data["url"] if data.get("pid") == proc.pid else None
+            if url is None:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the webserver did not publish its URL")
+                time.sleep(0.1)
+
+        def get(path: str) -> None:
+            with urllib.request.urlopen(url.rstrip("/") + path, timeout=30) as response:
+                assert response.status == 200, (path, response.status)
+                response.read()
+
+        cases = {
+            "/runs": "/runs",
+            "/runs, a page in the middle": f"/runs?before={deep_token}",
+            "/runs, Finished tab": "/runs?tab=finished",
+            "/runs, In progress tab (none)": "/runs?tab=in_progress",
+            "/runs, status FAILURE": "/runs?tab=finished&status=FAILURE",
+            "/runs, job job_3": "/runs?job=job_3",
+            "/runs, tag team=t7": "/runs?tag=team%3Dt7",
+        }
+        results = {}
+        for name, path in cases.items():
+            get(path)  # warm
+            samples = timed(lambda path=path: get(path))
+            results[name] = distribution(samples, 1000)
+            print(f"    page {name:<30} {summary_ms(samples)}")
+    finally:
+        stop_process(proc)
     return results
 
 
@@ -319,6 +374,12 @@ def history(backend: str, count: int, now: datetime) -> dict[str, Any]:
         out["load_seconds"] = took
         with running_supervisor(section, ready_timeout=120) as home:
             out["list_ms"] = list_latencies(home)
+            client = Client(address(home))
+            try:
+                deep = str(int(client.list_runs(limit=50)[1]) // 2)
+            finally:
+                client.close()
+            out["page_ms"] = page_latencies(home, deep)
         out["purge"] = purge_figures(url, count, now)
     return out
 
