@@ -27,7 +27,7 @@ from dagd.runs.model import (
     RunStatus,
 )
 from dagd.storage.leases import EPOCH_OF
-from dagd.storage.sql import SQLITE, ConstraintViolation, Refused, in_list, insert_sql, padded, when
+from dagd.storage.sql import ConstraintViolation, Refused, by_status, in_list, insert_sql, padded, when
 from dagd.timefmt import utcnow
 
 if TYPE_CHECKING:
@@ -110,18 +110,10 @@ def _filtered(flt: RunFilter, params: dict[str, Any], *, skip_tags: int = 0) -> 
 
 
 def _status_index(flt: RunFilter, dialect: str) -> str:
-    """SQLite: walk (status, seq) for a status filter, whatever ANALYZE says.
-
-    After ANALYZE, sqlite_stat1 knows only the average rows per status (a third of the history with
-    three statuses stored), so a filter on three statuses looked like most of the table and SQLite
-    scanned every run backwards for one page: 198 ms at 1,000,000 runs for the in-progress statuses
-    when none is in progress. The index reads each status's newest runs and stops after a page
-    (SQLite merges the IN values' seq-ordered ranges under the LIMIT). PostgreSQL keeps per-value
-    statistics and picks that plan on its own.
-    """
-    if flt.statuses and dialect == SQLITE:
-        return " INDEXED BY ix_runs_status_seq"
-    return ""
+    """SQLite walks (status, seq) for a status filter, whatever ANALYZE says (see sql.by_status):
+    198 ms at 1,000,000 runs for a page of the in-progress statuses when none was in progress.
+    With ORDER BY seq DESC LIMIT, SQLite reads each status's newest runs and stops after a page."""
+    return by_status(dialect) if flt.statuses else ""
 
 
 def insert_event(sql: Sql, run_id: str, status: RunStatus | None, message: str, kind: str = "status") -> None:
@@ -326,7 +318,10 @@ class RunStore:
             return []
         order = "ASC" if oldest_first else "DESC"
         with self._storage.sql_read() as sql:
-            rows = sql.records(f"SELECT * FROM runs WHERE status IN ({names}) ORDER BY seq {order}", params)
+            rows = sql.records(
+                f"SELECT * FROM runs{by_status(sql.dialect)} WHERE status IN ({names}) ORDER BY seq {order}",
+                params,
+            )
         return [row_to_run(row) for row in rows]
 
     def count_by_status(self, only: Iterable[RunStatus] | None = None) -> dict[RunStatus, int]:
@@ -609,7 +604,8 @@ class RunStore:
         with self._storage.sql_read() as sql:
             # A run held after a failed launch is not in the queue's view until its backoff ends.
             rows = sql.rows(
-                f"SELECT run_id, seq, priority, tags, status FROM runs WHERE status IN ({names})"
+                f"SELECT run_id, seq, priority, tags, status FROM runs{by_status(sql.dialect)}"
+                f" WHERE status IN ({names})"
                 f" AND (launch_not_before IS NULL OR launch_not_before <= {sql.now})",
                 params,
             )
@@ -639,7 +635,10 @@ class RunStore:
         params: dict[str, Any] = {}
         where = _filtered(flt, params)
         with self._storage.sql_read() as sql:
-            rows = sql.rows(f"SELECT r.run_id, r.status FROM runs r{_where(where)}", params)
+            rows = sql.rows(
+                f"SELECT r.run_id, r.status FROM runs r{_status_index(flt, sql.dialect)}{_where(where)}",
+                params,
+            )
         return [(run_id, RunStatus(status)) for run_id, status in rows]
 
 
