@@ -157,6 +157,36 @@ class RunStore:
                 raise
             return [self.create_many([n])[0] for n in news]
 
+    def create_all(self, news: Sequence[NewRun], *, attempts: int = 3) -> builtins.list[Run]:
+        """Store all of ``news`` in one transaction, or none of them (a batch submission).
+
+        Idempotency keys are honoured per run: a key already stored returns that run, a key that
+        appears twice in ``news`` is one run (both positions return it). A key committed by
+        another writer between the lookup and the insert aborts the whole transaction; the
+        batch is then tried again from the lookup, so it still stores all or nothing.
+        """
+        first_of_key: dict[str, int] = {}
+        unique: builtins.list[NewRun] = []
+        position: builtins.list[int] = []  # news[i] -> index in unique
+        for new in news:
+            key = new.idempotency_key
+            if key and key in first_of_key:
+                position.append(first_of_key[key])
+                continue
+            if key:
+                first_of_key[key] = len(unique)
+            position.append(len(unique))
+            unique.append(new)
+        for attempt in range(attempts):
+            existing = self.by_idempotency_keys(builtins.list(first_of_key)) if first_of_key else {}
+            try:
+                created = self._create_batch(unique, existing)
+                break
+            except ConstraintViolation:
+                if attempt == attempts - 1:
+                    raise
+        return [created[i] for i in position]
+
     def _create_batch(self, news: Sequence[NewRun], existing: dict[str, Run]) -> builtins.list[Run]:
         now = utcnow()
         out: builtins.list[Run | None] = []
