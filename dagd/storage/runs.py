@@ -27,7 +27,16 @@ from dagd.runs.model import (
     RunStatus,
 )
 from dagd.storage.leases import EPOCH_OF
-from dagd.storage.sql import ConstraintViolation, Refused, in_list, insert_sql, padded, when
+from dagd.storage.sql import (
+    SQLITE,
+    ConstraintViolation,
+    Refused,
+    in_list,
+    insert_sql,
+    padded,
+    sqlite_time,
+    when,
+)
 from dagd.timefmt import utcnow
 
 if TYPE_CHECKING:
@@ -53,6 +62,8 @@ class NewRun:
     run_id: str | None = None
 
 
+# json.dumps(value, sort_keys=True) without building an encoder per call (thousands per batch).
+_ENCODE_SORTED = json.JSONEncoder(sort_keys=True).encode
 _INSERT_RUN = insert_sql("runs", NEW_RUN_COLUMNS) + " RETURNING run_id, seq"
 _INSERT_TAG = insert_sql("run_tags", ("run_id", "key", "value"))
 _INSERT_EVENT = insert_sql("run_events", ("run_id", "at", "kind", "status", "message"))
@@ -189,48 +200,51 @@ class RunStore:
 
     def _create_batch(self, news: Sequence[NewRun], existing: dict[str, Run]) -> builtins.list[Run]:
         now = utcnow()
-        out: builtins.list[Run | None] = []
-        rows: builtins.list[dict[str, Any]] = []
-        tag_rows: builtins.list[dict[str, Any]] = []
-        event_rows: builtins.list[dict[str, Any]] = []
+        stamp: Any = sqlite_time(now) if self._storage.dialect == SQLITE else now
+        result: builtins.list[Run | None] = []
+        rows: builtins.list[tuple[Any, ...]] = []
+        tag_rows: builtins.list[tuple[str, str, str]] = []
+        event_rows: builtins.list[tuple[Any, ...]] = []
+        dumps = _ENCODE_SORTED
         for new in news:
             if new.idempotency_key and new.idempotency_key in existing:
-                out.append(existing[new.idempotency_key])
+                result.append(existing[new.idempotency_key])
                 continue
             run_id = new.run_id or str(uuid.uuid4())
+            status = new.status.value
             rows.append(
-                {
-                    "run_id": run_id,
-                    "job_name": new.job_name,
-                    "status": new.status.value,
-                    "priority": new.priority,
-                    "tags": json.dumps(new.tags, sort_keys=True),
-                    "run_config": json.dumps(new.run_config, sort_keys=True),
-                    "code_location": new.code_location,
-                    "idempotency_key": new.idempotency_key or None,
-                    "created_at": now,
-                    "updated_at": now,
-                }
+                (
+                    run_id,
+                    new.job_name,
+                    status,
+                    new.priority,
+                    dumps(new.tags),
+                    dumps(new.run_config) if new.run_config else "{}",
+                    new.code_location,
+                    new.idempotency_key or None,
+                    stamp,
+                    stamp,
+                )
             )
-            tag_rows.extend({"run_id": run_id, "key": k, "value": v} for k, v in new.tags.items())
-            event_rows.append(_event(run_id, now, new.status.value, "submitted"))
-            out.append(None)
+            tag_rows.extend((run_id, k, v) for k, v in new.tags.items())
+            event_rows.append((run_id, stamp, "status", status, "submitted"))
+            result.append(None)
         seqs: dict[str, int] = {}
         if rows:
             with self._storage.sql_write() as sql:
-                seqs.update(sql.many_returning(_INSERT_RUN, rows))  # type: ignore[arg-type]
-                sql.many(_INSERT_TAG, tag_rows)
-                sql.many(_INSERT_EVENT, event_rows)
+                seqs.update(sql.insert_rows("runs", NEW_RUN_COLUMNS, rows, returning="run_id, seq"))  # type: ignore[arg-type]
+                sql.insert_rows("run_tags", ("run_id", "key", "value"), tag_rows)
+                sql.insert_rows("run_events", ("run_id", "at", "kind", "status", "message"), event_rows)
         created = iter(rows)
-        result: builtins.list[Run] = []
-        for new, item in zip(news, out, strict=True):
+        out: builtins.list[Run] = []
+        for new, item in zip(news, result, strict=True):
             if item is not None:
-                result.append(item)
+                out.append(item)
                 continue
-            row = next(created)
-            result.append(
+            run_id = next(created)[0]
+            out.append(
                 Run(
-                    run_id=row["run_id"],
+                    run_id=run_id,
                     job_name=new.job_name,
                     status=new.status,
                     tags=dict(new.tags),
@@ -238,11 +252,11 @@ class RunStore:
                     priority=new.priority,
                     created_at=now,
                     updated_at=now,
-                    seq=seqs[row["run_id"]],
+                    seq=seqs[run_id],
                     code_location=new.code_location,
                 )
             )
-        return result
+        return out
 
     def by_idempotency_keys(self, keys: Sequence[str]) -> dict[str, Run]:
         found: dict[str, Run] = {}
