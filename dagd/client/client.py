@@ -210,7 +210,10 @@ def _submit_request(
     request = pb.SubmitRunRequest(
         job_name=job_name,
         tags=dict(tags or {}),
-        run_config_json=run_config_json if run_config_json is not None else json.dumps(run_config or {}),
+        # Empty means {} to the supervisor: no JSON to write for the common case.
+        run_config_json=run_config_json
+        if run_config_json is not None
+        else (json.dumps(run_config) if run_config else ""),
         idempotency_key=idempotency_key,
     )
     if priority is not None:

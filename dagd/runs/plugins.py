@@ -72,6 +72,9 @@ class RunCoordinator:
         entry, ``runs[N]: ...``), then all stored in one transaction, or none."""
         from dagd.errors import DagdError, at_index
 
+        if type(self).prepare_submission is RunCoordinator.prepare_submission:
+            # No hook: each submission is as validated (finalized) already; thousands, so skip it.
+            return self._store_and_dispatch_batch(submissions)
         prepared: list[Submission] = []
         for index, submission in enumerate(submissions):
             try:

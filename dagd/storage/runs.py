@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -68,6 +69,22 @@ _INSERT_RUN = insert_sql("runs", NEW_RUN_COLUMNS) + " RETURNING run_id, seq"
 _INSERT_TAG = insert_sql("run_tags", ("run_id", "key", "value"))
 _INSERT_EVENT = insert_sql("run_events", ("run_id", "at", "kind", "status", "message"))
 _INSERT_LOG = insert_sql("run_logs", ("run_id", "at", "stream", "level", "message"))
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def new_run_ids(count: int) -> builtins.list[str]:
+    """``count`` random (version 4) UUIDs as text, as ``str(uuid.uuid4())`` gives them, from one
+    read of the system's random source (uuid4 reads it, and builds a UUID object, per id)."""
+    if count == 1:
+        return [str(uuid.uuid4())]
+    hexes = os.urandom(16 * count).hex()
+    out = []
+    for i in range(0, 32 * count, 32):
+        h = hexes[i : i + 32]
+        out.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}")
+    return out
 
 
 def row_to_run(row: Any) -> Run:
@@ -206,11 +223,12 @@ class RunStore:
         tag_rows: builtins.list[tuple[str, str, str]] = []
         event_rows: builtins.list[tuple[Any, ...]] = []
         dumps = _ENCODE_SORTED
-        for new in news:
+        ids = new_run_ids(len(news))
+        for new, fresh_id in zip(news, ids, strict=True):
             if new.idempotency_key and new.idempotency_key in existing:
                 result.append(existing[new.idempotency_key])
                 continue
-            run_id = new.run_id or str(uuid.uuid4())
+            run_id = new.run_id or fresh_id
             status = new.status.value
             rows.append(
                 (

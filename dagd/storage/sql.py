@@ -162,6 +162,11 @@ _PG_TEXT: dict[str, str] = {}
 _RECORDS: dict[tuple[str, ...], Any] = {}
 
 
+# Above this many rows, PostgreSQL inserts by COPY (+ a SELECT for RETURNING): two round trips,
+# worth it only for a batch. Group commit's few rows stay one INSERT ... RETURNING.
+_PG_COPY_FROM_ROWS = 16
+
+
 def _sqlite_max_params(conn: Any) -> int:
     """The SQLite library's limit on a statement's parameters (999 before SQLite 3.32)."""
     try:
@@ -259,32 +264,33 @@ class Sql:
         """Insert many driver-ready tuples (timestamps through :meth:`stamp`) in few round trips;
         the RETURNING rows, in no promised order.
 
-        SQLite: multi-row ``INSERT ... VALUES (...), (...)`` statements, as large as its parameter
-        limit allows. PostgreSQL: ``COPY`` (a huge multi-row VALUES costs the server more to plan,
-        and a pipelined ``executemany`` a message per row), then, for ``returning``, one SELECT
-        of the rows by the first column, which must be unique.
+        Multi-row ``INSERT ... VALUES (...), (...)`` statements, as large as the driver's parameter
+        limit allows; on PostgreSQL, more than a few rows go by ``COPY`` instead (a huge multi-row
+        VALUES costs the server more to plan, and a pipelined ``executemany`` a message per row),
+        then, for ``returning``, one SELECT of the rows by the first column, which must be unique.
         """
         if not rows:
             return []
         names = ", ".join(columns)
         tail = f" RETURNING {returning}" if returning else ""
         out: list[tuple[Any, ...]] = []
-        if self.dialect == POSTGRES:
-            if not returning:
-                with self.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                return out
-            one = ", ".join(["%s"] * len(columns))
-            self.cursor.executemany(
-                f"INSERT INTO {table} ({names}) VALUES ({one}){tail}", rows, returning=True
-            )
-            while True:
+        if self.dialect == POSTGRES and len(rows) > _PG_COPY_FROM_ROWS:
+            with self.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            if returning:
+                key = columns[0]
+                self.cursor.execute(
+                    f"SELECT {returning} FROM {table} WHERE {key} = ANY(%s)", [[row[0] for row in rows]]
+                )
                 out.extend(tuple(r) for r in self.cursor.fetchall())
-                if not self.cursor.nextset():
-                    return out
-        per = max(1, min(_sqlite_max_params(self.cursor.connection) // len(columns), 5_000))
-        one = "(" + ", ".join(["?"] * len(columns)) + ")"
+            return out
+        if self.dialect == POSTGRES:
+            mark, limit = "%s", 65_535  # the protocol's limit on a statement's parameters
+        else:
+            mark, limit = "?", _sqlite_max_params(self.cursor.connection)
+        per = max(1, min(limit // len(columns), 5_000))
+        one = "(" + ", ".join([mark] * len(columns)) + ")"
         head = f"INSERT INTO {table} ({names}) VALUES "
         for start in range(0, len(rows), per):
             chunk = rows[start : start + per]

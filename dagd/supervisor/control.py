@@ -140,9 +140,10 @@ class ControlPlane:
         if len(requests) > MAX_BATCH:
             raise InvalidArgument(f"runs: {len(requests)} runs in one call (at most {MAX_BATCH})")
         submissions = []
+        jobs: dict[str, Any] = {}  # one code-location lookup per job of the batch
         for index, request in enumerate(requests):
             try:
-                submissions.append(self._submission(request))
+                submissions.append(self._submission(request, jobs))
             except DagdError as exc:
                 raise at_index(exc, index) from None
         runs = self.instance.coordinator.submit_batch(submissions, metadata)
@@ -150,8 +151,9 @@ class ControlPlane:
             self._wake("run_queue")
         return runs
 
-    def _submission(self, request: SubmitRequest) -> Submission:
-        """The request validated into a Submission (InvalidArgument/NotFound naming the problem)."""
+    def _submission(self, request: SubmitRequest, jobs: dict[str, Any] | None = None) -> Submission:
+        """The request validated into a Submission (InvalidArgument/NotFound naming the problem).
+        ``jobs``: a batch's cache of find_job answers."""
         if not request.job_name:
             raise InvalidArgument("job name is required")
         if len(request.job_name) > MAX_NAME:
@@ -160,7 +162,12 @@ class ControlPlane:
             raise InvalidArgument(f"idempotency key is longer than {MAX_NAME} characters")
         request_tags = validate_tags(request.tags)
         run_config = parse_run_config(request.run_config_json)
-        found = self.locations.find_job(request.job_name)
+        if jobs is None:
+            found = self.locations.find_job(request.job_name)
+        elif request.job_name in jobs:
+            found = jobs[request.job_name]
+        else:
+            found = jobs[request.job_name] = self.locations.find_job(request.job_name)
         if found is None:
             known = ", ".join(self.locations.job_names()) or "none"
             raise NotFound(f"no job named {request.job_name!r} (known jobs: {known})")
