@@ -408,6 +408,14 @@ def _web_health(published: pathlib.Path, timeout: float) -> None:
     is_flag=True,
     help="Wait for the run to end: exit 0 SUCCESS, 1 FAILURE, 6 CANCELED (the run id is printed first).",
 )
+@click.option(
+    "--from-file",
+    "from_file",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help="Submit many runs at once, all or none: one JSON object a line (tags, config, priority, "
+    "idempotency_key), - for stdin. --tag/--priority/--config apply to every line.",
+)
 @click.pass_obj
 @handle_errors
 def submit(
@@ -419,11 +427,19 @@ def submit(
     idempotency_key: str,
     as_json: bool,
     wait: bool,
+    from_file: Any,
 ) -> None:
-    """Submit a run of JOB; prints the run id."""
+    """Submit a run of JOB; prints the run id (with --from-file, one id a line)."""
     parsed_tags = parse_tags(tags)
     if config_json is not None:
         loads_object(config_json, "--config")  # refused here, naming the option, before any call
+    if from_file is not None:
+        from dagd.client.batch import submit_from_file
+
+        submit_from_file(
+            ctx, job, from_file, parsed_tags, priority, config_json, idempotency_key, wait, as_json
+        )
+        return
     with ctx.client() as client:
         run = client.submit(
             job,

@@ -32,6 +32,7 @@ import json
 import pathlib
 import random
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -193,6 +194,19 @@ _PG_TEXT: dict[str, str] = {}
 _RECORDS: dict[tuple[str, ...], Any] = {}
 
 
+# Above this many rows, PostgreSQL inserts by COPY (+ a SELECT for RETURNING): two round trips,
+# worth it only for a batch. Group commit's few rows stay one INSERT ... RETURNING.
+_PG_COPY_FROM_ROWS = 16
+
+
+def _sqlite_max_params(conn: Any) -> int:
+    """The SQLite library's limit on a statement's parameters (999 before SQLite 3.32)."""
+    try:
+        return int(conn.getlimit(getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", 9)))
+    except (AttributeError, sqlite3.Error):  # Python < 3.11 has no getlimit
+        return 999
+
+
 def _pg_text(sql: str) -> str:
     text = _PG_TEXT.get(sql)
     if text is None:
@@ -271,6 +285,53 @@ class Sql:
         self.cursor.executemany(
             text, [self._text_params(sql, row)[1] for row in rows] if self.dialect == SQLITE else rows
         )
+
+    def stamp(self, value: datetime) -> Any:
+        """A timestamp as :meth:`insert_rows` takes it (SQLite: its stored text)."""
+        return sqlite_time(value) if self.dialect == SQLITE else value
+
+    def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], returning: str = ""
+    ) -> list[tuple[Any, ...]]:
+        """Insert many driver-ready tuples (timestamps through :meth:`stamp`) in few round trips;
+        the RETURNING rows, in no promised order.
+
+        Multi-row ``INSERT ... VALUES (...), (...)`` statements, as large as the driver's parameter
+        limit allows; on PostgreSQL, more than a few rows go by ``COPY`` instead (a huge multi-row
+        VALUES costs the server more to plan, and a pipelined ``executemany`` a message per row),
+        then, for ``returning``, one SELECT of the rows by the first column, which must be unique.
+        """
+        if not rows:
+            return []
+        names = ", ".join(columns)
+        tail = f" RETURNING {returning}" if returning else ""
+        out: list[tuple[Any, ...]] = []
+        if self.dialect == POSTGRES and len(rows) > _PG_COPY_FROM_ROWS:
+            with self.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            if returning:
+                key = columns[0]
+                self.cursor.execute(
+                    f"SELECT {returning} FROM {table} WHERE {key} = ANY(%s)", [[row[0] for row in rows]]
+                )
+                out.extend(tuple(r) for r in self.cursor.fetchall())
+            return out
+        if self.dialect == POSTGRES:
+            mark, limit = "%s", 65_535  # the protocol's limit on a statement's parameters
+        else:
+            mark, limit = "?", _sqlite_max_params(self.cursor.connection)
+        per = max(1, min(limit // len(columns), 5_000))
+        one = "(" + ", ".join([mark] * len(columns)) + ")"
+        head = f"INSERT INTO {table} ({names}) VALUES "
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            self.cursor.execute(
+                head + ", ".join([one] * len(chunk)) + tail, [v for row in chunk for v in row]
+            )
+            if returning:
+                out.extend(tuple(r) for r in self.cursor.fetchall())
+        return out
 
     def many_returning(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
         """An ``INSERT ... RETURNING`` for each of ``rows``; the returned rows, in order."""
