@@ -122,6 +122,10 @@ class LeaseKeeper:
         self._lost = threading.Event()
         self._stop = threading.Event()
 
+    @property
+    def holding(self) -> bool:
+        return self.lease is not None and not self._lost.is_set()
+
     def _measure(self, lease: Lease | None, sent: float) -> None:
         if lease is None:
             return
