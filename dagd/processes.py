@@ -24,6 +24,10 @@ import os
 import time
 from collections.abc import Sequence
 
+# setproctitle reads SPT_NOENV when a title is first set, whoever sets it (Celery retitles the worker
+# host once setproctitle is installed): set here, on import, before anything can.
+os.environ.setdefault("SPT_NOENV", "1")
+
 DAEMON_TITLE_PREFIX = "dagd: "
 RUN_TITLE_PREFIX = "dagd run "
 

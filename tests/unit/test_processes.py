@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
+import subprocess
+import sys
+
 from dagd.processes import daemon_name, daemon_title, role_of, run_title
 
 
@@ -28,3 +33,20 @@ def test_daemon_name_from_title_or_command_line() -> None:
     assert daemon_name(["python", "-m", "dagd.daemons", "scheduler", "--home", "/h"]) == "scheduler"
     assert daemon_name(["dagd run abc etl"]) is None
     assert daemon_name(["python", "-m", "dagd.daemons"]) is None
+
+
+def test_a_title_set_by_celery_in_the_worker_host_leaves_the_environment_readable(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Regression: with setproctitle installed, Celery retitles the worker host at start; without
+    SPT_NOENV set before that, /proc/PID/environ reads as empty and DAGD_HOME is gone with it."""
+    code = (
+        "import dagd.runs.celery.host, celery.platforms, os;"
+        "celery.platforms.set_process_title('celeryd', info='-active-' * 20);"
+        "print(open(f'/proc/{os.getpid()}/environ', 'rb').read().count(b'DAGD_HOME='))"
+    )
+    env = {**os.environ, "DAGD_HOME": str(tmp_path)}
+    env.pop("SPT_NOENV", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
