@@ -18,13 +18,17 @@ from dagd.api.v1 import dagd_pb2 as pb
 from dagd.api.v1 import dagd_pb2_grpc as pb_grpc
 from dagd.errors import (
     ERROR_METADATA_KEY,
+    RUN_INDEX_METADATA_KEY,
     Conflict,
     DagdError,
+    FellBehind,
     InvalidArgument,
     InvalidTransition,
     NotFound,
+    TooManyStreams,
     Unauthenticated,
     Unavailable,
+    at_index,
 )
 
 CODE_TO_ERROR: dict[grpc.StatusCode, type[DagdError]] = {
@@ -110,7 +114,17 @@ def _queue_from_pb(q: pb.QueueStatus) -> dict[str, Any]:
         "queued": q.queued,
         "in_progress": q.in_progress,
         "max_concurrent_runs": q.max_concurrent_runs,
-        "tag_limits": [{"limit": t.limit, "in_use": t.in_use, "capacity": t.capacity} for t in q.tag_limits],
+        "tag_limits": [
+            {
+                "limit": t.limit,
+                "in_use": t.in_use,
+                "capacity": t.capacity,
+                "key": t.key or None,
+                "value": t.value or None,
+                "per_unique_value": t.per_unique_value,
+            }
+            for t in q.tag_limits
+        ],
         "queue_daemon_healthy": q.queue_daemon_healthy,
         "run_coordinator": q.run_coordinator,
     }
@@ -187,6 +201,67 @@ def attempt_from_pb(attempt: pb.RunAttempt) -> dict[str, Any]:
     }
 
 
+def _submit_request(
+    job_name: str,
+    tags: Mapping[str, str] | None,
+    run_config: Mapping[str, Any] | None,
+    run_config_json: str | None,
+    priority: int | None,
+    idempotency_key: str,
+) -> pb.SubmitRunRequest:
+    request = pb.SubmitRunRequest(
+        job_name=job_name,
+        tags=dict(tags or {}),
+        # Empty means {} to the supervisor: no JSON to write for the common case.
+        run_config_json=run_config_json
+        if run_config_json is not None
+        else (json.dumps(run_config) if run_config else ""),
+        idempotency_key=idempotency_key,
+    )
+    if priority is not None:
+        from dagd.runs.model import MAX_PRIORITY, MIN_PRIORITY
+
+        if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            raise InvalidArgument(
+                f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {priority}"
+            )
+        request.priority = priority
+    return request
+
+
+BATCH_ENTRY_FIELDS = ("job_name", "tags", "run_config", "run_config_json", "priority", "idempotency_key")
+
+
+def _batch_entry(entry: Mapping[str, Any], job_name: str | None) -> pb.SubmitRunRequest:
+    """One entry of submit_many, checked for shape (the supervisor validates the rest)."""
+    if not isinstance(entry, Mapping):
+        raise InvalidArgument(f"expected an object, got {type(entry).__name__}")
+    unknown = sorted(set(entry) - set(BATCH_ENTRY_FIELDS))
+    if unknown:
+        raise InvalidArgument(f"unknown field {unknown[0]!r} (known: {', '.join(BATCH_ENTRY_FIELDS)})")
+    job = entry.get("job_name", job_name)
+    if not isinstance(job, str) or not job:
+        raise InvalidArgument("job_name is required (a string)")
+    tags = entry.get("tags") or {}
+    if not isinstance(tags, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+    ):
+        raise InvalidArgument("tags must be an object of string values")
+    config = entry.get("run_config")
+    if config is not None and not isinstance(config, Mapping):
+        raise InvalidArgument("run_config must be an object")
+    config_json = entry.get("run_config_json")
+    if config_json is not None and not isinstance(config_json, str):
+        raise InvalidArgument("run_config_json must be a string")
+    priority = entry.get("priority")
+    if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
+        raise InvalidArgument("priority must be an integer")
+    key = entry.get("idempotency_key") or ""
+    if not isinstance(key, str):
+        raise InvalidArgument("idempotency_key must be a string")
+    return _submit_request(job, tags, config, config_json, priority, key)
+
+
 class Client:
     def __init__(
         self,
@@ -248,31 +323,39 @@ class Client:
         try:
             return method(request, timeout=self.timeout, metadata=[*self._metadata, *metadata])
         except grpc.RpcError as exc:
-            code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-            details = exc.details() if hasattr(exc, "details") else str(exc)
-            # The supervisor's own answers carry ERROR_METADATA_KEY: an UNAVAILABLE it sent (its
-            # storage is down) means it is reachable, whatever the message says about connections.
-            trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
-            answered = any(item[0] == ERROR_METADATA_KEY for item in trailing or ())
-            if (
-                code == grpc.StatusCode.UNAVAILABLE
-                and not answered
-                and ("connect" in (details or "").lower() or not details)
-            ):
-                if self._published_by is not None:
-                    published = read_published(self._published_by)
-                    if published is None or not published.alive:
-                        raise not_running(self._published_by) from None
-                raise SupervisorUnreachable(
-                    f"cannot reach the supervisor at {self.address}: {details}"
-                ) from None
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED and not answered:
-                # Alive enough to accept the connection, but no answer (stopped, hung, overloaded).
-                raise SupervisorUnreachable(
-                    f"the supervisor at {self.address} did not answer within {self.timeout:g}s"
-                ) from None
-            error = CODE_TO_ERROR.get(code, DagdError)
-            raise error(details or code.name) from None
+            raise self.translate_error(exc) from None
+
+    def translate_error(self, exc: grpc.RpcError) -> DagdError:
+        """The dagd error for a failed call (streams call this too: dagd.client.streams)."""
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        # The supervisor's own answers carry ERROR_METADATA_KEY: an UNAVAILABLE it sent (its
+        # storage is down) means it is reachable, whatever the message says about connections.
+        trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+        answered = any(item[0] == ERROR_METADATA_KEY for item in trailing or ())
+        if (
+            code == grpc.StatusCode.UNAVAILABLE
+            and not answered
+            and ("connect" in (details or "").lower() or not details)
+        ):
+            if self._published_by is not None:
+                published = read_published(self._published_by)
+                if published is None or not published.alive:
+                    return not_running(self._published_by)
+            return SupervisorUnreachable(f"cannot reach the supervisor at {self.address}: {details}")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED and not answered:
+            # Alive enough to accept the connection, but no answer (stopped, hung, overloaded).
+            return SupervisorUnreachable(
+                f"the supervisor at {self.address} did not answer within {self.timeout:g}s"
+            )
+        names = {value for key, value in trailing or () if key == ERROR_METADATA_KEY}
+        streams: tuple[type[DagdError], ...] = (FellBehind, TooManyStreams)
+        error = next((e for e in streams if e.__name__ in names), CODE_TO_ERROR.get(code, DagdError))
+        result = error(details or code.name)
+        index = next((item[1] for item in trailing or () if item[0] == RUN_INDEX_METADATA_KEY), None)
+        if index is not None and str(index).isdigit():
+            result.run_index = int(index)  # which entry of a batch (SubmitRuns) was refused
+        return result
 
     # -- runs ----------------------------------------------------------------------------------
 
@@ -287,21 +370,37 @@ class Client:
         idempotency_key: str = "",
         metadata: Sequence[tuple[str, str]] = (),
     ) -> dict[str, Any]:
-        request = pb.SubmitRunRequest(
-            job_name=job_name,
-            tags=dict(tags or {}),
-            run_config_json=run_config_json if run_config_json is not None else json.dumps(run_config or {}),
-            idempotency_key=idempotency_key,
-        )
-        if priority is not None:
-            from dagd.runs.model import MAX_PRIORITY, MIN_PRIORITY
-
-            if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-                raise InvalidArgument(
-                    f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {priority}"
-                )
-            request.priority = priority
+        request = _submit_request(job_name, tags, run_config, run_config_json, priority, idempotency_key)
         return run_from_pb(self._call(self.runs.SubmitRun, request, metadata))
+
+    def submit_many(
+        self,
+        runs: Sequence[Mapping[str, Any]],
+        *,
+        job_name: str | None = None,
+        run_ids_only: bool = False,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> list[Any]:
+        """Submit many runs in one call, all or none (SubmitRuns).
+
+        Each entry is a mapping with any of ``job_name`` (else ``job_name=`` here), ``tags``,
+        ``run_config`` (or ``run_config_json``), ``priority`` and ``idempotency_key``. The runs
+        come back in the order given (their ids only with ``run_ids_only``, which a batch of
+        thousands needs to fit the message size limit). A bad entry fails the whole call with
+        the error SubmitRun would give, its message starting ``runs[N]:`` and its ``run_index`` N.
+        """
+        requests = []
+        for index, entry in enumerate(runs):
+            try:
+                requests.append(_batch_entry(entry, job_name))
+            except DagdError as exc:
+                raise at_index(exc, index) from None
+        response = self._call(
+            self.runs.SubmitRuns, pb.SubmitRunsRequest(runs=requests, run_ids_only=run_ids_only), metadata
+        )
+        if run_ids_only:
+            return list(response.run_ids)
+        return [run_from_pb(r) for r in response.runs]
 
     def resolve_run_id(self, run_id_or_prefix: str) -> str:
         """The full id for a full id or a unique prefix of at least 6 characters (SPEC §9.4).

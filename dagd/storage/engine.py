@@ -3,16 +3,20 @@
 SQLite: the connection settings of :func:`dagd.storage.sql.configure_sqlite` (WAL, busy timeout,
 ``synchronous=NORMAL``), and ``BEGIN IMMEDIATE`` for write transactions so two writers queue on the
 busy timeout instead of failing with "database is locked" when a read lock cannot be upgraded.
-PostgreSQL: psycopg 3 with a small pool and pre-ping, so a database restart costs one failed query
-rather than a dead daemon, and :func:`dagd.storage.sql.configure_postgres` on every new connection
-(``statement_timeout``, ``lock_timeout``), so a query stuck behind a lock fails as storage
-unavailable instead of holding a gRPC worker forever.
+PostgreSQL: psycopg 3 with a small pool whose checkout checks the connection without a round trip
+(:func:`pg_connection_usable`), so a connection the server closed (a database restart,
+``pg_terminate_backend``, an idle timeout) is replaced before use rather than failing a query; TCP
+keepalives and ``tcp_user_timeout`` (``PG_CONNECTION_ARGS``), so a cut link fails a call within
+seconds instead of hanging it for minutes; and :func:`dagd.storage.sql.configure_postgres` on every
+new connection (``statement_timeout``, ``lock_timeout``), so a query stuck behind a lock fails as
+storage unavailable instead of holding a gRPC worker forever.
 
 Engines are never shared across ``fork()``: every process opens its own (see docs/architecture.md).
 """
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,7 +25,7 @@ from sqlalchemy import event
 from dagd.errors import StorageUnavailable
 from dagd.storage.migrate import ensure_schema
 from dagd.storage.sql import (
-    PG_CONNECT_TIMEOUT_SECONDS,
+    PG_CONNECTION_ARGS,
     PG_STATEMENT_TIMEOUT_SECONDS,
     SQLITE_BUSY_TIMEOUT_MS,
     check_sqlite_version,
@@ -47,11 +51,21 @@ def make_engine(
         engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _configure_sqlite(engine)
         return engine
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": 10}
+    kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 10}
     if url.startswith("postgresql"):
-        # Fail fast when the server is unreachable instead of hanging a daemon loop.
-        kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS}
+        # Fail fast when the server is unreachable or the link is cut, instead of hanging a call.
+        kwargs["connect_args"] = dict(PG_CONNECTION_ARGS)
+    else:
+        kwargs["pool_pre_ping"] = True  # another database: SQLAlchemy's ping (a round trip)
     engine = sa.create_engine(url, **kwargs)
+    if url.startswith("postgresql"):
+
+        @event.listens_for(engine, "checkout")
+        def _on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+            if not pg_connection_usable(dbapi_conn):
+                # The pool discards it and checks out another (a new one if need be), up to 3 times.
+                raise sa.exc.DisconnectionError("the server closed the connection")
+
     if url.startswith("postgresql") and pg_statement_timeout_seconds is not None:
         timeout = pg_statement_timeout_seconds
 
@@ -60,6 +74,31 @@ def make_engine(
             configure_postgres(dbapi_conn, timeout)
 
     return engine
+
+
+def pg_connection_usable(dbapi_conn: Any) -> bool:
+    """Whether a pooled psycopg connection is still usable, without a query.
+
+    SQLAlchemy's ``pool_pre_ping`` sends a query on every checkout: a round trip per
+    transaction, which was a large part of a submission's cost. An idle pooled connection has
+    nothing to read, unless the server closed it: then its socket holds the server's error
+    ("terminating connection due to administrator command") and end of file. So one ``select``
+    with no wait decides: nothing to read, usable (the common case); something, discarded. The
+    rare harmless message an idle connection can get (a notice; pooled connections never LISTEN)
+    costs one reconnect, and the test holds over TLS, where the bytes cannot be read as messages.
+    """
+    from psycopg import pq
+
+    if dbapi_conn.closed or dbapi_conn.broken:
+        return False
+    pgconn = dbapi_conn.pgconn
+    if pgconn.status != pq.ConnStatus.OK or pgconn.transaction_status == pq.TransactionStatus.UNKNOWN:
+        return False
+    try:
+        readable, _, _ = select.select([pgconn.socket], [], [], 0)
+    except (OSError, ValueError, dbapi_conn.OperationalError):
+        return False
+    return not readable
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:

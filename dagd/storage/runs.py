@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,17 @@ from dagd.runs.model import (
     RunStatus,
 )
 from dagd.storage.leases import EPOCH_OF
-from dagd.storage.sql import ConstraintViolation, Refused, by_status, in_list, insert_sql, padded, when
+from dagd.storage.sql import (
+    SQLITE,
+    ConstraintViolation,
+    Refused,
+    by_status,
+    in_list,
+    insert_sql,
+    padded,
+    sqlite_time,
+    when,
+)
 from dagd.timefmt import utcnow
 
 if TYPE_CHECKING:
@@ -53,10 +64,26 @@ class NewRun:
     run_id: str | None = None
 
 
-_INSERT_RUN = insert_sql("runs", NEW_RUN_COLUMNS) + " RETURNING run_id, seq"
-_INSERT_TAG = insert_sql("run_tags", ("run_id", "key", "value", "run_seq"))
+# json.dumps(value, sort_keys=True) without building an encoder per call (thousands per batch).
+_ENCODE_SORTED = json.JSONEncoder(sort_keys=True).encode
 _INSERT_EVENT = insert_sql("run_events", ("run_id", "at", "kind", "status", "message"))
 _INSERT_LOG = insert_sql("run_logs", ("run_id", "at", "stream", "level", "message"))
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def new_run_ids(count: int) -> builtins.list[str]:
+    """``count`` random (version 4) UUIDs as text, as ``str(uuid.uuid4())`` gives them, from one
+    read of the system's random source (uuid4 reads it, and builds a UUID object, per id)."""
+    if count == 1:
+        return [str(uuid.uuid4())]
+    hexes = os.urandom(16 * count).hex()
+    out = []
+    for i in range(0, 32 * count, 32):
+        h = hexes[i : i + 32]
+        out.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}")
+    return out
 
 
 def row_to_run(row: Any) -> Run:
@@ -172,52 +199,88 @@ class RunStore:
                 raise
             return [self.create_many([n])[0] for n in news]
 
+    def create_all(self, news: Sequence[NewRun], *, attempts: int = 3) -> builtins.list[Run]:
+        """Store all of ``news`` in one transaction, or none of them (a batch submission).
+
+        Idempotency keys are honoured per run: a key already stored returns that run, a key that
+        appears twice in ``news`` is one run (both positions return it). A key committed by
+        another writer between the lookup and the insert aborts the whole transaction; the
+        batch is then tried again from the lookup, so it still stores all or nothing.
+        """
+        first_of_key: dict[str, int] = {}
+        unique: builtins.list[NewRun] = []
+        position: builtins.list[int] = []  # news[i] -> index in unique
+        for new in news:
+            key = new.idempotency_key
+            if key and key in first_of_key:
+                position.append(first_of_key[key])
+                continue
+            if key:
+                first_of_key[key] = len(unique)
+            position.append(len(unique))
+            unique.append(new)
+        for attempt in range(attempts):
+            existing = self.by_idempotency_keys(builtins.list(first_of_key)) if first_of_key else {}
+            try:
+                created = self._create_batch(unique, existing)
+                break
+            except ConstraintViolation:
+                if attempt == attempts - 1:
+                    raise
+        return [created[i] for i in position]
+
     def _create_batch(self, news: Sequence[NewRun], existing: dict[str, Run]) -> builtins.list[Run]:
         now = utcnow()
-        out: builtins.list[Run | None] = []
-        rows: builtins.list[dict[str, Any]] = []
-        tag_rows: builtins.list[dict[str, Any]] = []
-        event_rows: builtins.list[dict[str, Any]] = []
-        for new in news:
+        stamp: Any = sqlite_time(now) if self._storage.dialect == SQLITE else now
+        result: builtins.list[Run | None] = []
+        rows: builtins.list[tuple[Any, ...]] = []
+        tag_rows: builtins.list[tuple[str, str, str]] = []
+        event_rows: builtins.list[tuple[Any, ...]] = []
+        dumps = _ENCODE_SORTED
+        ids = new_run_ids(len(news))
+        for new, fresh_id in zip(news, ids, strict=True):
             if new.idempotency_key and new.idempotency_key in existing:
-                out.append(existing[new.idempotency_key])
+                result.append(existing[new.idempotency_key])
                 continue
-            run_id = new.run_id or str(uuid.uuid4())
+            run_id = new.run_id or fresh_id
+            status = new.status.value
             rows.append(
-                {
-                    "run_id": run_id,
-                    "job_name": new.job_name,
-                    "status": new.status.value,
-                    "priority": new.priority,
-                    "tags": json.dumps(new.tags, sort_keys=True),
-                    "run_config": json.dumps(new.run_config, sort_keys=True),
-                    "code_location": new.code_location,
-                    "idempotency_key": new.idempotency_key or None,
-                    "created_at": now,
-                    "updated_at": now,
-                }
+                (
+                    run_id,
+                    new.job_name,
+                    status,
+                    new.priority,
+                    dumps(new.tags),
+                    dumps(new.run_config) if new.run_config else "{}",
+                    new.code_location,
+                    new.idempotency_key or None,
+                    stamp,
+                    stamp,
+                )
             )
-            tag_rows.extend({"run_id": run_id, "key": k, "value": v} for k, v in new.tags.items())
-            event_rows.append(_event(run_id, now, new.status.value, "submitted"))
-            out.append(None)
+            tag_rows.extend((run_id, k, v) for k, v in new.tags.items())
+            event_rows.append((run_id, stamp, "status", status, "submitted"))
+            result.append(None)
         seqs: dict[str, int] = {}
         if rows:
             with self._storage.sql_write() as sql:
-                seqs.update(sql.many_returning(_INSERT_RUN, rows))  # type: ignore[arg-type]
-                for tag in tag_rows:
-                    tag["run_seq"] = seqs[tag["run_id"]]
-                sql.many(_INSERT_TAG, tag_rows)
-                sql.many(_INSERT_EVENT, event_rows)
+                seqs.update(sql.insert_rows("runs", NEW_RUN_COLUMNS, rows, returning="run_id, seq"))  # type: ignore[arg-type]
+                sql.insert_rows(
+                    "run_tags",
+                    ("run_id", "key", "value", "run_seq"),
+                    [(run_id, k, v, seqs[run_id]) for run_id, k, v in tag_rows],
+                )
+                sql.insert_rows("run_events", ("run_id", "at", "kind", "status", "message"), event_rows)
         created = iter(rows)
-        result: builtins.list[Run] = []
-        for new, item in zip(news, out, strict=True):
+        out: builtins.list[Run] = []
+        for new, item in zip(news, result, strict=True):
             if item is not None:
-                result.append(item)
+                out.append(item)
                 continue
-            row = next(created)
-            result.append(
+            run_id = next(created)[0]
+            out.append(
                 Run(
-                    run_id=row["run_id"],
+                    run_id=run_id,
                     job_name=new.job_name,
                     status=new.status,
                     tags=dict(new.tags),
@@ -225,11 +288,11 @@ class RunStore:
                     priority=new.priority,
                     created_at=now,
                     updated_at=now,
-                    seq=seqs[row["run_id"]],
+                    seq=seqs[run_id],
                     code_location=new.code_location,
                 )
             )
-        return result
+        return out
 
     def by_idempotency_keys(self, keys: Sequence[str]) -> dict[str, Run]:
         found: dict[str, Run] = {}

@@ -98,6 +98,8 @@ run_events = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("status", sa.String(16), nullable=True),
     sa.Column("message", sa.Text, nullable=False, server_default=""),
+    # Ids are stream cursors (dagd.runs.cursor): never reused, even after the newest row is deleted.
+    sqlite_autoincrement=True,
 )
 
 run_logs = sa.Table(
@@ -194,3 +196,29 @@ workers = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+
+# PostgreSQL wakes the supervisors' stream readers (dagd.supervisor.streams) on every statement that
+# adds run events or log lines, from whichever process or host wrote them. Migration 0005 creates
+# the same function and triggers on an existing database.
+NOTIFY_CHANNEL = "dagd_changes"
+PG_NOTIFY_DDL = (
+    "CREATE OR REPLACE FUNCTION dagd_notify_changes() RETURNS trigger AS $$ BEGIN"
+    f" PERFORM pg_notify('{NOTIFY_CHANNEL}', TG_TABLE_NAME); RETURN NULL; END $$ LANGUAGE plpgsql",
+    "CREATE TRIGGER run_events_notify AFTER INSERT ON run_events"
+    " FOR EACH STATEMENT EXECUTE FUNCTION dagd_notify_changes()",
+    "CREATE TRIGGER run_logs_notify AFTER INSERT ON run_logs"
+    " FOR EACH STATEMENT EXECUTE FUNCTION dagd_notify_changes()",
+)
+PG_NOTIFY_DROP = (
+    "DROP TRIGGER IF EXISTS run_logs_notify ON run_logs",
+    "DROP TRIGGER IF EXISTS run_events_notify ON run_events",
+    "DROP FUNCTION IF EXISTS dagd_notify_changes()",
+)
+
+
+@sa.event.listens_for(metadata, "after_create")
+def _create_notify_triggers(target: sa.MetaData, connection: sa.Connection, **_: object) -> None:
+    if connection.dialect.name == "postgresql":
+        for statement in PG_NOTIFY_DDL:
+            connection.exec_driver_sql(statement)
