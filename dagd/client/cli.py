@@ -441,7 +441,7 @@ def submit(
         )
         return
     with ctx.client() as client:
-        run = client.submit(
+        run: dict[str, Any] = client.submit(
             job,
             tags=parsed_tags,
             run_config_json=config_json,
