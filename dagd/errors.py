@@ -78,3 +78,11 @@ class Unavailable(DagdError):
 
 class Unauthenticated(DagdError):
     pass
+
+
+class TooManyStreams(DagdError):
+    """The supervisor already serves ``streams.max_streams`` streams (RESOURCE_EXHAUSTED)."""
+
+
+class FellBehind(DagdError):
+    """A stream's reader was too slow and was dropped; resume from its last cursor (ABORTED)."""

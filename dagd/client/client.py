@@ -24,9 +24,11 @@ from dagd.errors import (
     RUN_INDEX_METADATA_KEY,
     Conflict,
     DagdError,
+    FellBehind,
     InvalidArgument,
     InvalidTransition,
     NotFound,
+    TooManyStreams,
     Unauthenticated,
     Unavailable,
     at_index,
@@ -334,34 +336,39 @@ class Client:
         try:
             return method(request, timeout=self.timeout, metadata=[*self._metadata, *metadata])
         except grpc.RpcError as exc:
-            code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-            details = exc.details() if hasattr(exc, "details") else str(exc)
-            # The supervisor's own answers carry ERROR_METADATA_KEY: an UNAVAILABLE it sent (its
-            # storage is down) means it is reachable, whatever the message says about connections.
-            trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
-            answered = any(item[0] == ERROR_METADATA_KEY for item in trailing or ())
-            if (
-                code == grpc.StatusCode.UNAVAILABLE
-                and not answered
-                and ("connect" in (details or "").lower() or not details)
-            ):
-                if self._published_by is not None:
-                    published = read_published(self._published_by)
-                    if published is None or not published.alive:
-                        raise not_running(self._published_by) from None
-                raise SupervisorUnreachable(
-                    f"cannot reach the supervisor at {self.address}: {details}"
-                ) from None
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED and not answered:
-                # Alive enough to accept the connection, but no answer (stopped, hung, overloaded).
-                raise SupervisorUnreachable(
-                    f"the supervisor at {self.address} did not answer within {self.timeout:g}s"
-                ) from None
-            error = CODE_TO_ERROR.get(code, DagdError)(details or code.name)
-            index = next((item[1] for item in trailing or () if item[0] == RUN_INDEX_METADATA_KEY), None)
-            if index is not None and str(index).isdigit():
-                error.run_index = int(index)  # which entry of a batch (SubmitRuns) was refused
-            raise error from None
+            raise self.translate_error(exc) from None
+
+    def translate_error(self, exc: grpc.RpcError) -> DagdError:
+        """The dagd error for a failed call (streams call this too: dagd.client.streams)."""
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        # The supervisor's own answers carry ERROR_METADATA_KEY: an UNAVAILABLE it sent (its
+        # storage is down) means it is reachable, whatever the message says about connections.
+        trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+        answered = any(item[0] == ERROR_METADATA_KEY for item in trailing or ())
+        if (
+            code == grpc.StatusCode.UNAVAILABLE
+            and not answered
+            and ("connect" in (details or "").lower() or not details)
+        ):
+            if self._published_by is not None:
+                published = read_published(self._published_by)
+                if published is None or not published.alive:
+                    return not_running(self._published_by)
+            return SupervisorUnreachable(f"cannot reach the supervisor at {self.address}: {details}")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED and not answered:
+            # Alive enough to accept the connection, but no answer (stopped, hung, overloaded).
+            return SupervisorUnreachable(
+                f"the supervisor at {self.address} did not answer within {self.timeout:g}s"
+            )
+        names = {value for key, value in trailing or () if key == ERROR_METADATA_KEY}
+        streams: tuple[type[DagdError], ...] = (FellBehind, TooManyStreams)
+        error = next((e for e in streams if e.__name__ in names), CODE_TO_ERROR.get(code, DagdError))
+        result = error(details or code.name)
+        index = next((item[1] for item in trailing or () if item[0] == RUN_INDEX_METADATA_KEY), None)
+        if index is not None and str(index).isdigit():
+            result.run_index = int(index)  # which entry of a batch (SubmitRuns) was refused
+        return result
 
     # -- runs ----------------------------------------------------------------------------------
 

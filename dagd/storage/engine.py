@@ -5,9 +5,11 @@ SQLite: the connection settings of :func:`dagd.storage.sql.configure_sqlite` (WA
 busy timeout instead of failing with "database is locked" when a read lock cannot be upgraded.
 PostgreSQL: psycopg 3 with a small pool whose checkout checks the connection without a round trip
 (:func:`pg_connection_usable`), so a connection the server closed (a database restart,
-``pg_terminate_backend``, an idle timeout) is replaced before use rather than failing a query, and :func:`dagd.storage.sql.configure_postgres` on every new connection
-(``statement_timeout``, ``lock_timeout``), so a query stuck behind a lock fails as storage
-unavailable instead of holding a gRPC worker forever.
+``pg_terminate_backend``, an idle timeout) is replaced before use rather than failing a query; TCP
+keepalives and ``tcp_user_timeout`` (``PG_CONNECTION_ARGS``), so a cut link fails a call within
+seconds instead of hanging it for minutes; and :func:`dagd.storage.sql.configure_postgres` on every
+new connection (``statement_timeout``, ``lock_timeout``), so a query stuck behind a lock fails as
+storage unavailable instead of holding a gRPC worker forever.
 
 Engines are never shared across ``fork()``: every process opens its own (see docs/architecture.md).
 """
@@ -23,7 +25,7 @@ from sqlalchemy import event
 from dagd.errors import StorageUnavailable
 from dagd.storage.migrate import ensure_schema
 from dagd.storage.sql import (
-    PG_CONNECT_TIMEOUT_SECONDS,
+    PG_CONNECTION_ARGS,
     PG_STATEMENT_TIMEOUT_SECONDS,
     SQLITE_BUSY_TIMEOUT_MS,
     check_sqlite_version,
@@ -51,8 +53,8 @@ def make_engine(
         return engine
     kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 10}
     if url.startswith("postgresql"):
-        # Fail fast when the server is unreachable instead of hanging a daemon loop.
-        kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS}
+        # Fail fast when the server is unreachable or the link is cut, instead of hanging a call.
+        kwargs["connect_args"] = dict(PG_CONNECTION_ARGS)
     else:
         kwargs["pool_pre_ping"] = True  # another database: SQLAlchemy's ping (a round trip)
     engine = sa.create_engine(url, **kwargs)

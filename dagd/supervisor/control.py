@@ -37,6 +37,7 @@ from dagd.supervisor.code_locations import CodeLocations
 from dagd.supervisor.instigators import Instigators
 from dagd.supervisor.lease import LeaseKeeper
 from dagd.supervisor.process_table import DaemonView, ProcessTable
+from dagd.supervisor.streams import StreamHub
 from dagd.supervisor.wakeups import notify_leader
 
 MAX_TAGS = 100
@@ -93,6 +94,7 @@ class ControlPlane:
         self.instigators.on_change = self._wake_instigator_daemon
         self.draining = False
         self.daemons: ProcessTable | None = None  # set by the supervisor; None in tests without daemons
+        self.streams: StreamHub | None = None  # the shared change reader; set by the supervisor
         # Several supervisors (SPEC 9.2): every one serves the API; only the leader runs daemons.
         self.leading = False
         self.lease: LeaseKeeper | None = None
@@ -305,6 +307,11 @@ class ControlPlane:
         flt.limit = min(flt.limit, MAX_LIST_LIMIT)
         validate_tags(flt.tags)
         return self.runs.list(flt)
+
+    def require_streams(self) -> StreamHub:
+        if self.streams is None or self.streams.stopping:
+            raise Unavailable("streams are not served now (the supervisor is starting or stopping)")
+        return self.streams
 
     def read_logs(self, run_id: str, after_seq: int, limit: int) -> tuple[list[LogLine], RunStatus]:
         run = self.runs.require(run_id)

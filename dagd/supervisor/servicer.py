@@ -8,9 +8,10 @@ traceback ever crosses the wire.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -26,22 +27,26 @@ from dagd.errors import (
     Conflict,
     DagdError,
     DefinitionError,
+    FellBehind,
     InvalidArgument,
     InvalidTransition,
     NotFound,
     SchemaOutOfDate,
     StorageUnavailable,
+    TooManyStreams,
     Unauthenticated,
     Unavailable,
 )
 from dagd.runs.attempts import Attempt
 from dagd.runs.model import Run, RunEvent, RunFilter, RunStatus
 from dagd.runs.queue import QueueStatus
+from dagd.storage.changes import RunChange
 from dagd.storage.daemons import Heartbeat
 from dagd.storage.instigators import Tick
 from dagd.supervisor.control import ControlPlane, SubmitRequest
 from dagd.supervisor.instigators import Instigators, InstigatorView
 from dagd.supervisor.process_table import DaemonView
+from dagd.supervisor.streams import Subscription, follow_logs, watch_daemons, watch_runs
 from dagd.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
@@ -53,6 +58,8 @@ STATUS_CODES: dict[type[DagdError], grpc.StatusCode] = {
     DefinitionError: grpc.StatusCode.FAILED_PRECONDITION,
     SchemaOutOfDate: grpc.StatusCode.FAILED_PRECONDITION,
     Conflict: grpc.StatusCode.ABORTED,
+    FellBehind: grpc.StatusCode.ABORTED,
+    TooManyStreams: grpc.StatusCode.RESOURCE_EXHAUSTED,
     StorageUnavailable: grpc.StatusCode.UNAVAILABLE,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
@@ -66,6 +73,9 @@ def _one_line(text: str) -> str:
 
 
 def translate_errors(method: F) -> F:
+    if inspect.isgeneratorfunction(method):
+        return _translate_stream_errors(method)
+
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
@@ -78,6 +88,24 @@ def translate_errors(method: F) -> F:
             context.set_trailing_metadata(tuple(trailing))
             context.abort(code, _one_line(str(exc)))
         except Exception as exc:  # a bug: log it fully here, answer one line there
+            log.exception("unexpected error in %s", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _translate_stream_errors(method: F) -> F:
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            yield from method(self, request, context)
+        except DagdError as exc:
+            code = next((c for t, c in STATUS_CODES.items() if isinstance(exc, t)), grpc.StatusCode.INTERNAL)
+            context.set_trailing_metadata(((ERROR_METADATA_KEY, type(exc).__name__),))
+            context.abort(code, _one_line(str(exc)))
+        except Exception as exc:
+            if not context.is_active():
+                return  # the client went away mid-send
             log.exception("unexpected error in %s", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
@@ -276,6 +304,54 @@ class RunServicer(pb_grpc.RunServiceServicer):
             run_status=pb.RunStatus.Value(status.value),
         )
 
+    # Streams (issue #20, dagd/supervisor/streams.py). translate_errors covers the generators
+    # too: an error raised while streaming ends the stream with its status code.
+
+    @translate_errors
+    def WatchRuns(self, request: pb.WatchRunsRequest, context: grpc.ServicerContext) -> Iterator[Any]:
+        from dagd.runs.cursor import Cursor
+
+        hub = self.control.require_streams()
+        start = Cursor.decode(request.cursor) if request.cursor else None
+        statuses = {status_from_pb(s) for s in request.statuses}
+        job, tags, run_ids = request.job_name, dict(request.tags), set(request.run_ids)
+
+        def matches(change: RunChange) -> bool:
+            if statuses and change.status not in statuses:
+                return False
+            if run_ids and change.run_id not in run_ids:
+                return False
+            if job and (change.run is None or change.run.job_name != job):
+                return False
+            return not tags or (
+                change.run is not None and all(change.run.tags.get(k) == v for k, v in tags.items())
+            )
+
+        for cursor, change in watch_runs(
+            hub, start, from_beginning=request.from_beginning, matches=matches,
+            is_active=context.is_active, on_open=lambda sub: _tie(sub, context),
+        ):  # fmt: skip
+            yield pb.WatchRunsResponse(
+                cursor=cursor.encode(), change=change_to_pb(change) if change else None
+            )
+
+    @translate_errors
+    def FollowRunLogs(self, request: pb.FollowRunLogsRequest, context: grpc.ServicerContext) -> Iterator[Any]:
+        hub = self.control.require_streams()
+        self.control.runs.require(request.run_id)  # NOT_FOUND before the first message
+        for lines, status in follow_logs(
+            hub, self.control.runs, request.run_id, max(request.after_seq, 0), context.is_active
+        ):
+            yield pb.FollowRunLogsResponse(
+                lines=[
+                    pb.LogLine(
+                        seq=ln.seq, at=_ts(ln.at), stream=ln.stream, level=ln.level, message=ln.message
+                    )
+                    for ln in lines
+                ],
+                run_status=pb.RunStatus.Value(status.value),
+            )
+
     # Deleting finished runs (dagd/storage/retention.py): straight to storage, nothing else to ask.
 
     @translate_errors
@@ -311,6 +387,24 @@ class RunServicer(pb_grpc.RunServiceServicer):
             if deleted >= limit:
                 return pb.PurgeRunsResponse(deleted=deleted, more=True)
         return pb.PurgeRunsResponse(deleted=deleted, more=False)
+
+
+def change_to_pb(change: RunChange) -> pb.RunChange:
+    return pb.RunChange(
+        status=pb.RunStatus.Value(change.status.value) if change.status else pb.RUN_STATUS_UNSPECIFIED,
+        at=_ts(change.at),
+        message=change.message,
+        run=run_to_pb(change.run) if change.run is not None else None,
+        run_id=change.run_id,
+        event_id=change.event_id,
+    )
+
+
+def _tie(sub: Subscription, context: grpc.ServicerContext) -> None:
+    """A stream's inbox closes when its call ends, and a handler stuck sending to a reader that
+    fell behind is cancelled (the hub decides when)."""
+    context.add_callback(sub.close)
+    sub.on_stuck = context.cancel
 
 
 def daemon_to_pb(view: DaemonView, beat: Heartbeat | None) -> pb.DaemonStatus:
@@ -357,6 +451,12 @@ class DaemonServicer(pb_grpc.DaemonServiceServicer):
     ) -> pb.RestartDaemonResponse:
         view, beat = self.control.restart_daemon(request.name)
         return pb.RestartDaemonResponse(daemon=daemon_to_pb(view, beat))
+
+    @translate_errors
+    def WatchDaemons(self, request: pb.WatchDaemonsRequest, context: grpc.ServicerContext) -> Iterator[Any]:
+        hub = self.control.require_streams()
+        for view, beat in watch_daemons(hub, self.control.daemon_status, context.is_active):
+            yield pb.WatchDaemonsResponse(daemon=daemon_to_pb(view, beat), role=self.control.role)
 
 
 def queue_status_to_pb(status: QueueStatus, daemon_healthy: bool, coordinator: str) -> pb.QueueStatus:

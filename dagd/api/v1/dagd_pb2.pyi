@@ -654,3 +654,78 @@ class SubmitRunsResponse(_message.Message):
     runs: _containers.RepeatedCompositeFieldContainer[Run]
     run_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, runs: _Optional[_Iterable[_Union[Run, _Mapping]]] = ..., run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WatchRunsRequest(_message.Message):
+    __slots__ = ("cursor", "statuses", "job_name", "tags", "from_beginning", "run_ids")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    JOB_NAME_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    FROM_BEGINNING_FIELD_NUMBER: _ClassVar[int]
+    RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    cursor: str
+    statuses: _containers.RepeatedScalarFieldContainer[RunStatus]
+    job_name: str
+    tags: _containers.ScalarMap[str, str]
+    from_beginning: bool
+    run_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cursor: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[RunStatus, str]]] = ..., job_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., from_beginning: _Optional[bool] = ..., run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RunChange(_message.Message):
+    __slots__ = ("status", "at", "message", "run", "run_id", "event_id")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    status: RunStatus
+    at: str
+    message: str
+    run: Run
+    run_id: str
+    event_id: int
+    def __init__(self, status: _Optional[_Union[RunStatus, str]] = ..., at: _Optional[str] = ..., message: _Optional[str] = ..., run: _Optional[_Union[Run, _Mapping]] = ..., run_id: _Optional[str] = ..., event_id: _Optional[int] = ...) -> None: ...
+
+class WatchRunsResponse(_message.Message):
+    __slots__ = ("cursor", "change")
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    cursor: str
+    change: RunChange
+    def __init__(self, cursor: _Optional[str] = ..., change: _Optional[_Union[RunChange, _Mapping]] = ...) -> None: ...
+
+class FollowRunLogsRequest(_message.Message):
+    __slots__ = ("run_id", "after_seq")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    after_seq: int
+    def __init__(self, run_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class FollowRunLogsResponse(_message.Message):
+    __slots__ = ("lines", "run_status")
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    RUN_STATUS_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[LogLine]
+    run_status: RunStatus
+    def __init__(self, lines: _Optional[_Iterable[_Union[LogLine, _Mapping]]] = ..., run_status: _Optional[_Union[RunStatus, str]] = ...) -> None: ...
+
+class WatchDaemonsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WatchDaemonsResponse(_message.Message):
+    __slots__ = ("daemon", "role")
+    DAEMON_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    daemon: DaemonStatus
+    role: str
+    def __init__(self, daemon: _Optional[_Union[DaemonStatus, _Mapping]] = ..., role: _Optional[str] = ...) -> None: ...
