@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dagd.errors import FellBehind, TooManyStreams
+from dagd.errors import FellBehind, TooManyStreams, Unavailable
 from dagd.runs.cursor import Cursor
 from dagd.runs.model import LogLine, RunStatus
 from dagd.storage.changes import ChangeBatch, RunChange, latest_ids, oldest_cursor, read_changes
@@ -136,8 +136,6 @@ class StreamHub:
     def subscribe(self, kind: str) -> Iterator[tuple[Subscription, Cursor]]:
         """An inbox, and the hub's position when it was opened (changes after it arrive in it)."""
         if not self._ready.wait(timeout=10):
-            from dagd.errors import Unavailable
-
             raise Unavailable("the stream reader is not ready (storage unreachable?)")
         size = self.queue_size if kind == "changes" else 1
         sub = Subscription(kind, queue.Queue(maxsize=size + 1))
@@ -289,7 +287,7 @@ def watch_runs(
                     raise FellBehind(
                         "the stream fell behind (the client read too slowly); resume from the last cursor"
                     )
-                return
+                raise _stopping()
             if item is WAKE:
                 if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
                     last_sent = time.monotonic()
@@ -331,10 +329,16 @@ def follow_logs(
                 yield [], status
                 return
             if sub.get(timeout=1.0) is None:
-                return
+                raise _stopping()
 
 
 DAEMON_POLL_SECONDS = 0.5
+
+
+def _stopping() -> Unavailable:
+    """Why an open stream ends when its inbox closes: the supervisor is stopping (or the call
+    ended, and then nobody hears it). Clients reconnect, to this supervisor or another."""
+    return Unavailable("the supervisor is stopping; reconnect and resume from the last cursor")
 
 
 def watch_daemons(
@@ -351,4 +355,4 @@ def watch_daemons(
                     sent[view.name] = key
                     yield view, beat
             if sub.get(timeout=DAEMON_POLL_SECONDS) is None:
-                return
+                raise _stopping()
