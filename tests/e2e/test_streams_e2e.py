@@ -257,3 +257,50 @@ def test_a_watch_resumes_across_a_supervisor_restart_missing_nothing(
     assert watcher.stop() == 130
     keys = [line["event_id"] for line in watcher.lines]
     assert len(keys) == len(set(keys))
+
+
+@pytest.mark.timeout(180)
+def test_a_standby_serves_the_watch_with_changes_made_through_the_leader(
+    tmp_path: pathlib.Path, pg_url: str, defs_file: pathlib.Path
+) -> None:
+    procs = []
+    for name in ("a", "b"):
+        proc = DagdProcess(tmp_path / name / "home")
+        proc.home.mkdir(parents=True)
+        proc.write_config(f"storage:\n  postgres:\n    url: '{pg_url}'\n")
+        procs.append(proc)
+    leader, standby = procs
+    try:
+        leader.start("-f", str(defs_file), command=("daemon", "run"))
+        standby.start("-f", str(defs_file), command=("daemon", "run", "--standby"), wait_healthy=False)
+        on_standby = Client(f"unix:{standby.home / 'run' / 'dagd.sock'}")
+        wait_for(lambda: _role(on_standby) == "standby", 60, "the second supervisor to stand by")
+        changes = watch_runs(on_standby, from_beginning=True)
+        first: list[dict[str, Any]] = []
+        reader = threading.Thread(target=lambda: first.extend(_until_success(changes)), daemon=True)
+        reader.start()
+        with Client(f"unix:{leader.home / 'run' / 'dagd.sock'}") as on_leader:
+            run_id = on_leader.submit("hello")["run_id"]
+            reader.join(timeout=60)
+            expected = status_events(on_leader, [run_id])[run_id]
+        assert [c["status"] for c in first if c["run_id"] == run_id] == expected
+        assert expected[-1] == "SUCCESS"
+        changes.close()
+        on_standby.close()
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def _role(client: Client) -> str | None:
+    try:
+        return client.instance_info()["role"]  # type: ignore[no-any-return]
+    except Exception:
+        return None
+
+
+def _until_success(changes: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for change in changes:
+        yield change
+        if change["status"] == "SUCCESS":
+            return
