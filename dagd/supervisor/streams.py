@@ -55,6 +55,29 @@ class Subscription:
     closed: bool = False
     on_stuck: Callable[[], None] | None = None
     stuck_handled: bool = field(default=False)
+    # A watcher's filter, applied by the hub: a batch with nothing for it is not handed over
+    # (1,000 idle watchers are not woken by every change); ``skipped_to`` is then the hub's
+    # position after it, which the handler adopts while its inbox is empty (``lock``).
+    matches: Callable[[RunChange], bool] | None = None
+    skipped_to: Cursor | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def offer_batch(self, batch: ChangeBatch, after: Cursor, now: float) -> None:
+        with self.lock:
+            wanted = self.matches is None or any(
+                c.status is not None and self.matches(c) for c in batch.changes
+            )
+            if not wanted:
+                self.skipped_to = after
+                return
+            self.offer(batch, now)
+
+    def idle_position(self, cursor: Cursor) -> Cursor:
+        """``cursor`` moved past the batches skipped for this watcher, if nothing waits unread."""
+        with self.lock:
+            if self.skipped_to is None or not self.queue.empty():
+                return cursor
+            return cursor.merge(self.skipped_to)
 
     def offer(self, item: Any, now: float) -> None:
         if self.behind or self.closed:
@@ -133,12 +156,14 @@ class StreamHub:
     # -- subscriptions -----------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def subscribe(self, kind: str) -> Iterator[tuple[Subscription, Cursor]]:
+    def subscribe(
+        self, kind: str, matches: Callable[[RunChange], bool] | None = None
+    ) -> Iterator[tuple[Subscription, Cursor]]:
         """An inbox, and the hub's position when it was opened (changes after it arrive in it)."""
         if not self._ready.wait(timeout=10):
             raise Unavailable("the stream reader is not ready (storage unreachable?)")
         size = self.queue_size if kind == "changes" else 1
-        sub = Subscription(kind, queue.Queue(maxsize=size + 1))
+        sub = Subscription(kind, queue.Queue(maxsize=size + 1), matches=matches)
         with self._lock:
             if len(self._subs) >= self.max_streams or self._stop.is_set():
                 raise TooManyStreams(
@@ -190,7 +215,7 @@ class StreamHub:
             with self._lock:
                 self._cursor = cursor
                 subs = list(self._subs)
-            self._fan_out(subs, batch)
+            self._fan_out(subs, batch, cursor)
             woke = True
             if events <= cursor.last:
                 break
@@ -206,11 +231,11 @@ class StreamHub:
                 if sub.on_stuck is not None:
                     sub.on_stuck()
 
-    def _fan_out(self, subs: list[Subscription], batch: ChangeBatch) -> None:
+    def _fan_out(self, subs: list[Subscription], batch: ChangeBatch, after: Cursor) -> None:
         mono = time.monotonic()
         for sub in subs:
             if sub.kind == "changes":
-                sub.offer(batch, mono)
+                sub.offer_batch(batch, after, mono)
 
     @contextlib.contextmanager
     def _waiter(self) -> Iterator[Callable[[], None]]:
@@ -266,7 +291,7 @@ def watch_runs(
 ) -> Iterator[tuple[Cursor, RunChange | None]]:
     """(cursor after it, change) for each status change ``start`` has not seen, as they happen;
     (cursor, None) now and then as a keep-alive. Raises FellBehind when the reader lags too far."""
-    with hub.subscribe("changes") as (sub, position):
+    with hub.subscribe("changes", matches) as (sub, position):
         on_open(sub)
         cursor = start if start is not None else oldest_cursor(hub.storage) if from_beginning else position
         yield cursor, None  # the starting position, so even a client that sees nothing can resume
@@ -289,6 +314,7 @@ def watch_runs(
                     )
                 raise _stopping()
             if item is WAKE:
+                cursor = sub.idle_position(cursor)
                 if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
                     last_sent = time.monotonic()
                     yield cursor, None
