@@ -6,6 +6,7 @@ supervisor restart; a reader that falls behind is ended with a clear error; stre
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
+import psutil
 import pytest
 from helpers.procs import DAGCTL, DagdProcess, wait_for
 
@@ -304,3 +306,46 @@ def _until_success(changes: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]
         yield change
         if change["status"] == "SUCCESS":
             return
+
+
+@pytest.mark.timeout(300)
+def test_a_thousand_idle_watchers_and_one_that_never_reads_leave_memory_bounded(
+    dagd: DagdProcess, defs_file: pathlib.Path, client: Any
+) -> None:
+    dagd.write_config("streams: {max_streams: 1010, queue_size: 16}\n")
+    dagd.start("-f", str(defs_file), command=("daemon", "run"))
+    client.set_queue_paused(True)
+    supervisor = psutil.Process(json.loads((dagd.home / "supervisor.json").read_text())["pid"])
+    channels = [grpc.insecure_channel(client.address) for _ in range(10)]
+    idle = []
+    for i in range(1000):
+        call = pb_grpc.RunServiceStub(channels[i % 10]).WatchRuns(pb.WatchRunsRequest(job_name="nobody"))
+        next(call)
+        idle.append(call)
+    stuck_channel = grpc.insecure_channel(client.address, options=[("grpc.http2.bdp_probe", 0)])
+    stuck = pb_grpc.RunServiceStub(stuck_channel).WatchRuns(pb.WatchRunsRequest())
+    next(stuck)
+    active: list[dict[str, Any]] = []
+    changes = watch_runs(client, job_name="hello", from_beginning=True)
+
+    def read() -> None:
+        with contextlib.suppress(Exception):  # the test ends: the supervisor stops, the client closes
+            active.extend(changes)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    baseline = supervisor.memory_info().rss
+    bulky = {"blob": "x" * 150_000}  # 400 of these is 60 MB, were they buffered for the stuck reader
+    ids = [client.submit("hello", run_config=bulky)["run_id"] for _ in range(400)]
+    wait_for(lambda: len(active) >= 400, 120, "the active watcher to get every change")
+    grown = (supervisor.memory_info().rss - baseline) / 2**20
+    assert [c["run_id"] for c in active[:400]] == ids
+    assert grown < 30, f"the supervisor grew {grown:.0f} MiB"
+    with pytest.raises(grpc.RpcError) as ended:
+        for _ in stuck:
+            pass
+    assert ended.value.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED)
+    for call in idle:
+        call.cancel()
+    for channel in [*channels, stuck_channel]:
+        channel.close()

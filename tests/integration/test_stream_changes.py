@@ -142,6 +142,7 @@ def test_a_filtered_watcher_gets_its_changes_once_and_its_cursor_moves_past_the_
     from dagd.supervisor import streams
 
     monkeypatch.setattr(streams, "KEEPALIVE_SECONDS", 0.0)
+    monkeypatch.setattr(streams, "IDLE_WAKE_SECONDS", 0.2)
     got: list[tuple[str, str]] = []
     positions: list[Cursor] = []
     active = {"on": True}
