@@ -363,8 +363,9 @@ class RunServicer(pb_grpc.RunServiceServicer):
         hub = self.control.require_streams()
         self.control.runs.require(request.run_id)  # NOT_FOUND before the first message
         for lines, status in follow_logs(
-            hub, self.control.runs, request.run_id, max(request.after_seq, 0), context.is_active
-        ):
+            hub, self.control.runs, request.run_id, max(request.after_seq, 0), context.is_active,
+            on_open=lambda sub: _tie(sub, context),
+        ):  # fmt: skip
             yield pb.FollowRunLogsResponse(
                 lines=[
                     pb.LogLine(

@@ -45,6 +45,7 @@ async def overview(request: Request) -> Response:
         request,
         "overview.html",
         active="overview",
+        live_url="/live",
         queue=queue,
         queue_chart=charts.queue_chart(charts.queue_series(spans, now)),
         gantt=charts.gantt_chart(newest, now),
