@@ -20,7 +20,7 @@ import os
 import pathlib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -439,7 +439,7 @@ def submit(
         )
         return
     with ctx.client() as client:
-        run = client.submit(
+        run: dict[str, Any] = client.submit(
             job,
             tags=parsed_tags,
             run_config_json=config_json,
@@ -574,7 +574,7 @@ def runs_logs(ctx: Ctx, run_id: str, follow: bool) -> None:
     """The run's log lines (context.log, stdout and stderr)."""
     from dagd.client.streams import follow_logs
 
-    def show(lines: list[dict[str, Any]]) -> None:
+    def show(lines: Sequence[Mapping[str, Any]]) -> None:
         for line in lines:
             click.echo(f"{line['at']} {line['stream']:<6} {line['level']:<7} {line['message']}")
 
@@ -588,8 +588,8 @@ def runs_logs(ctx: Ctx, run_id: str, follow: bool) -> None:
                 if not lines:
                     return
         try:
-            for lines, _ in follow_logs(client, run_id):
-                show(lines)
+            for followed, _ in follow_logs(client, run_id):
+                show(followed)
                 sys.stdout.flush()
         except KeyboardInterrupt:
             sys.exit(130)

@@ -109,7 +109,7 @@ class RunEvent(_message.Message):
     def __init__(self, at: _Optional[str] = ..., kind: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SubmitRunRequest(_message.Message):
-    __slots__ = ("job_name", "tags", "run_config_json", "priority", "idempotency_key")
+    __slots__ = ("job_name", "tags", "run_config_json", "priority", "idempotency_key", "run_config")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -122,12 +122,14 @@ class SubmitRunRequest(_message.Message):
     RUN_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    RUN_CONFIG_FIELD_NUMBER: _ClassVar[int]
     job_name: str
     tags: _containers.ScalarMap[str, str]
     run_config_json: str
     priority: int
     idempotency_key: str
-    def __init__(self, job_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., run_config_json: _Optional[str] = ..., priority: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    run_config: _struct_pb2.Struct
+    def __init__(self, job_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., run_config_json: _Optional[str] = ..., priority: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., run_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class GetRunRequest(_message.Message):
     __slots__ = ("run_id",)
