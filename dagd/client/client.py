@@ -559,6 +559,23 @@ class Client:
 
     # -- instance ------------------------------------------------------------------------------
 
+    def list_workers(self) -> list[dict[str, Any]]:
+        """The fleet's worker hosts (the Celery launcher), as ``dagctl workers status --json``."""
+        response = self._call(self.instance.ListWorkers, pb.ListWorkersRequest())
+        return [
+            {
+                "name": w.name,
+                "host": w.host,
+                "queues": list(w.queues),
+                "slots": w.slots,
+                "in_use": w.in_use,
+                "accepting": w.accepting,
+                "last_heartbeat_at": w.last_heartbeat_at or None,
+                "healthy": w.healthy,
+            }
+            for w in response.workers
+        ]
+
     def instance_info(self) -> dict[str, Any]:
         info = self._call(self.instance.GetInstanceInfo, pb.GetInstanceInfoRequest())
         return {

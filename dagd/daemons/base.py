@@ -66,6 +66,9 @@ class Daemon:
         # Since when (monotonic) storage has answered this daemon without a break; None while it
         # does not. Run monitoring judges no worker by its silence until this is old enough.
         self.storage_ok_since: float | None = time.monotonic()
+        # Set by the daemon itself: why it cannot do its work though storage answers (the run
+        # queue: "broker unreachable"). Reported like storage trouble: degraded, not hung.
+        self.degraded_reason: str | None = None
 
     @property
     def interval_seconds(self) -> float:
@@ -101,7 +104,8 @@ class DaemonRunner:
         self.stopping = threading.Event()
         self._last_beat = 0.0
         self._last_ping = 0.0
-        self._degraded: str | None = None
+        self._degraded: str | None = None  # storage unreachable (the runner's own finding)
+        self._reported: str | None = None  # the reason last sent to the supervisor
         # Test hook, inert unless set: see _inject_degraded_hang.
         self._fault_hang_degraded = daemon.name in os.environ.get("DAGD_FAULT_HANG_DEGRADED", "").split(",")
 
@@ -131,6 +135,10 @@ class DaemonRunner:
         )
         self._last_beat = now
 
+    def _reason(self) -> str | None:
+        """Why the daemon is degraded: storage first, else what the daemon says of itself."""
+        return self._degraded or self.daemon.degraded_reason
+
     def _set_degraded(self, reason: str | None) -> None:
         if reason != self._degraded:
             self._degraded = reason
@@ -139,6 +147,16 @@ class DaemonRunner:
                 log.warning("%s degraded: %s", self.daemon.name, reason)
             else:
                 log.info("%s recovered", self.daemon.name)
+        self._send_reason()
+
+    def _send_reason(self) -> None:
+        reason = self._reason()
+        if reason != self._reported and self._degraded is None:
+            if reason:
+                log.warning("%s degraded: %s", self.daemon.name, reason)
+            else:
+                log.info("%s no longer degraded", self.daemon.name)
+        self._reported = reason
         self.pipe.send(Degraded(reason, self.iteration))
 
     def run(self) -> None:
@@ -158,6 +176,8 @@ class DaemonRunner:
                 self.beat(force=self._degraded is not None)
                 if self._degraded is not None:
                     self._set_degraded(None)
+                elif self._reason() != self._reported:
+                    self._send_reason()
                 self._ping()
                 degraded_backoff = 0.5
             except StorageUnavailable as exc:
@@ -211,7 +231,7 @@ class DaemonRunner:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.wake.wait(min(remaining, self.heartbeat_interval)):
                 return
-            self.pipe.send(Progress(self.iteration, self._degraded))
+            self.pipe.send(Progress(self.iteration, self._reason()))
             if self._degraded is None:
                 try:
                     self.beat()

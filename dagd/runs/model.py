@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -69,6 +70,28 @@ MAX_RETRIES_TAG = "dagd/max_retries"
 PARENT_RUN_TAG = "dagd/parent_run_id"
 ROOT_RUN_TAG = "dagd/root_run_id"
 RETRY_NUMBER_TAG = "dagd/retry_number"
+
+
+# The Celery launcher routes a run to this queue (docs/cluster.md). A name RabbitMQ and Redis both
+# take as is, and Celery needs no escaping for: letters, digits and _ . : - (at most 200).
+QUEUE_TAG = "dagd/queue"
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
+
+
+def describe_queue_name(name: str) -> str:
+    """The rule, for an error message naming ``name``."""
+    shown = name if len(name) <= 40 else name[:40] + "..."
+    return f"must be a queue name of letters, digits and _ . : - (at most 200), got {shown!r}"
+
+
+def check_queue_tag(tags: dict[str, str]) -> str | None:
+    """The run's ``dagd/queue`` (None: not set); raises ValueError naming a bad value."""
+    raw = tags.get(QUEUE_TAG)
+    if raw is None:
+        return None
+    if not QUEUE_NAME.match(str(raw)):
+        raise ValueError(f"tag {QUEUE_TAG} {describe_queue_name(str(raw))}")
+    return str(raw)
 
 
 def check_max_retries(tags: dict[str, str]) -> int | None:
