@@ -4,7 +4,9 @@ A ``dagctl daemon run`` deployment with the QueuedRunCoordinator (a global cap a
 any-value and per-unique-value tag limits), three schedules and two sensors with run keys, runs
 submitted by several clients over gRPC and through ``dagctl``, while a seeded plan SIGKILLs and
 SIGSTOPs daemons, SIGKILLs the supervisor and run workers, cuts PostgreSQL off through a proxy
-(SQLite: holds its write lock), and fires terminate storms. docs/chaos.md lists the invariants.
+(SQLite: holds its write lock), and fires terminate storms. The two-host mode runs a leader and a
+standby on two test hosts and adds partitions, a killed leader and a frozen supervisor.
+docs/chaos.md lists the invariants.
 
     DAGD_CHAOS_SEED=1234 pytest tests/chaos -k postgres -s     # replay a seed (printed at start)
     DAGD_CHAOS_SECONDS=1800 pytest tests/chaos -m soak -s      # the long run
@@ -12,16 +14,19 @@ SIGSTOPs daemons, SIGKILLs the supervisor and run workers, cuts PostgreSQL off t
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import urllib.parse
 
 import pytest
 from helpers.chaos.deployment import Deployment
 from helpers.chaos.scenario import ChaosSettings, Scenario, chaos_timeout
+from helpers.chaos.two_hosts import run_two_hosts
 from helpers.tcp_proxy import proxy_to
 
 POSTGRES_SECONDS = 120.0
 SQLITE_SECONDS = 45.0
+TWO_HOSTS_SECONDS = 60.0
 SOAK_SECONDS = 1800.0
 
 
@@ -102,3 +107,35 @@ def test_chaos_postgres_soak(
 ) -> None:
     """The PostgreSQL battery for half an hour by default (DAGD_CHAOS_SECONDS); outside CI."""
     run_postgres(tmp_path, pg_url, ChaosSettings.from_env("postgres", SOAK_SECONDS), request, capsys)
+
+
+def two_hosts(
+    tmp_path: pathlib.Path,
+    pg_url: str,
+    default_seconds: float,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = dataclasses.replace(ChaosSettings.from_env("two-hosts", default_seconds), api_clients=4)
+    announce(request, capsys, settings.describe())
+    scenario = run_two_hosts(tmp_path, pg_url, settings)
+    announce(request, capsys, scenario.summary())
+    assert not scenario.violations, scenario.verdict()
+
+
+@pytest.mark.timeout(chaos_timeout(TWO_HOSTS_SECONDS))
+def test_chaos_two_hosts(
+    tmp_path: pathlib.Path, pg_url: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A leader and a standby on two test hosts, one PostgreSQL: partitions, a killed or frozen
+    supervisor, on top of daemon and worker faults (helpers/chaos/two_hosts.py)."""
+    two_hosts(tmp_path, pg_url, TWO_HOSTS_SECONDS, request, capsys)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(chaos_timeout(SOAK_SECONDS))
+def test_chaos_two_hosts_soak(
+    tmp_path: pathlib.Path, pg_url: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The two-host battery for half an hour by default (DAGD_CHAOS_SECONDS); outside CI."""
+    two_hosts(tmp_path, pg_url, SOAK_SECONDS, request, capsys)

@@ -12,6 +12,7 @@ from helpers.chaos.faults import DownWindows, make_plan
 from helpers.chaos.invariants import (
     doubled_run_keys,
     launched_twice,
+    launches_after_deposed,
     lost_counter_keys,
     missing_acks,
     over_limits,
@@ -20,6 +21,7 @@ from helpers.chaos.invariants import (
 )
 from helpers.chaos.load import SUBMISSION_TAG, Ack
 from helpers.chaos.scenario import unexpected_errors
+from helpers.chaos.two_hosts import SUPERVISOR_FAULTS, TTL, make_two_host_plan
 
 from dagd.timefmt import rfc3339
 
@@ -185,3 +187,38 @@ DETAIL:  Key (idempotency_key)=(api1-6) already exists.
         'constraint "runs_idempotency_key_key"'
     ]
     assert unexpected_errors("2026-11-21 19:39:54,000 dagd.supervisor INFO supervisor stopped\n") == []
+
+
+def test_launches_after_deposed_finds_a_launch_under_an_epoch_already_superseded() -> None:
+    seen = {1: T0, 2: T0 + timedelta(seconds=10), 3: T0 + timedelta(seconds=30)}
+    fine = [
+        ("r1", 1, 1, T0 + timedelta(seconds=9)),
+        ("r2", 1, 2, T0 + timedelta(seconds=29)),
+        ("r3", 1, 3, T0 + timedelta(seconds=40)),
+    ]
+    assert launches_after_deposed(fine, seen) == []
+    assert (
+        launches_after_deposed([("r4", 1, None, T0 + timedelta(seconds=50))], seen) == []
+    )  # not fenced: not judged
+    late = launches_after_deposed(
+        [("r5", 2, 1, T0 + timedelta(seconds=12)), ("r6", 1, 2, T0 + timedelta(seconds=31))], seen
+    )
+    assert len(late) == 2
+    assert "run r5 attempt 2 dispatched under epoch 1" in late[0] and "after epoch 2" in late[0]
+    assert "run r6 attempt 1 dispatched under epoch 2" in late[1] and "after epoch 3" in late[1]
+
+
+def test_the_two_host_plan_is_a_function_of_the_seed_with_every_supervisor_fault_one_at_a_time() -> None:
+    for seed in range(1, 40):
+        plan = make_two_host_plan(seed, 60)
+        assert plan == make_two_host_plan(seed, 60)
+        assert [f.at for f in plan] == sorted(f.at for f in plan)
+        heavy = [f for f in plan if f.kind in SUPERVISOR_FAULTS]
+        assert {f.kind for f in heavy} == set(SUPERVISOR_FAULTS), (seed, heavy)
+        assert {f.target for f in heavy if f.kind == "kill_leader"} == {"leader"}
+        for before, after in zip(
+            heavy, heavy[1:], strict=False
+        ):  # never two at once, a lease of calm between
+            assert after.at >= before.at + before.duration + TTL, (seed, before, after)
+    targets = [f.target for s in range(1, 200) for f in make_two_host_plan(s, 60) if f.kind == "partition"]
+    assert targets.count("leader") > targets.count("standby") > 0

@@ -28,10 +28,9 @@ import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import netns
+from helpers.ha import client, info, role, start_on, supervisor, two_test_hosts
 from helpers.procs import DagdProcess, assert_no_leftovers, wait_for
 from helpers.tcp_proxy import proxy_to
-
-from dagd.client.client import Client
 
 TTL = 6.0  # a short lease keeps the takeover tests quick; the production default is 15 s
 CONFIG = f"""
@@ -54,50 +53,14 @@ def skewed_clock() -> dict[str, str]:
 
 def host(tmp_path: pathlib.Path, name: str, pg_url: str, extra_config: str = "") -> DagdProcess:
     """A supervisor with its own home and log, as on its own host."""
-    proc = DagdProcess(tmp_path / name / "home")
-    proc.home.mkdir(parents=True)
-    proc.write_config(f"storage:\n  postgres:\n    url: '{pg_url}'\n{CONFIG}{extra_config}")
-    return proc
+    return supervisor(tmp_path, name, pg_url, CONFIG + extra_config)
 
 
 def on_test_hosts(
     stack: contextlib.ExitStack, tmp_path: pathlib.Path, pg_url: str, extra_config: str = ""
 ) -> tuple[list[netns.NetHost], list[DagdProcess]]:
-    """Two test hosts (network namespaces, own hostnames), each reaching PostgreSQL only through a
-    proxy on its link, and a supervisor home for each; stopped and removed when ``stack`` closes."""
-    parsed = urllib.parse.urlparse(pg_url.replace("postgresql+psycopg", "postgresql"))
-    pg_host, pg_port = parsed.hostname or "127.0.0.1", parsed.port or 5432
-    bed = stack.enter_context(netns.multi_host())
-    hosts, procs = [], []
-    for name in ("hosta", "hostb"):
-        test_host = bed.host(name)
-        proxy = stack.enter_context(proxy_to(pg_host, pg_port, listen_host=test_host.local_address))
-        url = pg_url.replace(f"{pg_host}:{pg_port}", f"{test_host.local_address}:{proxy.port}")
-        hosts.append(test_host)
-        procs.append(host(tmp_path, name, url, extra_config))
-    stack.callback(lambda: [p.stop() for p in procs])
-    return hosts, procs
-
-
-def start_on(test_host: netns.NetHost, proc: DagdProcess, defs_file: pathlib.Path, *, standby: bool) -> None:
-    command = ("daemon", "run", "--standby") if standby else ("daemon", "run")
-    proc.start("-f", str(defs_file), command=command, wait_healthy=not standby, wrap=test_host.command())
-
-
-def client(proc: DagdProcess) -> Client:
-    return Client(f"unix:{proc.home / 'run' / 'dagd.sock'}")
-
-
-def info(proc: DagdProcess) -> dict[str, Any]:
-    with client(proc) as c:
-        return c.instance_info()
-
-
-def role(proc: DagdProcess) -> str | None:
-    try:
-        return info(proc)["role"]
-    except Exception:
-        return None
+    """Two test hosts, each reaching PostgreSQL only through a proxy on its link (helpers/ha.py)."""
+    return two_test_hosts(stack, tmp_path, pg_url, CONFIG + extra_config)
 
 
 def alive(pid: int) -> bool:

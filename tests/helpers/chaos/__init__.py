@@ -11,6 +11,8 @@
                     slow down what it measures
     scenario.py     one chaos run from start to verdict
     report.py       violations and the fault log, every message naming the seed
+    two_hosts.py    the two-host mode: a leader and a standby on two test hosts, partitions and
+                    supervisor faults, and the one-leader-at-a-time check
 
 docs/chaos.md describes the faults, the invariants, and how to replay a seed.
 """

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from dagd.client.client import Client
 from dagd.processes import daemon_name
-from dagd.storage.schema import instigators, run_attempts, run_events, runs, ticks
+from dagd.storage.schema import instigators, leases, run_attempts, run_events, runs, ticks
 from dagd.timefmt import as_utc
 from helpers.procs import DagdProcess
 from helpers.tcp_proxy import TcpProxy
@@ -76,7 +76,7 @@ SCHEDULES = {  # name -> (cron, timezone), as in tests/fixtures/chaos_defs.py
 COUNTER_SENSOR = "counter"
 
 
-def instance_config(storage_yaml: str, limits: Limits = LIMITS) -> str:
+def instance_config(storage_yaml: str, limits: Limits = LIMITS, lease_ttl: float | None = None) -> str:
     """``dagd.yaml``: quick restarts, a roomy hang timeout (a loaded CI machine is not a hang), a
     restart budget that a storm of SIGKILLs does not exhaust, and short run-monitoring timeouts so
     a run stranded by a fault is resolved within the test."""
@@ -85,6 +85,7 @@ def instance_config(storage_yaml: str, limits: Limits = LIMITS) -> str:
         "tag_concurrency_limits": [rule.to_config() for rule in limits.rules],
         "dequeue_interval_seconds": 1,
     }
+    lease = f"  lease_ttl_seconds: {lease_ttl:g}\n" if lease_ttl else ""  # several supervisors (two_hosts.py)
     return f"""{storage_yaml}
 run_coordinator:
   module: dagd.run_coordinator
@@ -105,7 +106,7 @@ daemons:
   heartbeat_interval_seconds: 0.5
   heartbeat_timeout_seconds: 8
   stop_grace_seconds: 2
-  restart:
+{lease}  restart:
     initial_backoff_seconds: 0.2
     max_backoff_seconds: 2
     budget: 1000
@@ -194,12 +195,31 @@ class Deployment:
         self.view.dispose()
 
     def markers_by_run(self) -> dict[str, list[int]]:
-        """Which processes executed each run's code (``<run_id>.<pid>`` marker files)."""
-        out: dict[str, list[int]] = {}
-        for path in self.markers.iterdir():
-            run_id, _, pid = path.name.rpartition(".")
-            out.setdefault(run_id, []).append(int(pid))
-        return out
+        return markers_by_run(self.markers)
+
+    @property
+    def homes(self) -> list[pathlib.Path]:
+        return [self.home]
+
+    @property
+    def supervisor_pids(self) -> set[int]:
+        pid = self.supervisor_pid
+        return {pid} if pid is not None else set()
+
+    def supervisor_logs(self) -> str:
+        return self.dagd.log_path.read_text()
+
+    def log_tail(self) -> str:
+        return self.dagd.log()[-3000:]
+
+
+def markers_by_run(markers: pathlib.Path) -> dict[str, list[int]]:
+    """Which processes executed each run's code (``<run_id>.<pid>`` marker files)."""
+    out: dict[str, list[int]] = {}
+    for path in markers.iterdir():
+        run_id, _, pid = path.name.rpartition(".")
+        out.setdefault(run_id, []).append(int(pid))
+    return out
 
 
 # -- reading storage directly ------------------------------------------------------------------------
@@ -300,6 +320,19 @@ class StorageView:
             )
             for row in self._rows(query)
         ]
+
+    def attempts(self) -> list[tuple[str, int, int | None, datetime]]:
+        """(run_id, attempt, epoch, dispatched_at) of every run attempt."""
+        query = sa.select(
+            run_attempts.c.run_id, run_attempts.c.attempt, run_attempts.c.epoch, run_attempts.c.dispatched_at
+        )
+        return [(r.run_id, r.attempt, r.epoch, as_utc(r.dispatched_at)) for r in self._rows(query)]  # type: ignore[misc]
+
+    def lease(self, name: str) -> tuple[int, datetime] | None:
+        """The lease's epoch now, and the database's time now."""
+        query = sa.select(leases.c.epoch, sa.func.clock_timestamp().label("now")).where(leases.c.name == name)
+        rows = self._rows(query)
+        return (rows[0].epoch, as_utc(rows[0].now)) if rows else None  # type: ignore[return-value]
 
     def instigator_states(self) -> dict[tuple[str, str], tuple[datetime, str | None]]:
         """(kind, name) -> (status_changed_at, cursor)."""

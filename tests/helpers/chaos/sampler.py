@@ -112,9 +112,9 @@ class Sampler(threading.Thread):
 
     def check_orphans(self) -> None:
         now = time.monotonic()
-        found = instance_processes(self.deployment.home)
+        found = [item for home in self.deployment.homes for item in instance_processes(home)]
         owned = _test_descendants()
-        supervisor = self.deployment.supervisor_pid
+        supervisors = self.deployment.supervisor_pids
         # Read after the scan: a worker seen above has its run recorded by now if it ever will.
         workers = {r.worker_pid for r in self.deployment.view.runs(IN_PROGRESS) if r.worker_pid}
         workers |= self.deployment.view.attempt_pids()
@@ -130,7 +130,7 @@ class Sampler(threading.Thread):
                 # A worker of a run in progress, or that worker's job (a child process of its own).
                 if proc.pid in workers or _ppid(proc) in workers:
                     continue
-            elif proc.pid == supervisor or proc.pid in owned:
+            elif proc.pid in supervisors or proc.pid in owned:
                 continue
             current.add(key)
             first, _ = self._suspects.setdefault(key, (now, detail))

@@ -182,7 +182,7 @@ class Scenario:
         try:
             wait_for(healthy, timeout, what, interval=0.2)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- supervisor log ---\n{self.deployment.dagd.log()}") from None
+            raise AssertionError(f"{exc}\n--- supervisor log ---\n{self.deployment.log_tail()}") from None
 
     def _recover(self) -> None:
         """Once the faults end: sensors stopped, daemons healthy, every run finished, ticks done."""
@@ -252,7 +252,7 @@ class Scenario:
             "schedule tick once per due time",
             schedule_ticks(SCHEDULES, started, view.schedule_ticks(), runs, until),
         )
-        add("no internal error", unexpected_errors(self.deployment.dagd.log_path.read_text()))
+        add("no internal error", unexpected_errors(self.deployment.supervisor_logs()))
         scheduled = sum(1 for r in runs if "dagd/schedule" in r.tags)
         self.notes.append(
             f"runs: {len(runs)} ({scheduled} scheduled, {sum(1 for r in runs if 'dagd/sensor' in r.tags)} "
@@ -268,6 +268,6 @@ class Scenario:
             *self.notes,
             f"home (logs in home/logs): {self.deployment.home}",
             "--- supervisor log (tail) ---",
-            self.deployment.dagd.log()[-3000:],
+            self.deployment.log_tail(),
         ]
         return self.violations.report(self.log, "\n".join(context))
