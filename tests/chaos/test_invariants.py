@@ -191,21 +191,17 @@ DETAIL:  Key (idempotency_key)=(api1-6) already exists.
 
 def test_launches_after_deposed_finds_a_launch_under_an_epoch_already_superseded() -> None:
     seen = {1: T0, 2: T0 + timedelta(seconds=10), 3: T0 + timedelta(seconds=30)}
-    fine = [
-        ("r1", 1, 1, T0 + timedelta(seconds=9)),
-        ("r2", 1, 2, T0 + timedelta(seconds=29)),
-        ("r3", 1, 3, T0 + timedelta(seconds=40)),
-    ]
+
+    def at(seconds: float) -> datetime:
+        return T0 + timedelta(seconds=seconds)
+
+    fine = [("run r1 attempt 1", 1, at(9)), ("run r2 attempt 1", 2, at(29)), ("tick t #1", 3, at(40))]
     assert launches_after_deposed(fine, seen) == []
-    assert (
-        launches_after_deposed([("r4", 1, None, T0 + timedelta(seconds=50))], seen) == []
-    )  # not fenced: not judged
-    late = launches_after_deposed(
-        [("r5", 2, 1, T0 + timedelta(seconds=12)), ("r6", 1, 2, T0 + timedelta(seconds=31))], seen
-    )
+    assert launches_after_deposed([("run r4 attempt 1", None, at(50))], seen) == []  # not fenced
+    late = launches_after_deposed([("run r5 attempt 2", 1, at(12)), ("schedule tick s #7", 2, at(31))], seen)
     assert len(late) == 2
-    assert "run r5 attempt 2 dispatched under epoch 1" in late[0] and "after epoch 2" in late[0]
-    assert "run r6 attempt 1 dispatched under epoch 2" in late[1] and "after epoch 3" in late[1]
+    assert "run r5 attempt 2 written under epoch 1" in late[0] and "after epoch 2" in late[0]
+    assert "schedule tick s #7 written under epoch 2" in late[1] and "after epoch 3" in late[1]
 
 
 def test_the_two_host_plan_is_a_function_of_the_seed_with_every_supervisor_fault_one_at_a_time() -> None:

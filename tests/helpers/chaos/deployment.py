@@ -321,12 +321,19 @@ class StorageView:
             for row in self._rows(query)
         ]
 
-    def attempts(self) -> list[tuple[str, int, int | None, datetime]]:
-        """(run_id, attempt, epoch, dispatched_at) of every run attempt."""
-        query = sa.select(
+    def launches(self) -> list[tuple[str, int | None, datetime]]:
+        """What the leader's daemons wrote under a lease epoch: every run attempt (dispatched at,
+        the database's time) and every tick (started at, taken before the write)."""
+        attempts = sa.select(
             run_attempts.c.run_id, run_attempts.c.attempt, run_attempts.c.epoch, run_attempts.c.dispatched_at
         )
-        return [(r.run_id, r.attempt, r.epoch, as_utc(r.dispatched_at)) for r in self._rows(query)]  # type: ignore[misc]
+        out = [
+            (f"run {r.run_id} attempt {r.attempt}", r.epoch, as_utc(r.dispatched_at))
+            for r in self._rows(attempts)
+        ]
+        query = sa.select(ticks.c.id, ticks.c.kind, ticks.c.name, ticks.c.epoch, ticks.c.started_at)
+        out += [(f"{r.kind} tick {r.name} #{r.id}", r.epoch, as_utc(r.started_at)) for r in self._rows(query)]
+        return out  # type: ignore[return-value]
 
     def lease(self, name: str) -> tuple[int, datetime] | None:
         """The lease's epoch now, and the database's time now."""

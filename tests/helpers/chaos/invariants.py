@@ -160,25 +160,25 @@ def schedule_ticks(
 
 
 def launches_after_deposed(
-    attempts: Iterable[tuple[str, int, int | None, datetime]], epoch_seen: Mapping[int, datetime]
+    launches: Iterable[tuple[str, int | None, datetime]], epoch_seen: Mapping[int, datetime]
 ) -> list[str]:
-    """Launches that landed under an epoch already superseded: one leader acting at a time.
+    """Launches that landed under an epoch already superseded: one leader acts at a time.
 
-    ``attempts``: (run_id, attempt, epoch, dispatched_at by the database's clock); ``epoch_seen``:
-    each lease epoch the referee saw, with the database's time it first saw it (never earlier than
-    the epoch really began). An attempt dispatched under epoch E after a later epoch was seen was
-    written by a deposed leader past its term: the fence (the epoch checked in the launching
-    statement) failed.
+    ``launches``: (what, lease epoch it was written under, when: by the database's clock, or taken
+    before the write); ``epoch_seen``: each lease epoch the referee saw, with the database's time it
+    first saw it (never earlier than the epoch really began). Something written under epoch E after
+    a later epoch was seen came from a deposed leader past its term: the fence (the epoch checked in
+    the launching statement) failed.
     """
     out = []
-    for run_id, number, epoch, at in attempts:
+    for what, epoch, at in launches:
         if epoch is None:
             continue
         later = [(seen, e) for e, seen in epoch_seen.items() if e > epoch and seen < at]
         if later:
             seen, e = min(later)
             out.append(
-                f"run {run_id} attempt {number} dispatched under epoch {epoch} at {rfc3339(at)}, "
+                f"{what} written under epoch {epoch} at {rfc3339(at)}, "
                 f"after epoch {e} was in force (seen at {rfc3339(seen)})"
             )
             if len(out) >= MAX_LISTED:

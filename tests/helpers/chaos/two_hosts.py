@@ -18,7 +18,7 @@ daemon or a worker, freeze a worker, terminate storms) the plan adds faults on t
 Supervisor faults never overlap, and each is followed by a lease and some seconds of calm, so the
 pair has a leader most of the time. Besides the one-host invariants that apply, one leader acts at a
 time: every launch (a run attempt, stamped with the lease epoch it was made under and the database's
-time) must land before a later epoch was seen (``launches_after_deposed``).
+time) and every tick must land before a later epoch was seen (``launches_after_deposed``).
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ class TwoHostSampler(Sampler):
         super().slow_checks()
         self.add(
             "one leader acts at a time",
-            launches_after_deposed(self.deployment.view.attempts(), self.leases.first_seen),
+            launches_after_deposed(self.deployment.view.launches(), self.leases.first_seen),
         )
 
 
@@ -517,7 +517,7 @@ class TwoHostScenario(Scenario):
         sampler.leases.look(self.deployment.view)
         sampler.add(
             "one leader acts at a time",
-            launches_after_deposed(self.deployment.view.attempts(), sampler.leases.first_seen),
+            launches_after_deposed(self.deployment.view.launches(), sampler.leases.first_seen),
         )
         runs = self.deployment.view.runs()
         self.notes.append(f"unfinished runs at the end: {sum(1 for r in runs if r.status not in FINISHED)}")
