@@ -1,4 +1,6 @@
-"""A typed client of ``dagd.api.v1``: domain-shaped dicts in and out, dagd errors instead of RpcError.
+"""A typed client of ``dagd.api.v1``: typed results in (:mod:`dagd.client.types`, dataclasses that are
+also the dicts of SPEC §6's JSON shapes), dagd errors instead of RpcError. docs/client.md tells how
+another service uses it.
 
 This is the one client-side place where gRPC status codes become dagd errors. The address comes
 from ``--address``, else from the ``supervisor.json`` the supervisor publishes in ``$DAGD_HOME``.
@@ -14,8 +16,10 @@ from typing import Any
 
 import grpc
 
+from dagd import home as layout
 from dagd.api.v1 import dagd_pb2 as pb
 from dagd.api.v1 import dagd_pb2_grpc as pb_grpc
+from dagd.client import types
 from dagd.errors import (
     ERROR_METADATA_KEY,
     RUN_INDEX_METADATA_KEY,
@@ -55,17 +59,14 @@ class Published:
 
     @property
     def alive(self) -> bool:
-        import psutil  # here: dagctl starts faster without it, and most commands never get here
+        from dagd.processes import process_matches  # psutil inside: dagctl starts faster without it
 
-        try:
-            return abs(psutil.Process(self.pid).create_time() - self.started_at) < 0.05
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return False
+        return process_matches(self.pid, self.started_at)
 
 
 def read_published(home: pathlib.Path) -> Published | None:
     try:
-        data = json.loads((home / "supervisor.json").read_text())
+        data = json.loads(layout.supervisor_file(home).read_text())
         return Published(
             pid=int(data["pid"]), started_at=float(data["started_at"]), addresses=list(data["addresses"])
         )
@@ -108,26 +109,26 @@ def _status_values(statuses: Sequence[str]) -> list[Any]:
     return values
 
 
-def _queue_from_pb(q: pb.QueueStatus) -> dict[str, Any]:
-    return {
-        "paused": q.paused,
-        "queued": q.queued,
-        "in_progress": q.in_progress,
-        "max_concurrent_runs": q.max_concurrent_runs,
-        "tag_limits": [
-            {
-                "limit": t.limit,
-                "in_use": t.in_use,
-                "capacity": t.capacity,
-                "key": t.key or None,
-                "value": t.value or None,
-                "per_unique_value": t.per_unique_value,
-            }
+def _queue_from_pb(q: pb.QueueStatus) -> types.QueueStatus:
+    return types.QueueStatus(
+        paused=q.paused,
+        queued=q.queued,
+        in_progress=q.in_progress,
+        max_concurrent_runs=q.max_concurrent_runs,
+        tag_limits=[
+            types.TagLimitUsage(
+                limit=t.limit,
+                in_use=t.in_use,
+                capacity=t.capacity,
+                key=t.key or None,
+                value=t.value or None,
+                per_unique_value=t.per_unique_value,
+            )
             for t in q.tag_limits
         ],
-        "queue_daemon_healthy": q.queue_daemon_healthy,
-        "run_coordinator": q.run_coordinator,
-    }
+        queue_daemon_healthy=q.queue_daemon_healthy,
+        run_coordinator=q.run_coordinator,
+    )
 
 
 def _tick_from_pb(t: pb.Tick) -> dict[str, Any]:
@@ -166,39 +167,49 @@ def _instigator_from_pb(i: pb.Instigator) -> dict[str, Any]:
     return out
 
 
-def run_from_pb(run: pb.Run) -> dict[str, Any]:
+def _struct_or_json(struct: Any, text: str) -> dict[str, Any]:
+    """A JSON object field: its text (exact: Struct numbers are all doubles) if the server sent
+    it, else the typed google.protobuf.Struct beside it."""
+    if text:
+        return json.loads(text)  # type: ignore[no-any-return]
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(struct)
+
+
+def run_from_pb(run: pb.Run) -> types.Run:
     """A run in the JSON shape of SPEC §6 (plus a few more fields)."""
-    return {
-        "run_id": run.run_id,
-        "job_name": run.job_name,
-        "status": _status_name(run.status),
-        "tags": dict(sorted(run.tags.items())),
-        "priority": run.priority,
-        "created_at": run.created_at or None,
-        "started_at": run.started_at or None,
-        "ended_at": run.ended_at or None,
-        "run_config": json.loads(run.run_config_json) if run.run_config_json else {},
-        "error": run.error or None,
-        "worker_pid": run.worker_pid or None,
-        "attempt": run.attempt,
-        "host": run.host or None,
-    }
+    return types.Run(
+        run_id=run.run_id,
+        job_name=run.job_name,
+        status=_status_name(run.status),
+        tags=dict(sorted(run.tags.items())),
+        priority=run.priority,
+        created_at=run.created_at or None,
+        started_at=run.started_at or None,
+        ended_at=run.ended_at or None,
+        run_config=_struct_or_json(run.run_config, run.run_config_json),
+        error=run.error or None,
+        worker_pid=run.worker_pid or None,
+        attempt=run.attempt,
+        host=run.host or None,
+    )
 
 
-def attempt_from_pb(attempt: pb.RunAttempt) -> dict[str, Any]:
-    return {
-        "attempt": attempt.attempt,
-        "state": attempt.state,
-        "host": attempt.host or None,
-        "pid": attempt.pid or None,
-        "worker": attempt.worker or None,
-        "queue": attempt.queue or None,
-        "dispatched_at": attempt.dispatched_at or None,
-        "claimed_at": attempt.claimed_at or None,
-        "heartbeat_at": attempt.heartbeat_at or None,
-        "ended_at": attempt.ended_at or None,
-        "end_reason": attempt.end_reason or None,
-    }
+def attempt_from_pb(attempt: pb.RunAttempt) -> types.RunAttempt:
+    return types.RunAttempt(
+        attempt=attempt.attempt,
+        state=attempt.state,
+        host=attempt.host or None,
+        pid=attempt.pid or None,
+        worker=attempt.worker or None,
+        queue=attempt.queue or None,
+        dispatched_at=attempt.dispatched_at or None,
+        claimed_at=attempt.claimed_at or None,
+        heartbeat_at=attempt.heartbeat_at or None,
+        ended_at=attempt.ended_at or None,
+        end_reason=attempt.end_reason or None,
+    )
 
 
 def _submit_request(
@@ -369,7 +380,7 @@ class Client:
         priority: int | None = None,
         idempotency_key: str = "",
         metadata: Sequence[tuple[str, str]] = (),
-    ) -> dict[str, Any]:
+    ) -> types.Run:
         request = _submit_request(job_name, tags, run_config, run_config_json, priority, idempotency_key)
         return run_from_pb(self._call(self.runs.SubmitRun, request, metadata))
 
@@ -380,7 +391,7 @@ class Client:
         job_name: str | None = None,
         run_ids_only: bool = False,
         metadata: Sequence[tuple[str, str]] = (),
-    ) -> list[Any]:
+    ) -> list[Any]:  # list[types.Run], or list[str] with run_ids_only
         """Submit many runs in one call, all or none (SubmitRuns).
 
         Each entry is a mapping with any of ``job_name`` (else ``job_name=`` here), ``tags``,
@@ -416,15 +427,16 @@ class Client:
         request = pb.ResolveRunIdRequest(run_id_or_prefix=run_id_or_prefix)
         return str(self._call(self.runs.ResolveRunId, request).run_id)
 
-    def get_run(self, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def get_run(self, run_id: str) -> tuple[types.Run, list[types.RunEvent]]:
+        """The run (with its ``attempts``) and its events, oldest first."""
         response = self._call(self.runs.GetRun, pb.GetRunRequest(run_id=run_id))
         events = [
-            {
-                "at": e.at,
-                "kind": e.kind,
-                "status": _status_name(e.status) if e.status else None,
-                "message": e.message,
-            }
+            types.RunEvent(
+                at=e.at,
+                kind=e.kind,
+                status=_status_name(e.status) if e.status else None,
+                message=e.message,
+            )
             for e in response.events
         ]
         run = run_from_pb(response.run)
@@ -439,7 +451,8 @@ class Client:
         tags: Mapping[str, str] | None = None,
         limit: int = 100,
         page_token: str = "",
-    ) -> tuple[list[dict[str, Any]], str]:
+    ) -> tuple[list[types.Run], str]:
+        """Runs, newest first, and the page token of the next (older) page ("" at the end)."""
         status_values = _status_values(statuses)
         response = self._call(
             self.runs.ListRuns,
@@ -453,7 +466,7 @@ class Client:
         )
         return [run_from_pb(r) for r in response.runs], response.next_page_token
 
-    def terminate(self, run_id: str) -> tuple[dict[str, Any], bool]:
+    def terminate(self, run_id: str) -> tuple[types.Run, bool]:
         response = self._call(self.runs.TerminateRun, pb.TerminateRunRequest(run_id=run_id))
         return run_from_pb(response.run), response.changed
 
@@ -483,35 +496,36 @@ class Client:
             "launchable": e.launchable,
         }
 
-    def queue_status(self) -> dict[str, Any]:
+    def queue_status(self) -> types.QueueStatus:
         return _queue_from_pb(self._call(self.queue.GetQueueStatus, pb.QueueStatusRequest()))
 
-    def set_queue_paused(self, paused: bool) -> dict[str, Any]:
+    def set_queue_paused(self, paused: bool) -> types.QueueStatus:
         return _queue_from_pb(self._call(self.queue.SetQueuePaused, pb.SetQueuePausedRequest(paused=paused)))
 
     def read_logs(
         self, run_id: str, *, after_seq: int = 0, limit: int = 1000
-    ) -> tuple[list[dict[str, Any]], int, str]:
+    ) -> tuple[list[types.LogLine], int, str]:
+        """Log lines after ``after_seq``, the last line's seq, and the run's status."""
         response = self._call(
             self.runs.ReadRunLogs, pb.ReadRunLogsRequest(run_id=run_id, after_seq=after_seq, limit=limit)
         )
         lines = [
-            {"seq": ln.seq, "at": ln.at, "stream": ln.stream, "level": ln.level, "message": ln.message}
+            types.LogLine(seq=ln.seq, at=ln.at, stream=ln.stream, level=ln.level, message=ln.message)
             for ln in response.lines
         ]
         return lines, response.last_seq, _status_name(response.run_status)
 
     # -- daemons -------------------------------------------------------------------------------
 
-    def daemon_status(self) -> dict[str, Any]:
+    def daemon_status(self) -> types.DaemonStatus:
         response = self._call(self.daemons.GetDaemonStatus, pb.GetDaemonStatusRequest())
-        return {
-            "daemons": [daemon_from_pb(d) for d in response.daemons],
-            "draining": response.draining,
-            "role": response.role or None,
-        }
+        return types.DaemonStatus(
+            daemons=[daemon_from_pb(d) for d in response.daemons],
+            draining=response.draining,
+            role=response.role or None,
+        )
 
-    def restart_daemon(self, name: str) -> dict[str, Any]:
+    def restart_daemon(self, name: str) -> types.Daemon:
         response = self._call(self.daemons.RestartDaemon, pb.RestartDaemonRequest(name=name))
         return daemon_from_pb(response.daemon)
 
@@ -544,6 +558,23 @@ class Client:
         return _instigator_from_pb(self._call(self.instigators.SetSensorCursor, request))
 
     # -- instance ------------------------------------------------------------------------------
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        """The fleet's worker hosts (the Celery launcher), as ``dagctl workers status --json``."""
+        response = self._call(self.instance.ListWorkers, pb.ListWorkersRequest())
+        return [
+            {
+                "name": w.name,
+                "host": w.host,
+                "queues": list(w.queues),
+                "slots": w.slots,
+                "in_use": w.in_use,
+                "accepting": w.accepting,
+                "last_heartbeat_at": w.last_heartbeat_at or None,
+                "healthy": w.healthy,
+            }
+            for w in response.workers
+        ]
 
     def instance_info(self) -> dict[str, Any]:
         info = self._call(self.instance.GetInstanceInfo, pb.GetInstanceInfoRequest())
@@ -612,32 +643,32 @@ class Client:
                 return
 
 
-def daemon_from_pb(d: pb.DaemonStatus) -> dict[str, Any]:
+def daemon_from_pb(d: pb.DaemonStatus) -> types.Daemon:
     """A daemon in the JSON shape of SPEC §6 (plus state, detail and restart reasons)."""
-    return {
-        "name": d.name,
-        "healthy": d.healthy,
-        "pid": d.pid or None,
-        "last_heartbeat_at": d.last_heartbeat_at or None,
-        "restarts": d.restarts,
+    return types.Daemon(
+        name=d.name,
+        healthy=d.healthy,
+        pid=d.pid or None,
+        last_heartbeat_at=d.last_heartbeat_at or None,
+        restarts=d.restarts,
         # An exit it was asked for (a commanded restart, a shutdown) is not an error.
-        "last_error": (d.last_errors[0] if d.last_errors else None)
+        last_error=(d.last_errors[0] if d.last_errors else None)
         or (d.last_exit if d.last_exit_reason not in ("COMMANDED", "SHUTDOWN") else None)
         or None,
-        "state": d.state,
-        "detail": d.detail,
-        "incarnation": d.incarnation,
-        "uptime_seconds": round(d.uptime_seconds, 3),
-        "iteration": d.iteration,
-        "phase": d.phase,
-        "restarts_by_reason": dict(d.restarts_by_reason),
-        "last_exit": d.last_exit or None,
-        "last_exit_reason": d.last_exit_reason or None,
-        "last_errors": list(d.last_errors),
-        "degraded": d.degraded,
-        "info": json.loads(d.info_json) if d.info_json else {},
+        state=d.state,
+        detail=d.detail,
+        incarnation=d.incarnation,
+        uptime_seconds=round(d.uptime_seconds, 3),
+        iteration=d.iteration,
+        phase=d.phase,
+        restarts_by_reason=dict(d.restarts_by_reason),
+        last_exit=d.last_exit or None,
+        last_exit_reason=d.last_exit_reason or None,
+        last_errors=list(d.last_errors),
+        degraded=d.degraded,
+        info=_struct_or_json(d.info, d.info_json),
         # By the database's clock: right whichever host asks, whatever its clock.
-        "heartbeat_age_seconds": (
+        heartbeat_age_seconds=(
             round(d.heartbeat_age_seconds, 3) if d.HasField("heartbeat_age_seconds") else None
         ),
-    }
+    )

@@ -191,3 +191,54 @@ def watch_daemons(
         yield {**daemon_from_pb(message.daemon), "role": message.role}
 
     yield from _resuming(client, open_call, handle, resume=True, give_up_after=give_up_after)
+
+
+class OpenStream:
+    """One stream call, without resuming: iterate it (blocking) on one thread, ``cancel()`` it
+    from another (the web UI relays it to a browser, whose EventSource does the resuming)."""
+
+    def __init__(self, call: Any, convert: Callable[[Any], Any]) -> None:
+        self._call = call
+        self._convert = convert
+
+    def __iter__(self) -> Iterator[Any]:
+        for message in self._call:
+            yield self._convert(message)
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+def open_run_changes(client: Client, *, cursor: str = "", run_ids: Sequence[str] = ()) -> OpenStream:
+    """(cursor, change or None) pairs of :func:`watch_positions`, from one call."""
+    call = client.runs.WatchRuns(
+        pb.WatchRunsRequest(cursor=cursor, run_ids=list(run_ids)), metadata=client._metadata
+    )
+
+    def convert(message: pb.WatchRunsResponse) -> tuple[str, dict[str, Any] | None]:
+        change = change_from_pb(message.cursor, message.change) if message.HasField("change") else None
+        return message.cursor, change
+
+    return OpenStream(call, convert)
+
+
+def open_log_follow(client: Client, run_id: str, *, after_seq: int = 0) -> OpenStream:
+    """(lines, status) pairs of :func:`follow_logs`, from one call."""
+    call = client.runs.FollowRunLogs(
+        pb.FollowRunLogsRequest(run_id=run_id, after_seq=after_seq), metadata=client._metadata
+    )
+
+    def convert(message: pb.FollowRunLogsResponse) -> tuple[list[dict[str, Any]], str]:
+        lines = [
+            {"seq": ln.seq, "at": ln.at, "stream": ln.stream, "level": ln.level, "message": ln.message}
+            for ln in message.lines
+        ]
+        return lines, pb.RunStatus.Name(message.run_status)
+
+    return OpenStream(call, convert)
+
+
+def open_daemon_changes(client: Client) -> OpenStream:
+    """Daemon statuses of :func:`watch_daemons`, from one call."""
+    call = client.daemons.WatchDaemons(pb.WatchDaemonsRequest(), metadata=client._metadata)
+    return OpenStream(call, lambda m: {**daemon_from_pb(m.daemon), "role": m.role})

@@ -54,6 +54,22 @@ class Cursor:
                 gaps.pop(event_id, None)
         return Cursor(last, _pruned(gaps, now))
 
+    def has_seen(self, event_id: int) -> bool:
+        return not self.is_new(event_id)
+
+    def merge(self, other: Cursor) -> Cursor:
+        """Seen by either: the cursor of a reader that processed what both cursors saw."""
+        gaps = {g: t for g, t in self.gaps.items() if not other.has_seen(g)}
+        for g, t in other.gaps.items():
+            if not self.has_seen(g):
+                gaps[g] = min(t, gaps.get(g, t))
+        low, high = sorted((self, other), key=lambda c: c.last)
+        # Ids above the lower cursor's last that the higher one has not seen stay gaps (above).
+        for g in list(gaps):
+            if g <= low.last and not low.is_new(g):
+                gaps.pop(g)
+        return Cursor(high.last, gaps)
+
     def expire(self, now: float) -> Cursor:
         """The same position with the gaps older than the timeout given up."""
         gaps = _pruned(self.gaps, now)

@@ -16,7 +16,6 @@ Engines are never shared across ``fork()``: every process opens its own (see doc
 
 from __future__ import annotations
 
-import select
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +31,7 @@ from dagd.storage.sql import (
     configure_postgres,
     configure_sqlite,
     first_line,
+    pg_connection_usable,
     sqlite_url,
 )
 from dagd.storage.store import Storage
@@ -74,31 +74,6 @@ def make_engine(
             configure_postgres(dbapi_conn, timeout)
 
     return engine
-
-
-def pg_connection_usable(dbapi_conn: Any) -> bool:
-    """Whether a pooled psycopg connection is still usable, without a query.
-
-    SQLAlchemy's ``pool_pre_ping`` sends a query on every checkout: a round trip per
-    transaction, which was a large part of a submission's cost. An idle pooled connection has
-    nothing to read, unless the server closed it: then its socket holds the server's error
-    ("terminating connection due to administrator command") and end of file. So one ``select``
-    with no wait decides: nothing to read, usable (the common case); something, discarded. The
-    rare harmless message an idle connection can get (a notice; pooled connections never LISTEN)
-    costs one reconnect, and the test holds over TLS, where the bytes cannot be read as messages.
-    """
-    from psycopg import pq
-
-    if dbapi_conn.closed or dbapi_conn.broken:
-        return False
-    pgconn = dbapi_conn.pgconn
-    if pgconn.status != pq.ConnStatus.OK or pgconn.transaction_status == pq.TransactionStatus.UNKNOWN:
-        return False
-    try:
-        readable, _, _ = select.select([pgconn.socket], [], [], 0)
-    except (OSError, ValueError, dbapi_conn.OperationalError):
-        return False
-    return not readable
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:

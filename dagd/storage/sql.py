@@ -4,7 +4,7 @@ Every query of the stores (runs, ticks, heartbeats, leases, settings) is hand-wr
 SQLite and PostgreSQL both accept, executed here on a DBAPI cursor. Two kinds of process run it:
 
 - the supervisor, the CLI and the tests, through :class:`dagd.storage.store.Storage`, whose
-  connections come from a SQLAlchemy engine (its pool, pre-ping and migrations);
+  connections come from a SQLAlchemy engine (its pool, checkout check and migrations);
 - the four daemons, through :class:`DirectDatabase`, which opens driver connections itself.
   A daemon never imports SQLAlchemy: at ~15 MB of Python objects per process it was a third of a
   daemon's memory (issue #3, docs/architecture.md, "Queries").
@@ -32,6 +32,7 @@ import json
 import pathlib
 import random
 import re
+import select
 import sqlite3
 import threading
 import time
@@ -588,14 +589,40 @@ def configure_postgres(conn: Any, statement_timeout_seconds: float = PG_STATEMEN
     conn.commit()  # a SET inside a transaction that is rolled back would be undone
 
 
+def pg_connection_usable(dbapi_conn: Any) -> bool:
+    """Whether a pooled psycopg connection is still usable, without a query.
+
+    SQLAlchemy's ``pool_pre_ping`` sends a query on every checkout: a round trip per
+    transaction, which was a large part of a submission's cost. An idle pooled connection has
+    nothing to read, unless the server closed it: then its socket holds the server's error
+    ("terminating connection due to administrator command") and end of file. So one ``select``
+    with no wait decides: nothing to read, usable (the common case); something, discarded. The
+    rare harmless message an idle connection can get (a notice; pooled connections never LISTEN)
+    costs one reconnect, and the test holds over TLS, where the bytes cannot be read as messages.
+    """
+    from psycopg import pq
+
+    if dbapi_conn.closed or dbapi_conn.broken:
+        return False
+    pgconn = dbapi_conn.pgconn
+    if pgconn.status != pq.ConnStatus.OK or pgconn.transaction_status == pq.TransactionStatus.UNKNOWN:
+        return False
+    try:
+        readable, _, _ = select.select([pgconn.socket], [], [], 0)
+    except (OSError, ValueError, dbapi_conn.OperationalError):
+        return False
+    return not readable
+
+
 # -- a daemon's own connections -------------------------------------------------------------------------
 
 
 class DirectDatabase(Database):
     """Driver connections opened by this process (the daemons): a few kept idle for reuse.
 
-    PostgreSQL connections are checked with ``SELECT 1`` when taken from the idle list, as the
-    supervisor's pool does (pre-ping), so a database restart costs no failed transaction.
+    PostgreSQL connections are checked when taken from the idle list, as the supervisor's pool
+    does (:func:`pg_connection_usable`, no round trip), so one the server closed (a database
+    restart, ``pg_terminate_backend``) costs no failed transaction.
     """
 
     MAX_IDLE = 5  # as the supervisor's pool keeps (SQLAlchemy's default pool_size)
@@ -657,13 +684,10 @@ class DirectDatabase(Database):
                 return conn
 
     def _alive(self, conn: Any) -> bool:
-        try:
-            conn.execute("SELECT 1")
-            conn.rollback()
+        if pg_connection_usable(conn):
             return True
-        except self.dbapi.Error:
-            _close(conn)
-            return False
+        _close(conn)
+        return False
 
     def _checkin(self, conn: Any) -> None:
         with self._lock:

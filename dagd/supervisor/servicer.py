@@ -36,6 +36,7 @@ from dagd.errors import (
     TooManyStreams,
     Unauthenticated,
     Unavailable,
+    at_index,
 )
 from dagd.runs.attempts import Attempt
 from dagd.runs.model import Run, RunEvent, RunFilter, RunStatus
@@ -175,11 +176,29 @@ def status_from_pb(value: int) -> RunStatus:
     return RunStatus(pb.RunStatus.Name(value))
 
 
+def _whole_numbers(value: Any) -> Any:
+    """A Struct's JSON value with whole doubles as integers (Struct has no integer type)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
+
+
 def submit_request_from_pb(request: pb.SubmitRunRequest) -> SubmitRequest:
+    run_config_json = request.run_config_json
+    if request.HasField("run_config"):
+        if run_config_json:
+            raise InvalidArgument("give run_config or run_config_json, not both")
+        from google.protobuf import json_format
+
+        run_config_json = json.dumps(_whole_numbers(json_format.MessageToDict(request.run_config)))
     return SubmitRequest(
         job_name=request.job_name,
         tags=dict(request.tags),
-        run_config_json=request.run_config_json,
+        run_config_json=run_config_json,
         priority=request.priority if request.HasField("priority") else None,
         idempotency_key=request.idempotency_key,
     )
@@ -209,9 +228,13 @@ class RunServicer(pb_grpc.RunServiceServicer):
     def SubmitRuns(
         self, request: pb.SubmitRunsRequest, context: grpc.ServicerContext
     ) -> pb.SubmitRunsResponse:
-        runs = self.control.submit_many(
-            [submit_request_from_pb(r) for r in request.runs], request_metadata(context)
-        )
+        requests = []
+        for index, entry in enumerate(request.runs):
+            try:
+                requests.append(submit_request_from_pb(entry))
+            except DagdError as exc:
+                raise at_index(exc, index) from None
+        runs = self.control.submit_many(requests, request_metadata(context))
         return pb.SubmitRunsResponse(
             runs=[] if request.run_ids_only else [run_to_pb(r) for r in runs],
             run_ids=[r.run_id for r in runs],
@@ -340,8 +363,9 @@ class RunServicer(pb_grpc.RunServiceServicer):
         hub = self.control.require_streams()
         self.control.runs.require(request.run_id)  # NOT_FOUND before the first message
         for lines, status in follow_logs(
-            hub, self.control.runs, request.run_id, max(request.after_seq, 0), context.is_active
-        ):
+            hub, self.control.runs, request.run_id, max(request.after_seq, 0), context.is_active,
+            on_open=lambda sub: _tie(sub, context),
+        ):  # fmt: skip
             yield pb.FollowRunLogsResponse(
                 lines=[
                     pb.LogLine(
@@ -581,6 +605,17 @@ class InstanceServicer(pb_grpc.InstanceServiceServicer):
         self.control = control
         self.addresses = addresses
         self.pid = pid
+
+    @translate_errors
+    def ListWorkers(
+        self, request: pb.ListWorkersRequest, context: grpc.ServicerContext
+    ) -> pb.ListWorkersResponse:
+        instance = self.control.instance
+        timeout = float(instance.config.run_monitoring.worker_heartbeat_timeout_seconds)
+        hosts = [w.to_json(timeout) for w in instance.storage.workers.all()]
+        return pb.ListWorkersResponse(
+            workers=[pb.WorkerHost(**{**w, "last_heartbeat_at": w["last_heartbeat_at"] or ""}) for w in hosts]
+        )
 
     @translate_errors
     def GetInstanceInfo(

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dagd.errors import FellBehind, TooManyStreams
+from dagd.errors import FellBehind, TooManyStreams, Unavailable
 from dagd.runs.cursor import Cursor
 from dagd.runs.model import LogLine, RunStatus
 from dagd.storage.changes import ChangeBatch, RunChange, latest_ids, oldest_cursor, read_changes
@@ -55,6 +55,29 @@ class Subscription:
     closed: bool = False
     on_stuck: Callable[[], None] | None = None
     stuck_handled: bool = field(default=False)
+    # A watcher's filter, applied by the hub: a batch with nothing for it is not handed over
+    # (1,000 idle watchers are not woken by every change); ``skipped_to`` is then the hub's
+    # position after it, which the handler adopts while its inbox is empty (``lock``).
+    matches: Callable[[RunChange], bool] | None = None
+    skipped_to: Cursor | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def offer_batch(self, batch: ChangeBatch, after: Cursor, now: float) -> None:
+        with self.lock:
+            wanted = self.matches is None or any(
+                c.status is not None and self.matches(c) for c in batch.changes
+            )
+            if not wanted:
+                self.skipped_to = after
+                return
+            self.offer(batch, now)
+
+    def idle_position(self, cursor: Cursor) -> Cursor:
+        """``cursor`` moved past the batches skipped for this watcher, if nothing waits unread."""
+        with self.lock:
+            if self.skipped_to is None or not self.queue.empty():
+                return cursor
+            return cursor.merge(self.skipped_to)
 
     def offer(self, item: Any, now: float) -> None:
         if self.behind or self.closed:
@@ -133,14 +156,14 @@ class StreamHub:
     # -- subscriptions -----------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def subscribe(self, kind: str) -> Iterator[tuple[Subscription, Cursor]]:
+    def subscribe(
+        self, kind: str, matches: Callable[[RunChange], bool] | None = None
+    ) -> Iterator[tuple[Subscription, Cursor]]:
         """An inbox, and the hub's position when it was opened (changes after it arrive in it)."""
         if not self._ready.wait(timeout=10):
-            from dagd.errors import Unavailable
-
             raise Unavailable("the stream reader is not ready (storage unreachable?)")
         size = self.queue_size if kind == "changes" else 1
-        sub = Subscription(kind, queue.Queue(maxsize=size + 1))
+        sub = Subscription(kind, queue.Queue(maxsize=size + 1), matches=matches)
         with self._lock:
             if len(self._subs) >= self.max_streams or self._stop.is_set():
                 raise TooManyStreams(
@@ -192,7 +215,7 @@ class StreamHub:
             with self._lock:
                 self._cursor = cursor
                 subs = list(self._subs)
-            self._fan_out(subs, batch)
+            self._fan_out(subs, batch, cursor)
             woke = True
             if events <= cursor.last:
                 break
@@ -208,11 +231,11 @@ class StreamHub:
                 if sub.on_stuck is not None:
                     sub.on_stuck()
 
-    def _fan_out(self, subs: list[Subscription], batch: ChangeBatch) -> None:
+    def _fan_out(self, subs: list[Subscription], batch: ChangeBatch, after: Cursor) -> None:
         mono = time.monotonic()
         for sub in subs:
             if sub.kind == "changes":
-                sub.offer(batch, mono)
+                sub.offer_batch(batch, after, mono)
 
     @contextlib.contextmanager
     def _waiter(self) -> Iterator[Callable[[], None]]:
@@ -254,6 +277,10 @@ def pg_conninfo(storage: Database) -> str | None:
 # -- what each kind of stream sends ------------------------------------------------------------------
 
 KEEPALIVE_SECONDS = 15.0
+# How often an idle stream's handler wakes by itself. A closed call wakes it at once (its inbox is
+# closed by the call's callback), so this only paces keep-alives: 1,000 idle streams waking every
+# second cost the supervisor several % of a core and slowed submissions.
+IDLE_WAKE_SECONDS = 5.0
 CATCH_UP_PAGE = 1000
 
 
@@ -268,7 +295,7 @@ def watch_runs(
 ) -> Iterator[tuple[Cursor, RunChange | None]]:
     """(cursor after it, change) for each status change ``start`` has not seen, as they happen;
     (cursor, None) now and then as a keep-alive. Raises FellBehind when the reader lags too far."""
-    with hub.subscribe("changes") as (sub, position):
+    with hub.subscribe("changes", matches) as (sub, position):
         on_open(sub)
         cursor = start if start is not None else oldest_cursor(hub.storage) if from_beginning else position
         yield cursor, None  # the starting position, so even a client that sees nothing can resume
@@ -283,14 +310,15 @@ def watch_runs(
             if fresh < CATCH_UP_PAGE:
                 break
         while is_active():
-            item = sub.get(timeout=1.0)
+            item = sub.get(timeout=IDLE_WAKE_SECONDS)
             if item is None:
                 if sub.behind:
                     raise FellBehind(
                         "the stream fell behind (the client read too slowly); resume from the last cursor"
                     )
-                return
+                raise _stopping()
             if item is WAKE:
+                cursor = sub.idle_position(cursor)
                 if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
                     last_sent = time.monotonic()
                     yield cursor, None
@@ -314,11 +342,17 @@ def _deliver(
 
 
 def follow_logs(
-    hub: StreamHub, runs: RunStore, run_id: str, after_seq: int, is_active: Callable[[], bool]
+    hub: StreamHub,
+    runs: RunStore,
+    run_id: str,
+    after_seq: int,
+    is_active: Callable[[], bool],
+    on_open: Callable[[Subscription], None] = lambda sub: None,
 ) -> Iterator[tuple[list[LogLine], RunStatus]]:
     """Batches of log lines after ``after_seq`` as they are written; the last one (possibly empty)
     has the finished status."""
     with hub.subscribe("logs") as (sub, _):
+        on_open(sub)
         while is_active():
             status = runs.require(run_id).status  # before the lines: a finished run wrote them all
             while True:
@@ -330,11 +364,17 @@ def follow_logs(
             if status.is_finished:
                 yield [], status
                 return
-            if sub.get(timeout=1.0) is None:
-                return
+            if sub.get(timeout=IDLE_WAKE_SECONDS) is None:
+                raise _stopping()
 
 
 DAEMON_POLL_SECONDS = 0.5
+
+
+def _stopping() -> Unavailable:
+    """Why an open stream ends when its inbox closes: the supervisor is stopping (or the call
+    ended, and then nobody hears it). Clients reconnect, to this supervisor or another."""
+    return Unavailable("the supervisor is stopping; reconnect and resume from the last cursor")
 
 
 def watch_daemons(
@@ -351,4 +391,4 @@ def watch_daemons(
                     sent[view.name] = key
                     yield view, beat
             if sub.get(timeout=DAEMON_POLL_SECONDS) is None:
-                return
+                raise _stopping()

@@ -22,6 +22,7 @@ import pathlib
 import statistics
 import sys
 import time
+from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -44,33 +45,40 @@ def batch_rate(home: pathlib.Path, runs: int, round_no: int) -> float:
     return runs / elapsed
 
 
-def _submitter(addr: str, start_at: float, stop_at: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _submitter(addr: str, ready: Any, go: Any, stop: Any, out: Any) -> None:
     count = 0
     with Client(addr) as client:
-        client.submit("noop")
-        while time.time() < start_at:
-            time.sleep(0.001)
-        while time.time() < stop_at:
+        client.submit("noop")  # connected and warm before the clock starts
+        ready.put(1)
+        go.wait()
+        while not stop.is_set():
             client.submit("noop")
             count += 1
     out.put(count)
 
 
 def concurrent_rate(home: pathlib.Path, clients: int, seconds: float) -> float:
+    """Every client process started and connected first (a loaded machine takes seconds to start
+    eight Pythons), then one window of ``seconds`` timed by this process's monotonic clock."""
     ctx = multiprocessing.get_context("spawn")
-    out: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
-    # One wall clock for the processes of one host: the start and stop instants they all share.
-    start_at = time.time() + 3.0
-    stop_at = start_at + seconds
+    ready, out, go, stop = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Event()
     procs = [
-        ctx.Process(target=_submitter, args=(address(home), start_at, stop_at, out)) for _ in range(clients)
+        ctx.Process(target=_submitter, args=(address(home), ready, go, stop, out)) for _ in range(clients)
     ]
     for p in procs:
         p.start()
-    total = sum(out.get(timeout=seconds + 120) for _ in procs)
+    for _ in procs:
+        ready.get(timeout=300)
+    go.set()
+    start = time.monotonic()
+    time.sleep(seconds)
+    stop.set()
+    elapsed = time.monotonic() - start
+    # A call in flight when stop was set still counts; it ended within its own short latency.
+    total = sum(out.get(timeout=120) for _ in procs)
     for p in procs:
         p.join(30)
-    return total / seconds
+    return total / elapsed
 
 
 def loadavg() -> float:

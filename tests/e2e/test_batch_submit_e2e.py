@@ -48,9 +48,9 @@ def deployment(
         schema = f"dagd_t_{uuid.uuid4().hex[:12]}"
         with engine.connect() as conn:
             conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        from conftest import postgres_base_url
-
-        base = postgres_base_url()
+        # The session's test database (tests/conftest.py); not `import conftest`, which names
+        # whichever conftest module was imported last (tests/web has its own).
+        base = engine.url.render_as_string(hide_password=False)
         url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
         config += f"storage:\n  postgres:\n    url: '{url}'\n"
     (home / "dagd.yaml").write_text(config)
@@ -278,6 +278,34 @@ def test_dagctl_submit_from_file_refuses_an_unknown_job_and_wait(
     empty.write_text("\n")
     nothing = deployment.ctl("submit", "hello", "--from-file", str(empty))
     assert nothing.code == 2 and "no runs" in nothing.stderr, nothing
+
+
+@pytest.mark.timeout(60)
+def test_a_foreign_client_gives_the_run_config_typed(client: Client) -> None:
+    """SubmitRunRequest.run_config (a Struct) instead of JSON text; whole numbers stay integers."""
+    from google.protobuf import struct_pb2
+
+    from dagd.api.v1 import dagd_pb2 as pb
+    from dagd.api.v1 import dagd_pb2_grpc as pb_grpc
+
+    config = struct_pb2.Struct()
+    config.update({"rows": 3, "ratio": 0.5, "name": "x", "nested": {"ids": [1, 2]}})
+    with grpc.insecure_channel(client.address) as channel:
+        stub = pb_grpc.RunServiceStub(channel)
+        run = stub.SubmitRun(pb.SubmitRunRequest(job_name="hello", run_config=config), timeout=10)
+        both = pb.SubmitRunRequest(job_name="hello", run_config=config, run_config_json="{}")
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.SubmitRun(both, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details() == "give run_config or run_config_json, not both"
+        with pytest.raises(grpc.RpcError) as refused_in_batch:
+            stub.SubmitRuns(
+                pb.SubmitRunsRequest(runs=[pb.SubmitRunRequest(job_name="hello"), both]), timeout=10
+            )
+        assert refused_in_batch.value.details().startswith("runs[1]: give run_config")
+    stored, _ = client.get_run(run.run_id)
+    assert stored.run_config == {"rows": 3, "ratio": 0.5, "name": "x", "nested": {"ids": [1, 2]}}
+    assert isinstance(stored.run_config["rows"], int)
 
 
 # -- typed fields through server reflection only ----------------------------------------------------

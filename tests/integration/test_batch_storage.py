@@ -30,13 +30,15 @@ def test_create_all_stores_every_run_in_order(storage: Storage) -> None:
     assert len({r.run_id for r in runs}) == 250 == count(storage)
 
 
-def test_create_all_stores_nothing_when_one_run_is_refused(storage: Storage) -> None:
+@pytest.mark.parametrize("size", [10, 40])  # PostgreSQL: a multi-row INSERT, then COPY
+def test_create_all_stores_nothing_when_one_run_is_refused(storage: Storage, size: int) -> None:
     taken = storage.runs.create(new()).run_id
-    batch = [new(batch="b") for _ in range(10)]
+    batch = [new(batch="b") for _ in range(size)]
     batch[7] = replace(batch[7], run_id=taken)  # the database refuses this one
     with pytest.raises(ConstraintViolation):
         storage.runs.create_all(batch)
     assert count(storage, batch="b") == 0
+    assert len(storage.runs.create_all(batch[8:])) == size - 8  # the connection is fine after
 
 
 def test_create_all_honours_keys_stored_before_and_repeated_in_the_batch(storage: Storage) -> None:

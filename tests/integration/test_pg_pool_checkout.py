@@ -87,3 +87,53 @@ def test_checkout_asks_the_server_nothing(pg_storage: Storage, monkeypatch: pyte
     for _ in range(5):
         pg_storage.engine.raw_connection().close()
     assert pings == [] and sent == []
+
+
+# -- the daemons' own connections (sql.DirectDatabase) take the same check ----------------------------
+
+
+@pytest.fixture
+def direct(pg_url: str, pg_storage: Storage) -> Iterator[Any]:
+    from dagd.storage.sql import DirectDatabase
+
+    db = DirectDatabase(pg_url.replace("postgresql+psycopg://", "postgresql://"))
+    yield db
+    db.dispose()
+
+
+def direct_pids(db: Any, count: int) -> set[int]:
+    """``count`` connections into the DirectDatabase's idle list; their server process ids."""
+    conns = [db._checkout() for _ in range(count)]
+    pids = set()
+    for conn in conns:
+        pids.add(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+        conn.rollback()
+    for conn in conns:
+        db._checkin(conn)
+    return pids
+
+
+@pytest.mark.timeout(60)
+def test_a_daemons_idle_connection_killed_server_side_is_replaced_transparently(
+    direct: Any, pg_engine: sa.Engine
+) -> None:
+    pids = direct_pids(direct, 3)
+    assert len(pids) == 3
+    terminate(pg_engine, pids)
+    for _ in range(6):
+        with direct.sql_read() as sql:
+            (pid,) = sql.rows("SELECT pg_backend_pid()")[0]
+        assert pid not in pids
+
+
+@pytest.mark.timeout(60)
+def test_a_daemons_connection_is_reused_without_a_query(direct: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    direct_pids(direct, 1)
+    (conn,) = direct._idle
+    sent: list[str] = []
+    original = conn.execute
+    monkeypatch.setattr(conn, "execute", lambda *a, **k: sent.append(str(a[0])) or original(*a, **k))
+    for _ in range(5):
+        assert direct._checkout() is conn
+        direct._checkin(conn)
+    assert sent == []

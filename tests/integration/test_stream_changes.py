@@ -4,6 +4,7 @@ and the shared reader drops a subscriber that does not keep up instead of buffer
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -132,3 +133,40 @@ def test_streams_past_the_cap_are_refused(hub: StreamHub) -> None:
                 pass
     with hub.subscribe("logs"):
         assert hub.open_streams == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_filtered_watcher_gets_its_changes_once_and_its_cursor_moves_past_the_others(
+    hub: StreamHub, storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dagd.supervisor import streams
+
+    monkeypatch.setattr(streams, "KEEPALIVE_SECONDS", 0.0)
+    monkeypatch.setattr(streams, "IDLE_WAKE_SECONDS", 0.2)
+    got: list[tuple[str, str]] = []
+    positions: list[Cursor] = []
+    active = {"on": True}
+
+    def watch() -> None:
+        for cursor, change in streams.watch_runs(
+            hub, None, from_beginning=False, is_active=lambda: active["on"],
+            matches=lambda c: c.run is not None and c.run.job_name == "b",
+        ):  # fmt: skip
+            positions.append(cursor)
+            if change is not None:
+                got.append((change.run_id, change.status.value if change.status else ""))
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    wait_for(lambda: positions, 10, "the watch to open")
+    wanted = []
+    for i in range(20):
+        run = storage.runs.create(new_run("b" if i % 2 else "a"))
+        if i % 2:
+            wanted.append((run.run_id, "QUEUED"))
+    wait_for(lambda: got == wanted, 20, "the watcher to get the 10 changes of job b")
+    newest, _, _ = latest_ids(storage)
+    wait_for(lambda: positions[-1].last >= newest, 10, "the keep-alive cursor to pass the last change")
+    active["on"] = False
+    thread.join(timeout=5)
+    assert got == wanted

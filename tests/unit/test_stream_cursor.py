@@ -74,3 +74,16 @@ def test_encode_decode_round_trip() -> None:
 def test_a_bad_cursor_is_one_clear_error(text: str) -> None:
     with pytest.raises(InvalidArgument, match="invalid stream cursor"):
         Cursor.decode(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    a=st.lists(st.integers(min_value=1, max_value=60), max_size=40),
+    b=st.lists(st.integers(min_value=1, max_value=60), max_size=40),
+)
+def test_merge_has_seen_exactly_what_either_cursor_saw(a: list[int], b: list[int]) -> None:
+    left, right = Cursor().advance(a, now=0.0), Cursor().advance(b, now=0.0)
+    merged = left.merge(right)
+    for event_id in range(1, 70):
+        assert merged.has_seen(event_id) == (left.has_seen(event_id) or right.has_seen(event_id)), event_id
+    assert merged == right.merge(left)

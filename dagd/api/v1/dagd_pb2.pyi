@@ -109,7 +109,7 @@ class RunEvent(_message.Message):
     def __init__(self, at: _Optional[str] = ..., kind: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SubmitRunRequest(_message.Message):
-    __slots__ = ("job_name", "tags", "run_config_json", "priority", "idempotency_key")
+    __slots__ = ("job_name", "tags", "run_config_json", "priority", "idempotency_key", "run_config")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -122,12 +122,14 @@ class SubmitRunRequest(_message.Message):
     RUN_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    RUN_CONFIG_FIELD_NUMBER: _ClassVar[int]
     job_name: str
     tags: _containers.ScalarMap[str, str]
     run_config_json: str
     priority: int
     idempotency_key: str
-    def __init__(self, job_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., run_config_json: _Optional[str] = ..., priority: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    run_config: _struct_pb2.Struct
+    def __init__(self, job_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., run_config_json: _Optional[str] = ..., priority: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., run_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class GetRunRequest(_message.Message):
     __slots__ = ("run_id",)
@@ -729,3 +731,33 @@ class WatchDaemonsResponse(_message.Message):
     daemon: DaemonStatus
     role: str
     def __init__(self, daemon: _Optional[_Union[DaemonStatus, _Mapping]] = ..., role: _Optional[str] = ...) -> None: ...
+
+class ListWorkersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WorkerHost(_message.Message):
+    __slots__ = ("name", "host", "queues", "slots", "in_use", "accepting", "last_heartbeat_at", "healthy")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    IN_USE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTING_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_AT_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    host: str
+    queues: _containers.RepeatedScalarFieldContainer[str]
+    slots: int
+    in_use: int
+    accepting: bool
+    last_heartbeat_at: str
+    healthy: bool
+    def __init__(self, name: _Optional[str] = ..., host: _Optional[str] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., in_use: _Optional[int] = ..., accepting: _Optional[bool] = ..., last_heartbeat_at: _Optional[str] = ..., healthy: _Optional[bool] = ...) -> None: ...
+
+class ListWorkersResponse(_message.Message):
+    __slots__ = ("workers",)
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerHost]
+    def __init__(self, workers: _Optional[_Iterable[_Union[WorkerHost, _Mapping]]] = ...) -> None: ...
