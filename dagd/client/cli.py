@@ -20,7 +20,7 @@ import os
 import pathlib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -36,9 +36,6 @@ EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNHEALTHY, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 
 EXIT_CANCELED = 6  # submit --wait: the run ended CANCELED
 F = TypeVar("F", bound=Callable[..., Any])
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
-# submit --wait polls GetRun this often: a second's delay to notice the end is fine for a person
-# or a script, and a run costs the supervisor one read per second.
-WAIT_POLL_SECONDS = 1.0
 
 
 def field(label: str, value: object, style: str = "") -> None:
@@ -408,6 +405,14 @@ def _web_health(published: pathlib.Path, timeout: float) -> None:
     is_flag=True,
     help="Wait for the run to end: exit 0 SUCCESS, 1 FAILURE, 6 CANCELED (the run id is printed first).",
 )
+@click.option(
+    "--from-file",
+    "from_file",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help="Submit many runs at once, all or none: one JSON object a line (tags, config, priority, "
+    "idempotency_key), - for stdin. --tag/--priority/--config apply to every line.",
+)
 @click.pass_obj
 @handle_errors
 def submit(
@@ -419,13 +424,21 @@ def submit(
     idempotency_key: str,
     as_json: bool,
     wait: bool,
+    from_file: Any,
 ) -> None:
-    """Submit a run of JOB; prints the run id."""
+    """Submit a run of JOB; prints the run id (with --from-file, one id a line)."""
     parsed_tags = parse_tags(tags)
     if config_json is not None:
         loads_object(config_json, "--config")  # refused here, naming the option, before any call
+    if from_file is not None:
+        from dagd.client.batch import submit_from_file
+
+        submit_from_file(
+            ctx, job, from_file, parsed_tags, priority, config_json, idempotency_key, wait, as_json
+        )
+        return
     with ctx.client() as client:
-        run = client.submit(
+        run: dict[str, Any] = client.submit(
             job,
             tags=parsed_tags,
             run_config_json=config_json,
@@ -449,20 +462,16 @@ def submit(
 
 
 def wait_for_end(client: Client, run: dict[str, Any]) -> dict[str, Any]:
-    """Poll the run until it has finished; the finished run.
+    """Wait on the run's status stream until it has finished; the finished run.
 
-    A poll, not a stream, for now; an unreachable supervisor (restarting) is retried until it
-    answers again, so a ``--wait`` outlives a supervisor restart.
+    The stream resumes from its cursor after a disconnect, for as long as it takes the supervisor
+    to answer again, so a ``--wait`` outlives a supervisor restart and misses no change.
     """
-    from dagd.client.client import SupervisorUnreachable
+    from dagd.client.streams import wait_for_run
 
-    while run["status"] not in FINISHED:
-        time.sleep(WAIT_POLL_SECONDS)
-        try:
-            run, _ = client.get_run(run["run_id"])
-        except SupervisorUnreachable:
-            continue
-    return run
+    if run["status"] in FINISHED:
+        return run
+    return wait_for_run(client, run["run_id"], give_up_after=float("inf"))
 
 
 @cli.group()
@@ -562,18 +571,71 @@ def runs_show(ctx: Ctx, run_id: str, as_json: bool) -> None:
 @handle_errors
 def runs_logs(ctx: Ctx, run_id: str, follow: bool) -> None:
     """The run's log lines (context.log, stdout and stderr)."""
-    finished = {"SUCCESS", "FAILURE", "CANCELED"}
+    from dagd.client.streams import follow_logs
+
+    def show(lines: Sequence[Mapping[str, Any]]) -> None:
+        for line in lines:
+            click.echo(f"{line['at']} {line['stream']:<6} {line['level']:<7} {line['message']}")
+
     after = 0
     with ctx.client() as client:
         run_id = client.resolve_run_id(run_id)
-        while True:
-            lines, after, status = client.read_logs(run_id, after_seq=after)
-            for line in lines:
-                click.echo(f"{line['at']} {line['stream']:<6} {line['level']:<7} {line['message']}")
-            if not follow or (status in finished and not lines):
-                return
-            if not lines:
-                time.sleep(0.3)
+        if not follow:
+            while True:
+                lines, after, _ = client.read_logs(run_id, after_seq=after)
+                show(lines)
+                if not lines:
+                    return
+        try:
+            for followed, _ in follow_logs(client, run_id):
+                show(followed)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+
+@runs.command("watch")
+@click.option("--job", "job_name", default="", help="Only runs of this job.")
+@click.option("--status", "statuses", multiple=True, help="Only changes to this status, repeatable.")
+@click.option("--tag", "tags", multiple=True, help="Only runs with KEY=VALUE, repeatable.")
+@click.option("--cursor", default="", help="Resume after the change that carried this cursor (--json).")
+@click.option("--from-beginning", is_flag=True, help="Start from the oldest change stored, not from now.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, with its cursor.")
+@click.pass_obj
+@handle_errors
+def runs_watch(
+    ctx: Ctx,
+    job_name: str,
+    statuses: tuple[str, ...],
+    tags: tuple[str, ...],
+    cursor: str,
+    from_beginning: bool,
+    as_json: bool,
+) -> None:
+    """One line per run status change, as it happens, until interrupted (Ctrl-C: exit 130).
+
+    Reconnects by itself (for a minute) after the supervisor restarts, missing nothing.
+    """
+    from dagd.client.streams import watch_runs
+
+    parsed = parse_tags(tags)
+    with ctx.client() as client:
+        try:
+            for change in watch_runs(
+                client, cursor=cursor, job_name=job_name, statuses=statuses, tags=parsed,
+                from_beginning=from_beginning,
+            ):  # fmt: skip
+                if as_json:
+                    click.echo(json.dumps(change))
+                else:
+                    status = styled(f"{change['status']:<11}", STATUS_STYLE.get(change["status"], ""))
+                    message = f"  {change['message']}" if change["message"] else ""
+                    click.echo(
+                        f"{change['at']}  {change['run_id']}  {change['job_name'] or '-'}  {status}{message}"
+                    )
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            sys.exit(130)
 
 
 @runs.command("terminate")

@@ -522,6 +522,16 @@ class MetricsConfig(_Model):
     host: NonEmptyStr = "127.0.0.1"
 
 
+class StreamsConfig(_Model):
+    """Server-streaming RPCs (issue #20): how many at once, and how far a reader may lag."""
+
+    max_streams: int = Field(default=1000, ge=1, le=100_000)  # past it: RESOURCE_EXHAUSTED
+    # Batches of changes waiting for one slow reader before it is dropped ("fell behind").
+    queue_size: int = Field(default=256, ge=1, le=100_000)
+    # How often the shared reader looks for changes: SQLite always; PostgreSQL between NOTIFYs.
+    poll_seconds: float | None = Field(default=None, gt=0, le=10)
+
+
 class RunRetriesConfig(_Model):
     """Dagster's ``run_retries``: a FAILURE is retried as a new run (never a CANCELED one)."""
 
@@ -542,6 +552,7 @@ class InstanceConfig(_Model):
     metrics: MetricsConfig = MetricsConfig()
     retention: RetentionConfig = RetentionConfig()
     run_retries: RunRetriesConfig = RunRetriesConfig()
+    streams: StreamsConfig = StreamsConfig()
 
     def dump_public(self) -> dict[str, Any]:
         """The configuration with YAML key names, safe to print: tokens and passwords masked."""

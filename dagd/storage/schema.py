@@ -45,6 +45,8 @@ runs = sa.Table(
     sa.Column("resumes", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_runs_status_seq", "status", "seq"),
     sa.Index("ix_runs_job_name", "job_name"),
+    # Run retries look for failures that ended since a time (RunStore.failed_since).
+    sa.Index("ix_runs_status_ended_at", "status", "ended_at"),
 )
 
 # One row per launch of a run (dagd.runs.attempts): dispatched, claimed by exactly one worker with
@@ -80,8 +82,11 @@ run_tags = sa.Table(
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("key", sa.String(255), nullable=False),
     sa.Column("value", sa.Text, nullable=False),
+    # The run's runs.seq: a tag filter walks (key, value, run_seq) newest first and stops after a
+    # page, where (key, value) alone made it collect and sort every run with the tag.
+    sa.Column("run_seq", sa.Integer, nullable=False),
     sa.PrimaryKeyConstraint("run_id", "key"),
-    sa.Index("ix_run_tags_key_value", "key", "value"),
+    sa.Index("ix_run_tags_key_value_seq", "key", "value", "run_seq"),
 )
 
 run_events = sa.Table(
@@ -93,6 +98,8 @@ run_events = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("status", sa.String(16), nullable=True),
     sa.Column("message", sa.Text, nullable=False, server_default=""),
+    # Ids are stream cursors (dagd.runs.cursor): never reused, even after the newest row is deleted.
+    sqlite_autoincrement=True,
 )
 
 run_logs = sa.Table(
@@ -189,3 +196,29 @@ workers = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+
+# PostgreSQL wakes the supervisors' stream readers (dagd.supervisor.streams) on every statement that
+# adds run events or log lines, from whichever process or host wrote them. Migration 0005 creates
+# the same function and triggers on an existing database.
+NOTIFY_CHANNEL = "dagd_changes"
+PG_NOTIFY_DDL = (
+    "CREATE OR REPLACE FUNCTION dagd_notify_changes() RETURNS trigger AS $$ BEGIN"
+    f" PERFORM pg_notify('{NOTIFY_CHANNEL}', TG_TABLE_NAME); RETURN NULL; END $$ LANGUAGE plpgsql",
+    "CREATE TRIGGER run_events_notify AFTER INSERT ON run_events"
+    " FOR EACH STATEMENT EXECUTE FUNCTION dagd_notify_changes()",
+    "CREATE TRIGGER run_logs_notify AFTER INSERT ON run_logs"
+    " FOR EACH STATEMENT EXECUTE FUNCTION dagd_notify_changes()",
+)
+PG_NOTIFY_DROP = (
+    "DROP TRIGGER IF EXISTS run_logs_notify ON run_logs",
+    "DROP TRIGGER IF EXISTS run_events_notify ON run_events",
+    "DROP FUNCTION IF EXISTS dagd_notify_changes()",
+)
+
+
+@sa.event.listens_for(metadata, "after_create")
+def _create_notify_triggers(target: sa.MetaData, connection: sa.Connection, **_: object) -> None:
+    if connection.dialect.name == "postgresql":
+        for statement in PG_NOTIFY_DDL:
+            connection.exec_driver_sql(statement)

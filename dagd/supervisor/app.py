@@ -50,6 +50,7 @@ from dagd.supervisor.process_table import ProcessTable
 from dagd.supervisor.retention import RetentionPurger, start_retention
 from dagd.supervisor.sdnotify import Notifier
 from dagd.supervisor.server import LOOP_STALL_SECONDS, Servers, start_servers
+from dagd.supervisor.streams import StreamHub, pg_conninfo
 from dagd.supervisor.wakeups import WakeListener
 from dagd.workspace import CodeLocationTarget
 
@@ -142,6 +143,15 @@ class Supervisor:
             log.warning("killed %d daemon(s) left behind by an earlier supervisor", killed)
         # Open now: a broken database fails the start, not the first call.
         self.instance.storage.enable_group_commit()
+        streams = self.instance.config.streams
+        self.control.streams = StreamHub(
+            self.instance.storage,
+            max_streams=streams.max_streams,
+            queue_size=streams.queue_size,
+            poll_seconds=streams.poll_seconds,
+            pg_conninfo=pg_conninfo(self.instance.storage),
+        )
+        self.control.streams.start()
         # Listen first: health answers while the rest starts (the API is refused until it can serve).
         self.servers = start_servers(self.instance, self.control)
         self.notify.status("starting: code servers")
@@ -339,6 +349,8 @@ class Supervisor:
         grace = self.instance.config.daemons.stop_grace_seconds
         self.table.stop_all(timeout=grace + 2)
         self.locations.stop(timeout=grace + 2)
+        if self.control.streams is not None:
+            self.control.streams.stop()  # ends every stream, so the servers stop at once
         if self.servers:
             self.servers.stop(grace=2)
         if self.metrics is not None:

@@ -184,12 +184,15 @@ class Servers:
 
 def _new_server(instance: Instance, interceptors: list[grpc.ServerInterceptor]) -> grpc.Server:
     limit = instance.config.grpc.max_message_bytes
+    # A stream holds its thread while open (grpc's sync server): room for every allowed stream
+    # beside the 16 threads of unary calls (idle threads are not created until needed).
+    streams = instance.config.streams.max_streams
     return grpc.server(
-        ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"),
+        ThreadPoolExecutor(max_workers=16 + streams, thread_name_prefix="grpc"),
         # The guard runs inside the token check: an unauthenticated caller learns nothing.
         interceptors=[*interceptors, RequestGuardInterceptor()],
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
-        maximum_concurrent_rpcs=256,
+        maximum_concurrent_rpcs=256 + streams,
     )
 
 

@@ -8,38 +8,46 @@ traceback ever crosses the wire.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import grpc
+from google.protobuf import struct_pb2
 
 from dagd import __version__
 from dagd.api.v1 import dagd_pb2 as pb
 from dagd.api.v1 import dagd_pb2_grpc as pb_grpc
 from dagd.errors import (
     ERROR_METADATA_KEY,
+    RUN_INDEX_METADATA_KEY,
     Conflict,
     DagdError,
     DefinitionError,
+    FellBehind,
     InvalidArgument,
     InvalidTransition,
     NotFound,
     SchemaOutOfDate,
     StorageUnavailable,
+    TooManyStreams,
     Unauthenticated,
     Unavailable,
+    at_index,
 )
 from dagd.runs.attempts import Attempt
 from dagd.runs.model import Run, RunEvent, RunFilter, RunStatus
 from dagd.runs.queue import QueueStatus
+from dagd.storage.changes import RunChange
 from dagd.storage.daemons import Heartbeat
 from dagd.storage.instigators import Tick
 from dagd.supervisor.control import ControlPlane, SubmitRequest
 from dagd.supervisor.instigators import Instigators, InstigatorView
 from dagd.supervisor.process_table import DaemonView
+from dagd.supervisor.streams import Subscription, follow_logs, watch_daemons, watch_runs
 from dagd.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
@@ -51,6 +59,8 @@ STATUS_CODES: dict[type[DagdError], grpc.StatusCode] = {
     DefinitionError: grpc.StatusCode.FAILED_PRECONDITION,
     SchemaOutOfDate: grpc.StatusCode.FAILED_PRECONDITION,
     Conflict: grpc.StatusCode.ABORTED,
+    FellBehind: grpc.StatusCode.ABORTED,
+    TooManyStreams: grpc.StatusCode.RESOURCE_EXHAUSTED,
     StorageUnavailable: grpc.StatusCode.UNAVAILABLE,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
@@ -64,13 +74,19 @@ def _one_line(text: str) -> str:
 
 
 def translate_errors(method: F) -> F:
+    if inspect.isgeneratorfunction(method):
+        return _translate_stream_errors(method)
+
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
         except DagdError as exc:
             code = next((c for t, c in STATUS_CODES.items() if isinstance(exc, t)), grpc.StatusCode.INTERNAL)
-            context.set_trailing_metadata(((ERROR_METADATA_KEY, type(exc).__name__),))
+            trailing = [(ERROR_METADATA_KEY, type(exc).__name__)]
+            if exc.run_index is not None:
+                trailing.append((RUN_INDEX_METADATA_KEY, str(exc.run_index)))
+            context.set_trailing_metadata(tuple(trailing))
             context.abort(code, _one_line(str(exc)))
         except Exception as exc:  # a bug: log it fully here, answer one line there
             log.exception("unexpected error in %s", method.__name__)
@@ -79,8 +95,34 @@ def translate_errors(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _translate_stream_errors(method: F) -> F:
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            yield from method(self, request, context)
+        except DagdError as exc:
+            code = next((c for t, c in STATUS_CODES.items() if isinstance(exc, t)), grpc.StatusCode.INTERNAL)
+            context.set_trailing_metadata(((ERROR_METADATA_KEY, type(exc).__name__),))
+            context.abort(code, _one_line(str(exc)))
+        except Exception as exc:
+            if not context.is_active():
+                return  # the client went away mid-send
+            log.exception("unexpected error in %s", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _ts(value: Any) -> str:
     return rfc3339(value) or ""
+
+
+def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    """A JSON object as google.protobuf.Struct (numbers become doubles, as Struct has no ints)."""
+    out = struct_pb2.Struct()
+    if value:
+        out.update(value)
+    return out
 
 
 def run_to_pb(run: Run) -> pb.Run:
@@ -94,6 +136,7 @@ def run_to_pb(run: Run) -> pb.Run:
         started_at=_ts(run.started_at),
         ended_at=_ts(run.ended_at),
         run_config_json=json.dumps(run.run_config),
+        run_config=_struct(run.run_config),
         error=run.error or "",
         worker_pid=run.worker_pid or 0,
         code_location=run.code_location or "",
@@ -133,6 +176,34 @@ def status_from_pb(value: int) -> RunStatus:
     return RunStatus(pb.RunStatus.Name(value))
 
 
+def _whole_numbers(value: Any) -> Any:
+    """A Struct's JSON value with whole doubles as integers (Struct has no integer type)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
+
+
+def submit_request_from_pb(request: pb.SubmitRunRequest) -> SubmitRequest:
+    run_config_json = request.run_config_json
+    if request.HasField("run_config"):
+        if run_config_json:
+            raise InvalidArgument("give run_config or run_config_json, not both")
+        from google.protobuf import json_format
+
+        run_config_json = json.dumps(_whole_numbers(json_format.MessageToDict(request.run_config)))
+    return SubmitRequest(
+        job_name=request.job_name,
+        tags=dict(request.tags),
+        run_config_json=run_config_json,
+        priority=request.priority if request.HasField("priority") else None,
+        idempotency_key=request.idempotency_key,
+    )
+
+
 def request_metadata(context: grpc.ServicerContext) -> dict[str, str]:
     """Call metadata for coordinator hooks, minus credentials and binary headers."""
     out: dict[str, str] = {}
@@ -150,17 +221,24 @@ class RunServicer(pb_grpc.RunServiceServicer):
 
     @translate_errors
     def SubmitRun(self, request: pb.SubmitRunRequest, context: grpc.ServicerContext) -> pb.Run:
-        run = self.control.submit(
-            SubmitRequest(
-                job_name=request.job_name,
-                tags=dict(request.tags),
-                run_config_json=request.run_config_json,
-                priority=request.priority if request.HasField("priority") else None,
-                idempotency_key=request.idempotency_key,
-            ),
-            request_metadata(context),
-        )
+        run = self.control.submit(submit_request_from_pb(request), request_metadata(context))
         return run_to_pb(run)
+
+    @translate_errors
+    def SubmitRuns(
+        self, request: pb.SubmitRunsRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitRunsResponse:
+        requests = []
+        for index, entry in enumerate(request.runs):
+            try:
+                requests.append(submit_request_from_pb(entry))
+            except DagdError as exc:
+                raise at_index(exc, index) from None
+        runs = self.control.submit_many(requests, request_metadata(context))
+        return pb.SubmitRunsResponse(
+            runs=[] if request.run_ids_only else [run_to_pb(r) for r in runs],
+            run_ids=[r.run_id for r in runs],
+        )
 
     @translate_errors
     def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pb.GetRunResponse:
@@ -249,6 +327,55 @@ class RunServicer(pb_grpc.RunServiceServicer):
             run_status=pb.RunStatus.Value(status.value),
         )
 
+    # Streams (issue #20, dagd/supervisor/streams.py). translate_errors covers the generators
+    # too: an error raised while streaming ends the stream with its status code.
+
+    @translate_errors
+    def WatchRuns(self, request: pb.WatchRunsRequest, context: grpc.ServicerContext) -> Iterator[Any]:
+        from dagd.runs.cursor import Cursor
+
+        hub = self.control.require_streams()
+        start = Cursor.decode(request.cursor) if request.cursor else None
+        statuses = {status_from_pb(s) for s in request.statuses}
+        job, tags, run_ids = request.job_name, dict(request.tags), set(request.run_ids)
+
+        def matches(change: RunChange) -> bool:
+            if statuses and change.status not in statuses:
+                return False
+            if run_ids and change.run_id not in run_ids:
+                return False
+            if job and (change.run is None or change.run.job_name != job):
+                return False
+            return not tags or (
+                change.run is not None and all(change.run.tags.get(k) == v for k, v in tags.items())
+            )
+
+        for cursor, change in watch_runs(
+            hub, start, from_beginning=request.from_beginning, matches=matches,
+            is_active=context.is_active, on_open=lambda sub: _tie(sub, context),
+        ):  # fmt: skip
+            yield pb.WatchRunsResponse(
+                cursor=cursor.encode(), change=change_to_pb(change) if change else None
+            )
+
+    @translate_errors
+    def FollowRunLogs(self, request: pb.FollowRunLogsRequest, context: grpc.ServicerContext) -> Iterator[Any]:
+        hub = self.control.require_streams()
+        self.control.runs.require(request.run_id)  # NOT_FOUND before the first message
+        for lines, status in follow_logs(
+            hub, self.control.runs, request.run_id, max(request.after_seq, 0), context.is_active,
+            on_open=lambda sub: _tie(sub, context),
+        ):  # fmt: skip
+            yield pb.FollowRunLogsResponse(
+                lines=[
+                    pb.LogLine(
+                        seq=ln.seq, at=_ts(ln.at), stream=ln.stream, level=ln.level, message=ln.message
+                    )
+                    for ln in lines
+                ],
+                run_status=pb.RunStatus.Value(status.value),
+            )
+
     # Deleting finished runs (dagd/storage/retention.py): straight to storage, nothing else to ask.
 
     @translate_errors
@@ -286,6 +413,24 @@ class RunServicer(pb_grpc.RunServiceServicer):
         return pb.PurgeRunsResponse(deleted=deleted, more=False)
 
 
+def change_to_pb(change: RunChange) -> pb.RunChange:
+    return pb.RunChange(
+        status=pb.RunStatus.Value(change.status.value) if change.status else pb.RUN_STATUS_UNSPECIFIED,
+        at=_ts(change.at),
+        message=change.message,
+        run=run_to_pb(change.run) if change.run is not None else None,
+        run_id=change.run_id,
+        event_id=change.event_id,
+    )
+
+
+def _tie(sub: Subscription, context: grpc.ServicerContext) -> None:
+    """A stream's inbox closes when its call ends, and a handler stuck sending to a reader that
+    fell behind is cancelled (the hub decides when)."""
+    context.add_callback(sub.close)
+    sub.on_stuck = context.cancel
+
+
 def daemon_to_pb(view: DaemonView, beat: Heartbeat | None) -> pb.DaemonStatus:
     return pb.DaemonStatus(
         name=view.name,
@@ -305,6 +450,7 @@ def daemon_to_pb(view: DaemonView, beat: Heartbeat | None) -> pb.DaemonStatus:
         last_errors=[f"{e.get('at')}: {e.get('message')}" for e in beat.errors] if beat else [],
         degraded=view.degraded,
         info_json=json.dumps(beat.info) if beat else "{}",
+        info=_struct(beat.info) if beat else None,
         heartbeat_age_seconds=beat.age_seconds if beat else None,
     )
 
@@ -330,6 +476,12 @@ class DaemonServicer(pb_grpc.DaemonServiceServicer):
         view, beat = self.control.restart_daemon(request.name)
         return pb.RestartDaemonResponse(daemon=daemon_to_pb(view, beat))
 
+    @translate_errors
+    def WatchDaemons(self, request: pb.WatchDaemonsRequest, context: grpc.ServicerContext) -> Iterator[Any]:
+        hub = self.control.require_streams()
+        for view, beat in watch_daemons(hub, self.control.daemon_status, context.is_active):
+            yield pb.WatchDaemonsResponse(daemon=daemon_to_pb(view, beat), role=self.control.role)
+
 
 def queue_status_to_pb(status: QueueStatus, daemon_healthy: bool, coordinator: str) -> pb.QueueStatus:
     return pb.QueueStatus(
@@ -338,7 +490,15 @@ def queue_status_to_pb(status: QueueStatus, daemon_healthy: bool, coordinator: s
         in_progress=status.in_progress,
         max_concurrent_runs=status.max_concurrent_runs,
         tag_limits=[
-            pb.TagLimitUsage(limit=u.limit, in_use=u.in_use, capacity=u.capacity) for u in status.tag_limits
+            pb.TagLimitUsage(
+                limit=u.limit,
+                in_use=u.in_use,
+                capacity=u.capacity,
+                key=u.key,
+                value=u.value or "",
+                per_unique_value=u.per_unique_value,
+            )
+            for u in status.tag_limits
         ],
         queue_daemon_healthy=daemon_healthy,
         run_coordinator=coordinator,

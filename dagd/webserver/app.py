@@ -28,7 +28,17 @@ from dagd.errors import (
 )
 from dagd.webserver.i18n import N_, LocaleMiddleware, gettext
 from dagd.webserver.middleware import SecurityMiddleware, SecuritySettings
-from dagd.webserver.pages import auth, deployment, instigators, jobs, language, launchpad, overview, runs
+from dagd.webserver.pages import (
+    auth,
+    deployment,
+    instigators,
+    jobs,
+    language,
+    launchpad,
+    live,
+    overview,
+    runs,
+)
 from dagd.webserver.render import UI, page
 
 STATIC = pathlib.Path(__file__).parent / "static"
@@ -77,6 +87,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 def create_app(ui: UI, settings: SecuritySettings) -> Starlette:
     routes = [
         *overview.routes,
+        *live.routes,
         *runs.routes,
         *jobs.routes,
         *launchpad.routes,

@@ -109,6 +109,10 @@ class Gateway:
             self._drop(client)  # the supervisor may come back at a new address
             raise
 
+    def client(self) -> Client:
+        """The shared client, for a stream (dagd.webserver.pages.live) that runs on its own thread."""
+        return self._get()
+
     async def call(self, fn: Callable[[Client], T]) -> T:
         return await anyio.to_thread.run_sync(self.call_sync, fn)
 

@@ -84,6 +84,21 @@ class RunServiceStub:
                 request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ResolveRunIdRequest.SerializeToString,
                 response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ResolveRunIdResponse.FromString,
                 _registered_method=True)
+        self.SubmitRuns = channel.unary_unary(
+                '/dagd.api.v1.RunService/SubmitRuns',
+                request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.SubmitRunsRequest.SerializeToString,
+                response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.SubmitRunsResponse.FromString,
+                _registered_method=True)
+        self.WatchRuns = channel.unary_stream(
+                '/dagd.api.v1.RunService/WatchRuns',
+                request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.WatchRunsRequest.SerializeToString,
+                response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.WatchRunsResponse.FromString,
+                _registered_method=True)
+        self.FollowRunLogs = channel.unary_stream(
+                '/dagd.api.v1.RunService/FollowRunLogs',
+                request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.FollowRunLogsRequest.SerializeToString,
+                response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.FollowRunLogsResponse.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -155,6 +170,33 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitRuns(self, request, context):
+        """Many runs in one call (issue #20), all or none: each is validated as SubmitRun would; the
+        first bad one fails the call with its index in the message ("runs[3]: ...") and in the
+        trailing metadata dagd-run-index, and nothing is stored. Idempotency keys are honoured per
+        run (a key already used returns that run; a key twice in the batch is one run).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchRuns(self, request, context):
+        """Issue #20: every run status change as it happens, from a resumable cursor (each message
+        carries the cursor to resume after it). Too many streams: RESOURCE_EXHAUSTED; a client that
+        reads too slowly is ended with ABORTED ("fell behind") and resumes from its last cursor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FollowRunLogs(self, request, context):
+        """A run's log lines after after_seq, then new ones as they are written, until the run has
+        finished and its last line was sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +249,21 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.ResolveRunId,
                     request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ResolveRunIdRequest.FromString,
                     response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ResolveRunIdResponse.SerializeToString,
+            ),
+            'SubmitRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitRuns,
+                    request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.SubmitRunsRequest.FromString,
+                    response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.SubmitRunsResponse.SerializeToString,
+            ),
+            'WatchRuns': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRuns,
+                    request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.WatchRunsRequest.FromString,
+                    response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.WatchRunsResponse.SerializeToString,
+            ),
+            'FollowRunLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.FollowRunLogs,
+                    request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.FollowRunLogsRequest.FromString,
+                    response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.FollowRunLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -489,6 +546,87 @@ class RunService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def SubmitRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dagd.api.v1.RunService/SubmitRuns',
+            dagd_dot_api_dot_v1_dot_dagd__pb2.SubmitRunsRequest.SerializeToString,
+            dagd_dot_api_dot_v1_dot_dagd__pb2.SubmitRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dagd.api.v1.RunService/WatchRuns',
+            dagd_dot_api_dot_v1_dot_dagd__pb2.WatchRunsRequest.SerializeToString,
+            dagd_dot_api_dot_v1_dot_dagd__pb2.WatchRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FollowRunLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dagd.api.v1.RunService/FollowRunLogs',
+            dagd_dot_api_dot_v1_dot_dagd__pb2.FollowRunLogsRequest.SerializeToString,
+            dagd_dot_api_dot_v1_dot_dagd__pb2.FollowRunLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class QueueServiceStub:
     """Missing associated documentation comment in .proto file."""
@@ -696,6 +834,11 @@ class DaemonServiceStub:
                 request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.RestartDaemonRequest.SerializeToString,
                 response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.RestartDaemonResponse.FromString,
                 _registered_method=True)
+        self.WatchDaemons = channel.unary_stream(
+                '/dagd.api.v1.DaemonService/WatchDaemons',
+                request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.WatchDaemonsRequest.SerializeToString,
+                response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.WatchDaemonsResponse.FromString,
+                _registered_method=True)
 
 
 class DaemonServiceServicer:
@@ -713,6 +856,14 @@ class DaemonServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchDaemons(self, request, context):
+        """Issue #20: every daemon's status first, then a daemon's status each time its health, state,
+        pid or restart count changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DaemonServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -725,6 +876,11 @@ def add_DaemonServiceServicer_to_server(servicer, server):
                     servicer.RestartDaemon,
                     request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.RestartDaemonRequest.FromString,
                     response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.RestartDaemonResponse.SerializeToString,
+            ),
+            'WatchDaemons': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchDaemons,
+                    request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.WatchDaemonsRequest.FromString,
+                    response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.WatchDaemonsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -781,6 +937,33 @@ class DaemonService:
             '/dagd.api.v1.DaemonService/RestartDaemon',
             dagd_dot_api_dot_v1_dot_dagd__pb2.RestartDaemonRequest.SerializeToString,
             dagd_dot_api_dot_v1_dot_dagd__pb2.RestartDaemonResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchDaemons(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dagd.api.v1.DaemonService/WatchDaemons',
+            dagd_dot_api_dot_v1_dot_dagd__pb2.WatchDaemonsRequest.SerializeToString,
+            dagd_dot_api_dot_v1_dot_dagd__pb2.WatchDaemonsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,6 +24,7 @@ async def daemons(request: Request) -> Response:
         request,
         "daemons.html",
         active="daemons",
+        live_url="/live?watch=daemons",
         daemons=items,
         draining=status["draining"],
         healthy_count=sum(1 for d in items if d["healthy"]),

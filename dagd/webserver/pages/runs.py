@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -44,6 +45,7 @@ async def runs_list(request: Request) -> Response:
         request,
         "runs.html",
         active="runs",
+        live_url="/live",
         tab=tab,
         tabs=[("all", gettext("All")), *((key, gettext(title)) for key, title in TAB_TITLES.items())],
         queue=queue,
@@ -71,7 +73,7 @@ async def run_detail(request: Request) -> Response:
     why: dict[str, Any] | None = None
     if run["status"] == "QUEUED":
         why = await gateway.call(lambda c: c.explain_run(run_id))
-    lines: list[dict[str, Any]] = []
+    lines: Sequence[Mapping[str, Any]] = []
     last_seq = 0
     # A refresh replaces only the live parts; the log there is already following by itself.
     if not request.headers.get(REFRESH_HEADER):
@@ -80,6 +82,7 @@ async def run_detail(request: Request) -> Response:
         request,
         "run.html",
         active="runs",
+        live_url=f"/live?run={quote(run_id, safe='')}",
         run=run,
         events=events,
         why=why,

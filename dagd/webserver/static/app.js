@@ -1,10 +1,13 @@
 // dagd web UI: two small behaviours, written for this project (no libraries).
 //
-// 1. Auto-refresh: every element with `data-live` and an `id` is replaced, every
-//    `data-refresh-ms` milliseconds, by the same element from a fresh copy of the page. Nothing
-//    is refreshed while the tab is hidden or while the user is typing inside a live element.
-// 2. Live log: `#run-log` polls `data-log-url?after=SEQ` (JSON) and appends new lines as text
-//    (never as HTML) until the run has finished and no lines are left. The filter above it
+// 1. Live parts: every element with `data-live` and an `id` is replaced by the same element from a
+//    fresh copy of the page: when the page's event stream (`data-live-url` on <body>, server-sent
+//    events relayed from the supervisor's streams) says something changed, else every
+//    `data-refresh-ms` milliseconds. Nothing is refreshed while the tab is hidden or while the
+//    user is typing inside a live element.
+// 2. Live log: `#run-log` follows `data-log-stream-url?after=SEQ` (server-sent events; falls back
+//    to polling `data-log-url`) and appends new lines as text (never as HTML) until the run has
+//    finished and no lines are left. The filter above it
 //    (`#log-filter`) hides the lines that do not contain its text, as you type.
 // 3. Launchpad: picking another job fills in that job's own tags, unless the tags were edited.
 "use strict";
@@ -52,9 +55,56 @@
       });
   }
 
+  // One refresh at a time; changes that arrive meanwhile cause one more refresh after it.
+  function startStream(url, every) {
+    var busy = false;
+    var again = false;
+    var run = function () {
+      if (busy) {
+        again = true;
+        return;
+      }
+      busy = true;
+      refresh().then(function () {
+        busy = false;
+        if (again) {
+          again = false;
+          run();
+        }
+      });
+    };
+    var source = new EventSource(url);
+    source.addEventListener("change", run);
+    source.addEventListener("open", function () {
+      document.body.removeAttribute("data-refresh-error");
+    });
+    source.addEventListener("error", function () {
+      if (source.readyState === EventSource.CLOSED) {
+        pollEvery(every); // the stream is gone for good: poll as before
+      }
+    });
+    document.addEventListener("visibilitychange", function () {
+      if (!document.hidden) {
+        run(); // what changed while the tab was hidden
+      }
+    });
+  }
+
   function startRefresh() {
     var every = parseInt(document.body.getAttribute("data-refresh-ms") || "0", 10);
-    if (!every || !liveElements(document).length) {
+    if (!liveElements(document).length) {
+      return;
+    }
+    var url = document.body.getAttribute("data-live-url");
+    if (url && window.EventSource) {
+      startStream(url, every);
+      return;
+    }
+    pollEvery(every);
+  }
+
+  function pollEvery(every) {
+    if (!every) {
       return;
     }
     var tick = function () {
@@ -144,6 +194,25 @@
     var url = pre.getAttribute("data-log-url");
     var after = parseInt(pre.getAttribute("data-after") || "0", 10);
     var state = document.getElementById("log-state");
+    var append = function (lines) {
+      var atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
+      var batch = document.createDocumentFragment();
+      lines.forEach(function (line) {
+        batch.appendChild(lineElement(line));
+      });
+      pre.appendChild(batch);
+      after = lines[lines.length - 1].seq;
+      pre.setAttribute("data-after", String(after));
+      if (atBottom) {
+        pre.scrollTop = pre.scrollHeight;
+      }
+    };
+    var finish = function (status) {
+      pre.setAttribute("data-finished", "true");
+      if (state) {
+        state.textContent = text(state, "finished", "The run has finished ({status}).").replace("{status}", status);
+      }
+    };
     var poll = function () {
       fetch(url + "?after=" + after, { credentials: "same-origin", headers: { Accept: "application/json" } })
         .then(function (response) {
@@ -153,26 +222,13 @@
           return response.json();
         })
         .then(function (data) {
-          var atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
           if (data.lines.length) {
-            var batch = document.createDocumentFragment();
-            data.lines.forEach(function (line) {
-              batch.appendChild(lineElement(line));
-            });
-            pre.appendChild(batch);
-            after = data.last_seq;
-            pre.setAttribute("data-after", String(after));
-            if (atBottom) {
-              pre.scrollTop = pre.scrollHeight;
-            }
+            append(data.lines);
           }
           if (data.more) {
             window.setTimeout(poll, 0);
           } else if (data.finished) {
-            pre.setAttribute("data-finished", "true");
-            if (state) {
-              state.textContent = text(state, "finished", "The run has finished ({status}).").replace("{status}", data.status);
-            }
+            finish(data.status);
           } else {
             window.setTimeout(poll, 1000);
           }
@@ -184,6 +240,31 @@
           window.setTimeout(poll, 3000);
         });
     };
+    var streamUrl = pre.getAttribute("data-log-stream-url");
+    if (streamUrl && window.EventSource && pre.getAttribute("data-finished") !== "true") {
+      var source = new EventSource(streamUrl + "?after=" + after);
+      source.addEventListener("lines", function (event) {
+        append(JSON.parse(event.data));
+      });
+      source.addEventListener("end", function (event) {
+        source.close();
+        finish(JSON.parse(event.data));
+      });
+      source.addEventListener("error", function () {
+        if (source.readyState === EventSource.CLOSED) {
+          poll(); // no stream: poll as before
+        } else if (state) {
+          state.textContent = text(state, "lost", "Lost the log stream; retrying…");
+        }
+      });
+      // A reconnect resumes after the last line shown: the browser sends its seq (Last-Event-ID).
+      source.addEventListener("open", function () {
+        if (state && pre.getAttribute("data-finished") !== "true") {
+          state.textContent = text(state, "following", state.textContent);
+        }
+      });
+      return;
+    }
     poll();
   }
 
