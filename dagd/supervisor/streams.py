@@ -29,6 +29,7 @@ from dagd.runs.cursor import Cursor
 from dagd.runs.model import LogLine, RunStatus
 from dagd.storage.changes import ChangeBatch, RunChange, latest_ids, oldest_cursor, read_changes
 from dagd.storage.schema import NOTIFY_CHANNEL
+from dagd.storage.sql import PG_CONNECTION_ARGS
 
 if TYPE_CHECKING:
     from dagd.storage.runs import RunStore
@@ -247,8 +248,10 @@ class StreamHub:
             yield sleep
             return
         import psycopg
+        from psycopg.conninfo import make_conninfo
 
-        conn = psycopg.connect(self.pg_conninfo, autocommit=True, connect_timeout=5)
+        # Keepalives and tcp_user_timeout, as on every PostgreSQL connection: a cut link fails.
+        conn = psycopg.connect(make_conninfo(self.pg_conninfo, **PG_CONNECTION_ARGS), autocommit=True)
         try:
             conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
 
