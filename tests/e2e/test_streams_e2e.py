@@ -207,6 +207,17 @@ def test_streams_past_max_streams_are_refused_with_one_clear_line(
     assert "too many open streams (3, streams.max_streams)" in refused.stderr
     for call in open_:
         call.cancel()
+
+    def can_open() -> bool:
+        try:
+            call = client.runs.WatchRuns(pb.WatchRunsRequest(), metadata=client._metadata)
+            next(call)
+            call.cancel()
+            return True
+        except grpc.RpcError:
+            return False
+
+    wait_for(can_open, 30, "the cancelled streams' slots to come back")
     # Their slots come back: a new watch opens (it ends at once here: we interrupt it).
     watcher = Watcher(dagd.home)
     run_id = client.submit("hello")["run_id"]

@@ -136,8 +136,9 @@ def test_streams_past_the_cap_are_refused(hub: StreamHub) -> None:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("indexed", [False, True], ids=["predicate", "job-index"])
 def test_a_filtered_watcher_gets_its_changes_once_and_its_cursor_moves_past_the_others(
-    hub: StreamHub, storage: Storage, monkeypatch: pytest.MonkeyPatch
+    hub: StreamHub, storage: Storage, monkeypatch: pytest.MonkeyPatch, indexed: bool
 ) -> None:
     from dagd.supervisor import streams
 
@@ -150,7 +151,7 @@ def test_a_filtered_watcher_gets_its_changes_once_and_its_cursor_moves_past_the_
     def watch() -> None:
         for cursor, change in streams.watch_runs(
             hub, None, from_beginning=False, is_active=lambda: active["on"],
-            matches=lambda c: c.run is not None and c.run.job_name == "b",
+            matches=lambda c: c.run is not None and c.run.job_name == "b", job="b" if indexed else None,
         ):  # fmt: skip
             positions.append(cursor)
             if change is not None:
