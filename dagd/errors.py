@@ -22,8 +22,22 @@ from __future__ import annotations
 ERROR_METADATA_KEY = "dagd-error"
 
 
+#: Trailing metadata key on an error about one entry of a batch request (value: its index).
+RUN_INDEX_METADATA_KEY = "dagd-run-index"
+
+
 class DagdError(Exception):
     """Base of every error dagd raises on purpose. The message is one line for the user."""
+
+    #: Set on an error about one entry of a batch (SubmitRuns): that entry's index.
+    run_index: int | None = None
+
+
+def at_index(exc: DagdError, index: int, field: str = "runs") -> DagdError:
+    """The same error about entry ``index`` of a batch: ``runs[3]: <message>``, with run_index."""
+    out = type(exc)(f"{field}[{index}]: {exc}")
+    out.run_index = index
+    return out
 
 
 class ConfigError(DagdError):

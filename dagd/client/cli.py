@@ -20,7 +20,7 @@ import os
 import pathlib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -405,6 +405,14 @@ def _web_health(published: pathlib.Path, timeout: float) -> None:
     is_flag=True,
     help="Wait for the run to end: exit 0 SUCCESS, 1 FAILURE, 6 CANCELED (the run id is printed first).",
 )
+@click.option(
+    "--from-file",
+    "from_file",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help="Submit many runs at once, all or none: one JSON object a line (tags, config, priority, "
+    "idempotency_key), - for stdin. --tag/--priority/--config apply to every line.",
+)
 @click.pass_obj
 @handle_errors
 def submit(
@@ -416,13 +424,21 @@ def submit(
     idempotency_key: str,
     as_json: bool,
     wait: bool,
+    from_file: Any,
 ) -> None:
-    """Submit a run of JOB; prints the run id."""
+    """Submit a run of JOB; prints the run id (with --from-file, one id a line)."""
     parsed_tags = parse_tags(tags)
     if config_json is not None:
         loads_object(config_json, "--config")  # refused here, naming the option, before any call
+    if from_file is not None:
+        from dagd.client.batch import submit_from_file
+
+        submit_from_file(
+            ctx, job, from_file, parsed_tags, priority, config_json, idempotency_key, wait, as_json
+        )
+        return
     with ctx.client() as client:
-        run = client.submit(
+        run: dict[str, Any] = client.submit(
             job,
             tags=parsed_tags,
             run_config_json=config_json,
@@ -557,7 +573,7 @@ def runs_logs(ctx: Ctx, run_id: str, follow: bool) -> None:
     """The run's log lines (context.log, stdout and stderr)."""
     from dagd.client.streams import follow_logs
 
-    def show(lines: list[dict[str, Any]]) -> None:
+    def show(lines: Sequence[Mapping[str, Any]]) -> None:
         for line in lines:
             click.echo(f"{line['at']} {line['stream']:<6} {line['level']:<7} {line['message']}")
 
@@ -571,8 +587,8 @@ def runs_logs(ctx: Ctx, run_id: str, follow: bool) -> None:
                 if not lines:
                     return
         try:
-            for lines, _ in follow_logs(client, run_id):
-                show(lines)
+            for followed, _ in follow_logs(client, run_id):
+                show(followed)
                 sys.stdout.flush()
         except KeyboardInterrupt:
             sys.exit(130)

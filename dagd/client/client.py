@@ -1,4 +1,6 @@
-"""A typed client of ``dagd.api.v1``: domain-shaped dicts in and out, dagd errors instead of RpcError.
+"""A typed client of ``dagd.api.v1``: typed results in (:mod:`dagd.client.types`, dataclasses that are
+also the dicts of SPEC §6's JSON shapes), dagd errors instead of RpcError. docs/client.md tells how
+another service uses it.
 
 This is the one client-side place where gRPC status codes become dagd errors. The address comes
 from ``--address``, else from the ``supervisor.json`` the supervisor publishes in ``$DAGD_HOME``.
@@ -16,8 +18,10 @@ import grpc
 
 from dagd.api.v1 import dagd_pb2 as pb
 from dagd.api.v1 import dagd_pb2_grpc as pb_grpc
+from dagd.client import types
 from dagd.errors import (
     ERROR_METADATA_KEY,
+    RUN_INDEX_METADATA_KEY,
     Conflict,
     DagdError,
     FellBehind,
@@ -27,6 +31,7 @@ from dagd.errors import (
     TooManyStreams,
     Unauthenticated,
     Unavailable,
+    at_index,
 )
 
 CODE_TO_ERROR: dict[grpc.StatusCode, type[DagdError]] = {
@@ -106,16 +111,26 @@ def _status_values(statuses: Sequence[str]) -> list[Any]:
     return values
 
 
-def _queue_from_pb(q: pb.QueueStatus) -> dict[str, Any]:
-    return {
-        "paused": q.paused,
-        "queued": q.queued,
-        "in_progress": q.in_progress,
-        "max_concurrent_runs": q.max_concurrent_runs,
-        "tag_limits": [{"limit": t.limit, "in_use": t.in_use, "capacity": t.capacity} for t in q.tag_limits],
-        "queue_daemon_healthy": q.queue_daemon_healthy,
-        "run_coordinator": q.run_coordinator,
-    }
+def _queue_from_pb(q: pb.QueueStatus) -> types.QueueStatus:
+    return types.QueueStatus(
+        paused=q.paused,
+        queued=q.queued,
+        in_progress=q.in_progress,
+        max_concurrent_runs=q.max_concurrent_runs,
+        tag_limits=[
+            types.TagLimitUsage(
+                limit=t.limit,
+                in_use=t.in_use,
+                capacity=t.capacity,
+                key=t.key or None,
+                value=t.value or None,
+                per_unique_value=t.per_unique_value,
+            )
+            for t in q.tag_limits
+        ],
+        queue_daemon_healthy=q.queue_daemon_healthy,
+        run_coordinator=q.run_coordinator,
+    )
 
 
 def _tick_from_pb(t: pb.Tick) -> dict[str, Any]:
@@ -154,39 +169,110 @@ def _instigator_from_pb(i: pb.Instigator) -> dict[str, Any]:
     return out
 
 
-def run_from_pb(run: pb.Run) -> dict[str, Any]:
+def _struct_or_json(struct: Any, text: str) -> dict[str, Any]:
+    """A JSON object field: its text (exact: Struct numbers are all doubles) if the server sent
+    it, else the typed google.protobuf.Struct beside it."""
+    if text:
+        return json.loads(text)  # type: ignore[no-any-return]
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(struct)
+
+
+def run_from_pb(run: pb.Run) -> types.Run:
     """A run in the JSON shape of SPEC §6 (plus a few more fields)."""
-    return {
-        "run_id": run.run_id,
-        "job_name": run.job_name,
-        "status": _status_name(run.status),
-        "tags": dict(sorted(run.tags.items())),
-        "priority": run.priority,
-        "created_at": run.created_at or None,
-        "started_at": run.started_at or None,
-        "ended_at": run.ended_at or None,
-        "run_config": json.loads(run.run_config_json) if run.run_config_json else {},
-        "error": run.error or None,
-        "worker_pid": run.worker_pid or None,
-        "attempt": run.attempt,
-        "host": run.host or None,
-    }
+    return types.Run(
+        run_id=run.run_id,
+        job_name=run.job_name,
+        status=_status_name(run.status),
+        tags=dict(sorted(run.tags.items())),
+        priority=run.priority,
+        created_at=run.created_at or None,
+        started_at=run.started_at or None,
+        ended_at=run.ended_at or None,
+        run_config=_struct_or_json(run.run_config, run.run_config_json),
+        error=run.error or None,
+        worker_pid=run.worker_pid or None,
+        attempt=run.attempt,
+        host=run.host or None,
+    )
 
 
-def attempt_from_pb(attempt: pb.RunAttempt) -> dict[str, Any]:
-    return {
-        "attempt": attempt.attempt,
-        "state": attempt.state,
-        "host": attempt.host or None,
-        "pid": attempt.pid or None,
-        "worker": attempt.worker or None,
-        "queue": attempt.queue or None,
-        "dispatched_at": attempt.dispatched_at or None,
-        "claimed_at": attempt.claimed_at or None,
-        "heartbeat_at": attempt.heartbeat_at or None,
-        "ended_at": attempt.ended_at or None,
-        "end_reason": attempt.end_reason or None,
-    }
+def attempt_from_pb(attempt: pb.RunAttempt) -> types.RunAttempt:
+    return types.RunAttempt(
+        attempt=attempt.attempt,
+        state=attempt.state,
+        host=attempt.host or None,
+        pid=attempt.pid or None,
+        worker=attempt.worker or None,
+        queue=attempt.queue or None,
+        dispatched_at=attempt.dispatched_at or None,
+        claimed_at=attempt.claimed_at or None,
+        heartbeat_at=attempt.heartbeat_at or None,
+        ended_at=attempt.ended_at or None,
+        end_reason=attempt.end_reason or None,
+    )
+
+
+def _submit_request(
+    job_name: str,
+    tags: Mapping[str, str] | None,
+    run_config: Mapping[str, Any] | None,
+    run_config_json: str | None,
+    priority: int | None,
+    idempotency_key: str,
+) -> pb.SubmitRunRequest:
+    request = pb.SubmitRunRequest(
+        job_name=job_name,
+        tags=dict(tags or {}),
+        # Empty means {} to the supervisor: no JSON to write for the common case.
+        run_config_json=run_config_json
+        if run_config_json is not None
+        else (json.dumps(run_config) if run_config else ""),
+        idempotency_key=idempotency_key,
+    )
+    if priority is not None:
+        from dagd.runs.model import MAX_PRIORITY, MIN_PRIORITY
+
+        if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            raise InvalidArgument(
+                f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {priority}"
+            )
+        request.priority = priority
+    return request
+
+
+BATCH_ENTRY_FIELDS = ("job_name", "tags", "run_config", "run_config_json", "priority", "idempotency_key")
+
+
+def _batch_entry(entry: Mapping[str, Any], job_name: str | None) -> pb.SubmitRunRequest:
+    """One entry of submit_many, checked for shape (the supervisor validates the rest)."""
+    if not isinstance(entry, Mapping):
+        raise InvalidArgument(f"expected an object, got {type(entry).__name__}")
+    unknown = sorted(set(entry) - set(BATCH_ENTRY_FIELDS))
+    if unknown:
+        raise InvalidArgument(f"unknown field {unknown[0]!r} (known: {', '.join(BATCH_ENTRY_FIELDS)})")
+    job = entry.get("job_name", job_name)
+    if not isinstance(job, str) or not job:
+        raise InvalidArgument("job_name is required (a string)")
+    tags = entry.get("tags") or {}
+    if not isinstance(tags, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+    ):
+        raise InvalidArgument("tags must be an object of string values")
+    config = entry.get("run_config")
+    if config is not None and not isinstance(config, Mapping):
+        raise InvalidArgument("run_config must be an object")
+    config_json = entry.get("run_config_json")
+    if config_json is not None and not isinstance(config_json, str):
+        raise InvalidArgument("run_config_json must be a string")
+    priority = entry.get("priority")
+    if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
+        raise InvalidArgument("priority must be an integer")
+    key = entry.get("idempotency_key") or ""
+    if not isinstance(key, str):
+        raise InvalidArgument("idempotency_key must be a string")
+    return _submit_request(job, tags, config, config_json, priority, key)
 
 
 class Client:
@@ -278,7 +364,11 @@ class Client:
         names = {value for key, value in trailing or () if key == ERROR_METADATA_KEY}
         streams: tuple[type[DagdError], ...] = (FellBehind, TooManyStreams)
         error = next((e for e in streams if e.__name__ in names), CODE_TO_ERROR.get(code, DagdError))
-        return error(details or code.name)
+        result = error(details or code.name)
+        index = next((item[1] for item in trailing or () if item[0] == RUN_INDEX_METADATA_KEY), None)
+        if index is not None and str(index).isdigit():
+            result.run_index = int(index)  # which entry of a batch (SubmitRuns) was refused
+        return result
 
     # -- runs ----------------------------------------------------------------------------------
 
@@ -292,22 +382,38 @@ class Client:
         priority: int | None = None,
         idempotency_key: str = "",
         metadata: Sequence[tuple[str, str]] = (),
-    ) -> dict[str, Any]:
-        request = pb.SubmitRunRequest(
-            job_name=job_name,
-            tags=dict(tags or {}),
-            run_config_json=run_config_json if run_config_json is not None else json.dumps(run_config or {}),
-            idempotency_key=idempotency_key,
-        )
-        if priority is not None:
-            from dagd.runs.model import MAX_PRIORITY, MIN_PRIORITY
-
-            if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-                raise InvalidArgument(
-                    f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {priority}"
-                )
-            request.priority = priority
+    ) -> types.Run:
+        request = _submit_request(job_name, tags, run_config, run_config_json, priority, idempotency_key)
         return run_from_pb(self._call(self.runs.SubmitRun, request, metadata))
+
+    def submit_many(
+        self,
+        runs: Sequence[Mapping[str, Any]],
+        *,
+        job_name: str | None = None,
+        run_ids_only: bool = False,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> list[Any]:  # list[types.Run], or list[str] with run_ids_only
+        """Submit many runs in one call, all or none (SubmitRuns).
+
+        Each entry is a mapping with any of ``job_name`` (else ``job_name=`` here), ``tags``,
+        ``run_config`` (or ``run_config_json``), ``priority`` and ``idempotency_key``. The runs
+        come back in the order given (their ids only with ``run_ids_only``, which a batch of
+        thousands needs to fit the message size limit). A bad entry fails the whole call with
+        the error SubmitRun would give, its message starting ``runs[N]:`` and its ``run_index`` N.
+        """
+        requests = []
+        for index, entry in enumerate(runs):
+            try:
+                requests.append(_batch_entry(entry, job_name))
+            except DagdError as exc:
+                raise at_index(exc, index) from None
+        response = self._call(
+            self.runs.SubmitRuns, pb.SubmitRunsRequest(runs=requests, run_ids_only=run_ids_only), metadata
+        )
+        if run_ids_only:
+            return list(response.run_ids)
+        return [run_from_pb(r) for r in response.runs]
 
     def resolve_run_id(self, run_id_or_prefix: str) -> str:
         """The full id for a full id or a unique prefix of at least 6 characters (SPEC §9.4).
@@ -323,15 +429,16 @@ class Client:
         request = pb.ResolveRunIdRequest(run_id_or_prefix=run_id_or_prefix)
         return str(self._call(self.runs.ResolveRunId, request).run_id)
 
-    def get_run(self, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def get_run(self, run_id: str) -> tuple[types.Run, list[types.RunEvent]]:
+        """The run (with its ``attempts``) and its events, oldest first."""
         response = self._call(self.runs.GetRun, pb.GetRunRequest(run_id=run_id))
         events = [
-            {
-                "at": e.at,
-                "kind": e.kind,
-                "status": _status_name(e.status) if e.status else None,
-                "message": e.message,
-            }
+            types.RunEvent(
+                at=e.at,
+                kind=e.kind,
+                status=_status_name(e.status) if e.status else None,
+                message=e.message,
+            )
             for e in response.events
         ]
         run = run_from_pb(response.run)
@@ -346,7 +453,8 @@ class Client:
         tags: Mapping[str, str] | None = None,
         limit: int = 100,
         page_token: str = "",
-    ) -> tuple[list[dict[str, Any]], str]:
+    ) -> tuple[list[types.Run], str]:
+        """Runs, newest first, and the page token of the next (older) page ("" at the end)."""
         status_values = _status_values(statuses)
         response = self._call(
             self.runs.ListRuns,
@@ -360,7 +468,7 @@ class Client:
         )
         return [run_from_pb(r) for r in response.runs], response.next_page_token
 
-    def terminate(self, run_id: str) -> tuple[dict[str, Any], bool]:
+    def terminate(self, run_id: str) -> tuple[types.Run, bool]:
         response = self._call(self.runs.TerminateRun, pb.TerminateRunRequest(run_id=run_id))
         return run_from_pb(response.run), response.changed
 
@@ -390,35 +498,36 @@ class Client:
             "launchable": e.launchable,
         }
 
-    def queue_status(self) -> dict[str, Any]:
+    def queue_status(self) -> types.QueueStatus:
         return _queue_from_pb(self._call(self.queue.GetQueueStatus, pb.QueueStatusRequest()))
 
-    def set_queue_paused(self, paused: bool) -> dict[str, Any]:
+    def set_queue_paused(self, paused: bool) -> types.QueueStatus:
         return _queue_from_pb(self._call(self.queue.SetQueuePaused, pb.SetQueuePausedRequest(paused=paused)))
 
     def read_logs(
         self, run_id: str, *, after_seq: int = 0, limit: int = 1000
-    ) -> tuple[list[dict[str, Any]], int, str]:
+    ) -> tuple[list[types.LogLine], int, str]:
+        """Log lines after ``after_seq``, the last line's seq, and the run's status."""
         response = self._call(
             self.runs.ReadRunLogs, pb.ReadRunLogsRequest(run_id=run_id, after_seq=after_seq, limit=limit)
         )
         lines = [
-            {"seq": ln.seq, "at": ln.at, "stream": ln.stream, "level": ln.level, "message": ln.message}
+            types.LogLine(seq=ln.seq, at=ln.at, stream=ln.stream, level=ln.level, message=ln.message)
             for ln in response.lines
         ]
         return lines, response.last_seq, _status_name(response.run_status)
 
     # -- daemons -------------------------------------------------------------------------------
 
-    def daemon_status(self) -> dict[str, Any]:
+    def daemon_status(self) -> types.DaemonStatus:
         response = self._call(self.daemons.GetDaemonStatus, pb.GetDaemonStatusRequest())
-        return {
-            "daemons": [daemon_from_pb(d) for d in response.daemons],
-            "draining": response.draining,
-            "role": response.role or None,
-        }
+        return types.DaemonStatus(
+            daemons=[daemon_from_pb(d) for d in response.daemons],
+            draining=response.draining,
+            role=response.role or None,
+        )
 
-    def restart_daemon(self, name: str) -> dict[str, Any]:
+    def restart_daemon(self, name: str) -> types.Daemon:
         response = self._call(self.daemons.RestartDaemon, pb.RestartDaemonRequest(name=name))
         return daemon_from_pb(response.daemon)
 
@@ -519,32 +628,32 @@ class Client:
                 return
 
 
-def daemon_from_pb(d: pb.DaemonStatus) -> dict[str, Any]:
+def daemon_from_pb(d: pb.DaemonStatus) -> types.Daemon:
     """A daemon in the JSON shape of SPEC §6 (plus state, detail and restart reasons)."""
-    return {
-        "name": d.name,
-        "healthy": d.healthy,
-        "pid": d.pid or None,
-        "last_heartbeat_at": d.last_heartbeat_at or None,
-        "restarts": d.restarts,
+    return types.Daemon(
+        name=d.name,
+        healthy=d.healthy,
+        pid=d.pid or None,
+        last_heartbeat_at=d.last_heartbeat_at or None,
+        restarts=d.restarts,
         # An exit it was asked for (a commanded restart, a shutdown) is not an error.
-        "last_error": (d.last_errors[0] if d.last_errors else None)
+        last_error=(d.last_errors[0] if d.last_errors else None)
         or (d.last_exit if d.last_exit_reason not in ("COMMANDED", "SHUTDOWN") else None)
         or None,
-        "state": d.state,
-        "detail": d.detail,
-        "incarnation": d.incarnation,
-        "uptime_seconds": round(d.uptime_seconds, 3),
-        "iteration": d.iteration,
-        "phase": d.phase,
-        "restarts_by_reason": dict(d.restarts_by_reason),
-        "last_exit": d.last_exit or None,
-        "last_exit_reason": d.last_exit_reason or None,
-        "last_errors": list(d.last_errors),
-        "degraded": d.degraded,
-        "info": json.loads(d.info_json) if d.info_json else {},
+        state=d.state,
+        detail=d.detail,
+        incarnation=d.incarnation,
+        uptime_seconds=round(d.uptime_seconds, 3),
+        iteration=d.iteration,
+        phase=d.phase,
+        restarts_by_reason=dict(d.restarts_by_reason),
+        last_exit=d.last_exit or None,
+        last_exit_reason=d.last_exit_reason or None,
+        last_errors=list(d.last_errors),
+        degraded=d.degraded,
+        info=_struct_or_json(d.info, d.info_json),
         # By the database's clock: right whichever host asks, whatever its clock.
-        "heartbeat_age_seconds": (
+        heartbeat_age_seconds=(
             round(d.heartbeat_age_seconds, 3) if d.HasField("heartbeat_age_seconds") else None
         ),
-    }
+    )

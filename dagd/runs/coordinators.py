@@ -32,6 +32,21 @@ class DefaultRunCoordinator(RunCoordinator):
             return run
         return launch_stored_run(self.instance, run.run_id, expected=(RunStatus.NOT_STARTED,))
 
+    def _store_and_dispatch_batch(self, submissions: Sequence[Submission]) -> list[Run]:
+        from dagd.runs.launch import launch_stored_run
+
+        # All stored first (all or none); then each new one is launched, as SubmitRun would.
+        runs = self._store_all(submissions, RunStatus.NOT_STARTED)
+        launched: dict[str, Run] = {}
+        out: list[Run] = []
+        for run in runs:
+            if run.status == RunStatus.NOT_STARTED and run.run_id not in launched:
+                launched[run.run_id] = launch_stored_run(
+                    self.instance, run.run_id, expected=(RunStatus.NOT_STARTED,)
+                )
+            out.append(launched.get(run.run_id, run))
+        return out
+
 
 class QueuedRunCoordinator(RunCoordinator):
     """Runs wait ``QUEUED`` until the run_queue daemon launches them under the configured limits."""
@@ -45,6 +60,9 @@ class QueuedRunCoordinator(RunCoordinator):
 
     def _store_and_dispatch_many(self, submissions: Sequence[Submission]) -> list[Run]:
         return self._store_many(submissions, RunStatus.QUEUED)
+
+    def _store_and_dispatch_batch(self, submissions: Sequence[Submission]) -> list[Run]:
+        return self._store_all(submissions, RunStatus.QUEUED)
 
 
 __all__ = ["DefaultRunCoordinator", "QueuedRunCoordinator", "RunCoordinator", "Submission"]

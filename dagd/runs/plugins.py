@@ -67,6 +67,22 @@ class RunCoordinator:
         """Several submissions (a schedule's or sensor's ticks) stored in one transaction."""
         return self._store_and_dispatch_many([self._prepare(s, metadata) for s in submissions])
 
+    def submit_batch(self, submissions: Sequence[Submission], metadata: Mapping[str, str]) -> list[Run]:
+        """A batch submission (SubmitRuns): every run prepared first (a hook's refusal names the
+        entry, ``runs[N]: ...``), then all stored in one transaction, or none."""
+        from dagd.errors import DagdError, at_index
+
+        if type(self).prepare_submission is RunCoordinator.prepare_submission:
+            # No hook: each submission is as validated (finalized) already; thousands, so skip it.
+            return self._store_and_dispatch_batch(submissions)
+        prepared: list[Submission] = []
+        for index, submission in enumerate(submissions):
+            try:
+                prepared.append(self._prepare(submission, metadata))
+            except DagdError as exc:
+                raise at_index(exc, index) from None
+        return self._store_and_dispatch_batch(prepared)
+
     def _prepare(self, submission: Submission, metadata: Mapping[str, str]) -> Submission:
         from dagd.runs.requests import finalize
 
@@ -79,11 +95,21 @@ class RunCoordinator:
     def _store_and_dispatch_many(self, submissions: Sequence[Submission]) -> list[Run]:
         return [self._store_and_dispatch(s) for s in submissions]
 
+    def _store_and_dispatch_batch(self, submissions: Sequence[Submission]) -> list[Run]:
+        from dagd.errors import InvalidArgument
+
+        # All or none needs the coordinator to say how a batch is stored; the built-in ones do.
+        raise InvalidArgument(f"the run coordinator {self.describe} does not take batch submissions")
+
     def _store(self, submission: Submission, status: RunStatus) -> Run:
         return self.instance.storage.runs.create(_new_run(submission, status))
 
     def _store_many(self, submissions: Sequence[Submission], status: RunStatus) -> list[Run]:
         return self.instance.storage.runs.create_many([_new_run(s, status) for s in submissions])
+
+    def _store_all(self, submissions: Sequence[Submission], status: RunStatus) -> list[Run]:
+        """All in one transaction or none (see RunStore.create_all)."""
+        return self.instance.storage.runs.create_all([_new_run(s, status) for s in submissions])
 
     @property
     def describe(self) -> str:

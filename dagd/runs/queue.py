@@ -78,9 +78,14 @@ class QueueView:
 
 @dataclass(frozen=True)
 class LimitUsage:
-    limit: str
+    limit: str  # for people: "team=a (limit 2)"
     in_use: int
     capacity: int
+    # The same typed (issue #20): the tag key, its value (None: any value; with
+    # per_unique_value, this entry's one value, or None when no value is in use).
+    key: str = ""
+    value: str | None = None
+    per_unique_value: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,16 +104,18 @@ def queue_status(storage: Database, config: QueuedRunCoordinatorConfig | None) -
         if limit.per_unique_value:
             per_value = Counter(r.tags[limit.key] for r in view.in_progress if limit.key in r.tags)
             for value, count in sorted(per_value.items()):
-                usages.append(LimitUsage(f"{limit.key}={value} (per value)", count, limit.limit))
+                usages.append(
+                    LimitUsage(f"{limit.key}={value} (per value)", count, limit.limit, limit.key, value, True)
+                )
             if not per_value:
-                usages.append(LimitUsage(limit.describe(), 0, limit.limit))
+                usages.append(LimitUsage(limit.describe(), 0, limit.limit, limit.key, None, True))
             continue
         count = sum(
             1
             for r in view.in_progress
             if limit.key in r.tags and (limit.value is None or r.tags[limit.key] == limit.value)
         )
-        usages.append(LimitUsage(limit.describe(), count, limit.limit))
+        usages.append(LimitUsage(limit.describe(), count, limit.limit, limit.key, limit.value, False))
     return QueueStatus(
         paused=is_paused(storage),
         queued=len(view.queued),

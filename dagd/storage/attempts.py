@@ -143,7 +143,7 @@ class AttemptStore:
         Run monitoring's view, read every pass over every run in progress, so only the columns it
         judges by: the runs come without their run config (``{}``), and tag dicts are shared
         between runs with the same tags and between passes (read-only)."""
-        from dagd.storage.sql import in_list
+        from dagd.storage.sql import by_status, in_list
 
         names, params = in_list("st", [s.value for s in statuses])
         with self._storage.sql_read() as sql:
@@ -153,7 +153,8 @@ class AttemptStore:
                 " r.started_at, r.seq, r.worker_pid, r.worker_started_at, r.current_attempt, r.worker_host,"
                 " r.resumes, r.launch_failures, a.state, a.dispatch_token, a.dispatched_at, a.epoch,"
                 " a.dispatcher, a.queue, a.worker, a.host, a.pid, a.pid_started_at, a.claimed_at,"
-                f" a.heartbeat_at FROM runs r {JOIN_CURRENT} WHERE r.status IN ({names}) ORDER BY r.seq",
+                f" a.heartbeat_at FROM runs r{by_status(sql.dialect)} {JOIN_CURRENT}"
+                f" WHERE r.status IN ({names}) ORDER BY r.seq",
                 params,
             )
         known: dict[str, dict[str, str]] = self._tags

@@ -3,10 +3,13 @@
 SQLite: the connection settings of :func:`dagd.storage.sql.configure_sqlite` (WAL, busy timeout,
 ``synchronous=NORMAL``), and ``BEGIN IMMEDIATE`` for write transactions so two writers queue on the
 busy timeout instead of failing with "database is locked" when a read lock cannot be upgraded.
-PostgreSQL: psycopg 3 with a small pool and pre-ping, so a database restart costs one failed query
-rather than a dead daemon, and :func:`dagd.storage.sql.configure_postgres` on every new connection
-(``statement_timeout``, ``lock_timeout``), so a query stuck behind a lock fails as storage
-unavailable instead of holding a gRPC worker forever.
+PostgreSQL: psycopg 3 with a small pool whose checkout checks the connection without a round trip
+(:func:`pg_connection_usable`), so a connection the server closed (a database restart,
+``pg_terminate_backend``, an idle timeout) is replaced before use rather than failing a query; TCP
+keepalives and ``tcp_user_timeout`` (``PG_CONNECTION_ARGS``), so a cut link fails a call within
+seconds instead of hanging it for minutes; and :func:`dagd.storage.sql.configure_postgres` on every
+new connection (``statement_timeout``, ``lock_timeout``), so a query stuck behind a lock fails as
+storage unavailable instead of holding a gRPC worker forever.
 
 Engines are never shared across ``fork()``: every process opens its own (see docs/architecture.md).
 """
@@ -21,13 +24,14 @@ from sqlalchemy import event
 from dagd.errors import StorageUnavailable
 from dagd.storage.migrate import ensure_schema
 from dagd.storage.sql import (
-    PG_CONNECT_TIMEOUT_SECONDS,
+    PG_CONNECTION_ARGS,
     PG_STATEMENT_TIMEOUT_SECONDS,
     SQLITE_BUSY_TIMEOUT_MS,
     check_sqlite_version,
     configure_postgres,
     configure_sqlite,
     first_line,
+    pg_connection_usable,
     sqlite_url,
 )
 from dagd.storage.store import Storage
@@ -47,11 +51,21 @@ def make_engine(
         engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _configure_sqlite(engine)
         return engine
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": 10}
+    kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 10}
     if url.startswith("postgresql"):
-        # Fail fast when the server is unreachable instead of hanging a daemon loop.
-        kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS}
+        # Fail fast when the server is unreachable or the link is cut, instead of hanging a call.
+        kwargs["connect_args"] = dict(PG_CONNECTION_ARGS)
+    else:
+        kwargs["pool_pre_ping"] = True  # another database: SQLAlchemy's ping (a round trip)
     engine = sa.create_engine(url, **kwargs)
+    if url.startswith("postgresql"):
+
+        @event.listens_for(engine, "checkout")
+        def _on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+            if not pg_connection_usable(dbapi_conn):
+                # The pool discards it and checks out another (a new one if need be), up to 3 times.
+                raise sa.exc.DisconnectionError("the server closed the connection")
+
     if url.startswith("postgresql") and pg_statement_timeout_seconds is not None:
         timeout = pg_statement_timeout_seconds
 

@@ -73,6 +73,11 @@ def _short(holder: str) -> str:
     return hashlib.sha256(holder.encode()).hexdigest()[:20]
 
 
+def _standby_row(name: str, holder: str) -> str:
+    """The name of ``holder``'s standby note for lease ``name``."""
+    return f"{name}/standby/{_short(holder)}"
+
+
 def _lease(name: str, holder: str, row: Any) -> Lease:
     return Lease(name, holder, row.epoch, when(row.expires_at), when(row.db_now))  # type: ignore[arg-type]
 
@@ -102,6 +107,9 @@ class LeaseStore:
                 {"name": name, "holder": holder, **params},
             )
             if row is not None:
+                # A standby that takes over stands by no more: its own note must not count as
+                # someone who could take over from it (it would step down for nobody).
+                sql.execute("DELETE FROM leases WHERE name = :row", {"row": _standby_row(name, holder)})
                 return replace(_lease(name, holder, row), standbys=self._standbys(sql, name)), None
             return None, self._row(sql, name)
 
@@ -140,7 +148,7 @@ class LeaseStore:
                 "INSERT INTO leases (name, holder, epoch, expires_at)"
                 f" VALUES (:row, :holder, 0, {expiry})"
                 " ON CONFLICT (name) DO UPDATE SET expires_at = excluded.expires_at",
-                {"row": f"{name}/standby/{_short(holder)}", "holder": holder, **params},
+                {"row": _standby_row(name, holder), "holder": holder, **params},
             )
             _, stale, stale_params = _clock(sql, -10 * ttl_seconds)
             sql.execute(

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 # The newest migration in migrations/versions. Checking a database against this constant needs no
 # alembic import, which keeps run workers and daemons quick to start; a unit test keeps it honest.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 MIGRATIONS = pathlib.Path(__file__).parent / "migrations"
 _PG_LOCK_ID = 0x0DA6D  # any constant; serialises schema changes across processes

@@ -45,6 +45,8 @@ runs = sa.Table(
     sa.Column("resumes", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_runs_status_seq", "status", "seq"),
     sa.Index("ix_runs_job_name", "job_name"),
+    # Run retries look for failures that ended since a time (RunStore.failed_since).
+    sa.Index("ix_runs_status_ended_at", "status", "ended_at"),
 )
 
 # One row per launch of a run (dagd.runs.attempts): dispatched, claimed by exactly one worker with
@@ -80,8 +82,11 @@ run_tags = sa.Table(
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("key", sa.String(255), nullable=False),
     sa.Column("value", sa.Text, nullable=False),
+    # The run's runs.seq: a tag filter walks (key, value, run_seq) newest first and stops after a
+    # page, where (key, value) alone made it collect and sort every run with the tag.
+    sa.Column("run_seq", sa.Integer, nullable=False),
     sa.PrimaryKeyConstraint("run_id", "key"),
-    sa.Index("ix_run_tags_key_value", "key", "value"),
+    sa.Index("ix_run_tags_key_value_seq", "key", "value", "run_seq"),
 )
 
 run_events = sa.Table(

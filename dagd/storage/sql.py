@@ -4,7 +4,7 @@ Every query of the stores (runs, ticks, heartbeats, leases, settings) is hand-wr
 SQLite and PostgreSQL both accept, executed here on a DBAPI cursor. Two kinds of process run it:
 
 - the supervisor, the CLI and the tests, through :class:`dagd.storage.store.Storage`, whose
-  connections come from a SQLAlchemy engine (its pool, pre-ping and migrations);
+  connections come from a SQLAlchemy engine (its pool, checkout check and migrations);
 - the four daemons, through :class:`DirectDatabase`, which opens driver connections itself.
   A daemon never imports SQLAlchemy: at ~15 MB of Python objects per process it was a third of a
   daemon's memory (issue #3, docs/architecture.md, "Queries").
@@ -32,6 +32,8 @@ import json
 import pathlib
 import random
 import re
+import select
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -51,6 +53,26 @@ if TYPE_CHECKING:
 SQLITE, POSTGRES = "sqlite", "postgresql"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_SECONDS = 5
+#: How long data sent on a PostgreSQL connection may stay unacknowledged (and, with keepalives,
+#: how long a silent peer is tolerated) before the kernel drops the connection: libpq's
+#: ``tcp_user_timeout``, in milliseconds.
+PG_TCP_USER_TIMEOUT_MS = 8000
+#: libpq parameters for every PostgreSQL connection dagd opens: the supervisor's pool
+#: (:func:`dagd.storage.engine.make_engine`), a daemon's own connections (:class:`DirectDatabase`)
+#: and the leader's LISTEN connection (:mod:`dagd.supervisor.wakeups`). Without keepalives and
+#: ``tcp_user_timeout`` a connection whose link is cut (a partition: packets dropped, nothing
+#: refused) hangs in the kernel's retransmissions for many minutes, past any ``statement_timeout``
+#: (the server's verdict never arrives), and stays stuck in exponential backoff after the link
+#: heals; with them a call on such a connection fails as storage unavailable within about
+#: ``PG_TCP_USER_TIMEOUT_MS`` and the next one connects afresh.
+PG_CONNECTION_ARGS: dict[str, int] = {
+    "connect_timeout": PG_CONNECT_TIMEOUT_SECONDS,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": PG_TCP_USER_TIMEOUT_MS,
+}
 #: PostgreSQL's ``statement_timeout`` where no heartbeat timeout says otherwise (tests, tools).
 PG_STATEMENT_TIMEOUT_SECONDS = 30.0
 # SQLSTATEs of a statement PostgreSQL canceled (statement_timeout, or an operator's cancel) and of
@@ -149,6 +171,18 @@ def in_list(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     return ", ".join(f":{n}" for n in names), dict(zip(names, values, strict=True))
 
 
+def by_status(dialect: str) -> str:
+    """``" INDEXED BY ix_runs_status_seq"`` on SQLite (after ``FROM runs [alias]``), else nothing.
+
+    For a query on runs by a few statuses (``status IN (...)``): after ANALYZE, sqlite_stat1 holds
+    only the average number of runs per status (a third of the history when three finished statuses
+    are stored), so a handful of statuses looks like most of the table and SQLite scans every run
+    instead of the few in progress: 200-400 ms a read at 1,000,000 runs (the run queue's view, run
+    monitoring's, the runs page). PostgreSQL keeps per-value statistics and needs no hint.
+    """
+    return " INDEXED BY ix_runs_status_seq" if dialect == SQLITE else ""
+
+
 def insert_sql(table: str, columns: Sequence[str]) -> str:
     """``INSERT INTO table (a, b) VALUES (:a, :b)``: each value bound by its column's name."""
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
@@ -159,6 +193,19 @@ def insert_sql(table: str, columns: Sequence[str]) -> str:
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _PG_TEXT: dict[str, str] = {}
 _RECORDS: dict[tuple[str, ...], Any] = {}
+
+
+# Above this many rows, PostgreSQL inserts by COPY (+ a SELECT for RETURNING): two round trips,
+# worth it only for a batch. Group commit's few rows stay one INSERT ... RETURNING.
+_PG_COPY_FROM_ROWS = 16
+
+
+def _sqlite_max_params(conn: Any) -> int:
+    """The SQLite library's limit on a statement's parameters (999 before SQLite 3.32)."""
+    try:
+        return int(conn.getlimit(getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", 9)))
+    except (AttributeError, sqlite3.Error):  # Python < 3.11 has no getlimit
+        return 999
 
 
 def _pg_text(sql: str) -> str:
@@ -239,6 +286,53 @@ class Sql:
         self.cursor.executemany(
             text, [self._text_params(sql, row)[1] for row in rows] if self.dialect == SQLITE else rows
         )
+
+    def stamp(self, value: datetime) -> Any:
+        """A timestamp as :meth:`insert_rows` takes it (SQLite: its stored text)."""
+        return sqlite_time(value) if self.dialect == SQLITE else value
+
+    def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], returning: str = ""
+    ) -> list[tuple[Any, ...]]:
+        """Insert many driver-ready tuples (timestamps through :meth:`stamp`) in few round trips;
+        the RETURNING rows, in no promised order.
+
+        Multi-row ``INSERT ... VALUES (...), (...)`` statements, as large as the driver's parameter
+        limit allows; on PostgreSQL, more than a few rows go by ``COPY`` instead (a huge multi-row
+        VALUES costs the server more to plan, and a pipelined ``executemany`` a message per row),
+        then, for ``returning``, one SELECT of the rows by the first column, which must be unique.
+        """
+        if not rows:
+            return []
+        names = ", ".join(columns)
+        tail = f" RETURNING {returning}" if returning else ""
+        out: list[tuple[Any, ...]] = []
+        if self.dialect == POSTGRES and len(rows) > _PG_COPY_FROM_ROWS:
+            with self.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            if returning:
+                key = columns[0]
+                self.cursor.execute(
+                    f"SELECT {returning} FROM {table} WHERE {key} = ANY(%s)", [[row[0] for row in rows]]
+                )
+                out.extend(tuple(r) for r in self.cursor.fetchall())
+            return out
+        if self.dialect == POSTGRES:
+            mark, limit = "%s", 65_535  # the protocol's limit on a statement's parameters
+        else:
+            mark, limit = "?", _sqlite_max_params(self.cursor.connection)
+        per = max(1, min(limit // len(columns), 5_000))
+        one = "(" + ", ".join([mark] * len(columns)) + ")"
+        head = f"INSERT INTO {table} ({names}) VALUES "
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            self.cursor.execute(
+                head + ", ".join([one] * len(chunk)) + tail, [v for row in chunk for v in row]
+            )
+            if returning:
+                out.extend(tuple(r) for r in self.cursor.fetchall())
+        return out
 
     def many_returning(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
         """An ``INSERT ... RETURNING`` for each of ``rows``; the returned rows, in order."""
@@ -495,14 +589,40 @@ def configure_postgres(conn: Any, statement_timeout_seconds: float = PG_STATEMEN
     conn.commit()  # a SET inside a transaction that is rolled back would be undone
 
 
+def pg_connection_usable(dbapi_conn: Any) -> bool:
+    """Whether a pooled psycopg connection is still usable, without a query.
+
+    SQLAlchemy's ``pool_pre_ping`` sends a query on every checkout: a round trip per
+    transaction, which was a large part of a submission's cost. An idle pooled connection has
+    nothing to read, unless the server closed it: then its socket holds the server's error
+    ("terminating connection due to administrator command") and end of file. So one ``select``
+    with no wait decides: nothing to read, usable (the common case); something, discarded. The
+    rare harmless message an idle connection can get (a notice; pooled connections never LISTEN)
+    costs one reconnect, and the test holds over TLS, where the bytes cannot be read as messages.
+    """
+    from psycopg import pq
+
+    if dbapi_conn.closed or dbapi_conn.broken:
+        return False
+    pgconn = dbapi_conn.pgconn
+    if pgconn.status != pq.ConnStatus.OK or pgconn.transaction_status == pq.TransactionStatus.UNKNOWN:
+        return False
+    try:
+        readable, _, _ = select.select([pgconn.socket], [], [], 0)
+    except (OSError, ValueError, dbapi_conn.OperationalError):
+        return False
+    return not readable
+
+
 # -- a daemon's own connections -------------------------------------------------------------------------
 
 
 class DirectDatabase(Database):
     """Driver connections opened by this process (the daemons): a few kept idle for reuse.
 
-    PostgreSQL connections are checked with ``SELECT 1`` when taken from the idle list, as the
-    supervisor's pool does (pre-ping), so a database restart costs no failed transaction.
+    PostgreSQL connections are checked when taken from the idle list, as the supervisor's pool
+    does (:func:`pg_connection_usable`, no round trip), so one the server closed (a database
+    restart, ``pg_terminate_backend``) costs no failed transaction.
     """
 
     MAX_IDLE = 5  # as the supervisor's pool keeps (SQLAlchemy's default pool_size)
@@ -544,7 +664,7 @@ class DirectDatabase(Database):
                 conn = self.dbapi.connect(self._path, timeout=timeout, check_same_thread=False)
                 configure_sqlite(conn, timeout)
                 return conn
-            conn = self.dbapi.connect(self._conninfo, connect_timeout=PG_CONNECT_TIMEOUT_SECONDS)
+            conn = self.dbapi.connect(self._conninfo, **PG_CONNECTION_ARGS)
             try:
                 configure_postgres(conn, self.pg_statement_timeout_seconds)
             except BaseException:
@@ -564,13 +684,10 @@ class DirectDatabase(Database):
                 return conn
 
     def _alive(self, conn: Any) -> bool:
-        try:
-            conn.execute("SELECT 1")
-            conn.rollback()
+        if pg_connection_usable(conn):
             return True
-        except self.dbapi.Error:
-            _close(conn)
-            return False
+        _close(conn)
+        return False
 
     def _checkin(self, conn: Any) -> None:
         with self._lock:

@@ -1,7 +1,7 @@
 """The supervisor's storage: driver SQL on connections from a SQLAlchemy engine.
 
 :class:`Storage` is a :class:`~dagd.storage.sql.Database` whose connections come from the engine's
-pool (with pre-ping on PostgreSQL), so the supervisor, the CLI and the tests run the very store
+pool (a PostgreSQL connection the server closed is replaced at checkout), so the supervisor, the CLI and the tests run the very store
 code the daemons run (:mod:`dagd.storage.sql`). The engine also serves the migrations and the
 SQLAlchemy-level ``read()``/``write()`` transactions tests use to inspect or corrupt rows.
 """
@@ -32,7 +32,7 @@ class Storage(Database):
         try:
             return self.engine.raw_connection()
         # Checking out only fails for want of a connection, whatever the exception: the pool's
-        # reconnect after a failed pre-ping lets the driver's own error through unwrapped, and an
+        # reconnect after a failed checkout check lets the driver's own error through unwrapped, and an
         # exhausted reconnect is an InvalidRequestError.
         except (sa.exc.SQLAlchemyError, self.dbapi.Error) as exc:
             raise StorageUnavailable(f"storage unavailable: {first_line(exc)}") from exc

@@ -10,8 +10,9 @@ wake-ups from standbys (:mod:`dagd.supervisor.wakeups`); ``dagd.api.v1.RunServic
 only from then on (this process leads).
 
 Losing the lease (:mod:`dagd.supervisor.lease`: taken over, or no renewal within the renew
-deadline) kills the daemons at once and exits 1; the service manager starts it again and it stands
-by (docs/high-availability.md).
+deadline) kills the daemons at once; the process then rejoins as a standby by itself
+(:meth:`Supervisor._rejoin`): it keeps serving the API, contends for the lease again, and leads
+again with a new epoch if it wins (docs/high-availability.md).
 
 The main loop (:meth:`Supervisor.wait`, and :meth:`Supervisor._stand_by` while standing by) passes
 every ``LOOP_SECONDS``. Each pass checks that the process table's own thread still steps, and only
@@ -22,7 +23,7 @@ once every enabled daemon has stored its first heartbeat (a standby: once it sta
 
 Shutdown (SIGINT/SIGTERM): ``STOPPING=1``, NOT_SERVING and refuse submissions (UNAVAILABLE), stop
 the daemons in order (SIGTERM, wait, SIGKILL), stop gRPC and metrics, remove the published file,
-exit 0 (1 if the lease was lost). A second signal kills the daemons at once.
+exit 0. A second signal kills the daemons at once.
 """
 
 from __future__ import annotations
@@ -124,7 +125,11 @@ class Supervisor:
         self.metrics: MetricsServer | None = None
         self.lease: LeaseKeeper | None = None
         self.wakeups: WakeListener | None = None
-        self.lost_lease = False
+        self.steps_down = 0  # times this process lost the lease and stood by again
+        # Serializes starting a term (after winning the lease) with stepping down (the keeper's thread).
+        self._term_lock = threading.Lock()
+        self._term = threading.Event()  # set when the current term as leader ends (leader-only threads)
+        self._rejoin_due = threading.Event()
         self.leading_since: float | None = None  # monotonic; None until the daemons are started
         self._table_stalled = False
         self.retention: RetentionPurger | None = None
@@ -168,46 +173,76 @@ class Supervisor:
         if self.metrics is not None:
             published["metrics"] = self.metrics.url
         _write_atomic(self.instance.supervisor_file, published)
+        threading.Thread(target=self._record_pids, name="record-pids", daemon=True).start()
+        self.servers.gate.open()  # every supervisor serves the API, leader or standby
+        log.info("supervisor serving on %s", ", ".join(self.servers.addresses))
+        if self.metrics is not None:
+            log.info("metrics on %s", self.metrics.url)
+        self._lead(standby=self.standby)
+
+    def _lead(self, *, standby: bool) -> None:
+        """Take the lease (``standby``: wait until we can, serving the API meanwhile), then start
+        this term's daemons, wake-up listener and purge. Raises AlreadyRunning if the lease is
+        held and ``standby`` is false, or if asked to stop while standing by."""
+        assert self.servers is not None
         self.lease = LeaseKeeper(
             self.instance.storage,
             on_lost=self._lease_lost,
             ttl=self.instance.config.daemons.lease_ttl_seconds,
         )
         self.control.lease = self.lease
-        self.servers.gate.open()  # every supervisor serves the API, leader or standby
-        log.info("supervisor serving on %s", ", ".join(self.servers.addresses))
         self.notify.status("starting: taking the supervisor lease")
-        lease = self.lease.acquire(standby=self.standby, stopping=self._stop, wait=self._stand_by)
+        lease = self.lease.acquire(standby=standby, stopping=self._stop, wait=self._stand_by)
         self.servers.health.loop_restarting()
         self.notify.status(f"starting: leading (epoch {lease.epoch}), starting the daemons")
-        self.instance.fence_epoch = lease.epoch
-        self.lease.start_renewing()
-        self.table.start()
-        self.leading_since = time.monotonic()
-        self.control.leading = True
-        self.wakeups = WakeListener.for_storage(self.instance.storage, self.table.wake)
-        if self.wakeups is not None:
-            self.wakeups.start()
-        threading.Thread(target=self._record_pids, name="record-pids", daemon=True).start()
-        self.retention = start_retention(self.instance, self._stop)  # leader only: we hold the lease
-        self.servers.set_leading(True)
+        with self._term_lock:
+            self._term = threading.Event()
+            self.instance.fence_epoch = lease.epoch
+            self.lease.start_renewing()
+            self.table.start()
+            self.leading_since = time.monotonic()
+            self.control.leading = True
+            self.wakeups = WakeListener.for_storage(self.instance.storage, self.table.wake)
+            if self.wakeups is not None:
+                self.wakeups.start()
+            self.retention = start_retention(self.instance, self._term)  # leader only: we hold the lease
+            self.servers.set_leading(True)
         log.info("leading (epoch %d): daemons started", lease.epoch)
-        if self.metrics is not None:
-            log.info("metrics on %s", self.metrics.url)
 
     def _lease_lost(self, reason: str) -> None:
         """Step down (from the keeper's thread): kill the daemons now, not after a grace period,
-        so nothing this supervisor does lands after its renew deadline; then exit 1 for the
-        service manager to start it again as a standby."""
-        self.lost_lease = True
-        self.leading_since = None
-        self.control.leading = False
-        if self.wakeups is not None:
-            self.wakeups.stop()
-        if self.servers is not None:
-            self.servers.set_leading(False)
-        self.table.stop_all(timeout=0)  # SIGKILL every daemon's process group; the table stops
-        self._stop.set()
+        so nothing this supervisor does lands after its renew deadline; the main loop then
+        rejoins as a standby (:meth:`_rejoin`)."""
+        with self._term_lock:
+            self.leading_since = None
+            self.control.leading = False
+            if self.wakeups is not None:
+                self.wakeups.stop()
+            if self.servers is not None:
+                self.servers.set_leading(False)
+            self._term.set()  # the purge stops at its next batch
+            self.table.stop_all(timeout=0)  # SIGKILL every daemon's process group; the table stops
+            self._rejoin_due.set()
+
+    def _rejoin(self) -> None:
+        """After stepping down: stand by again in this process, as a standby started afresh would,
+        instead of exiting for a service manager to restart it. The API keeps serving all along
+        (reads, and submissions the leader launches); once the lease is ours again (a new epoch),
+        fresh daemons start."""
+        self._rejoin_due.clear()
+        self.steps_down += 1
+        self.table.reset()
+        if self.retention is not None and self.retention.thread is not None:
+            self.retention.thread.join(timeout=5)  # its term ended: at most one batch to finish
+        self.retention = self.wakeups = None
+        self.instance.fence_epoch = None  # as on a standby started afresh
+        self.notify.status("stepped down: standing by")
+        log.warning("stepped down: serving the API as a standby and contending for the lease again")
+        try:
+            self._lead(standby=True)
+        except AlreadyRunning:
+            if not self._stop.is_set():
+                raise  # pragma: no cover - acquire(standby=True) raises only when stopping
 
     def _record_pids(self) -> None:
         path = self.instance.home / "run" / STATE_FILE
@@ -236,6 +271,8 @@ class Supervisor:
         """The main loop, until a stop is requested (or ``until()``)."""
         while not self._stop.wait(LOOP_SECONDS):
             self._pass()
+            if self._rejoin_due.is_set():
+                self._rejoin()
             if until is not None and until():
                 break
 
@@ -299,6 +336,7 @@ class Supervisor:
 
     def shutdown(self) -> None:
         self._stop.set()
+        self._term.set()
         self.notify.stopping("stopping: daemons, code servers, then the API")
         self.leading_since = None
         self.control.leading = False
@@ -317,13 +355,13 @@ class Supervisor:
             self.servers.stop(grace=2)
         if self.metrics is not None:
             self.metrics.stop()
-        if self.cancel_runs_on_exit and self.lease is not None and not self.lost_lease:
+        if self.cancel_runs_on_exit and self.lease is not None and self.lease.holding:
             # Still holding the lease: no standby can have adopted these runs yet.
             canceled = cancel_runs_in_progress(self.instance, "dagctl dev stopped")
             if canceled:
                 log.info("canceled %d run(s) in progress", canceled)
         if self.retention is not None and self.retention.thread is not None:
-            self.retention.thread.join(timeout=5)  # _stop is set: at most one batch to finish
+            self.retention.thread.join(timeout=5)  # _term is set: at most one batch to finish
         if self.lease is not None:
             self.lease.release()
         self.instance.close()
@@ -383,7 +421,7 @@ def run_supervisor(
         log.info("stopped while standing by")  # asked to stop: a clean exit, not a refusal
     finally:
         supervisor.shutdown()
-    return 1 if supervisor.lost_lease else 0
+    return 0
 
 
 __all__ = ["AlreadyRunning", "Supervisor", "run_supervisor"]

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
-from dagd.errors import InvalidArgument, NotFound, StorageUnavailable, Unavailable
+from dagd.errors import DagdError, InvalidArgument, NotFound, StorageUnavailable, Unavailable, at_index
 from dagd.instance.instance import Instance
 from dagd.runs.attempts import Attempt
 from dagd.runs.cancel import request_cancel
 from dagd.runs.model import LogLine, Run, RunEvent, RunFilter, RunStatus
+from dagd.runs.plugins import Submission
 from dagd.runs.queue import (
     Explanation,
     QueueStatus,
@@ -45,6 +46,8 @@ MAX_TAG_VALUE = 4096
 MAX_NAME = 255
 MAX_RUN_CONFIG_BYTES = 1 << 20
 MAX_LIST_LIMIT = 1000
+# Runs in one SubmitRuns call (the message size limit, grpc.max_message_bytes, applies too).
+MAX_BATCH = 100_000
 # `daemons status` answers within a second even when the database hangs (SPEC: status answers
 # throughout an outage); the process table, not storage, is what health is judged on.
 HEARTBEAT_READ_SECONDS = 0.25
@@ -125,6 +128,34 @@ class ControlPlane:
 
     def submit(self, request: SubmitRequest, metadata: Mapping[str, str]) -> Run:
         self._check_open()
+        run = self.instance.coordinator.submit_run(self._submission(request), metadata)
+        if run.status == RunStatus.QUEUED:
+            self._wake("run_queue")
+        return run
+
+    def submit_many(self, requests: Sequence[SubmitRequest], metadata: Mapping[str, str]) -> list[Run]:
+        """A batch (SubmitRuns): every entry validated as :meth:`submit` would, the first bad one
+        named (``runs[N]: ...``, with its index on the error), then all stored or none."""
+        self._check_open()
+        if not requests:
+            raise InvalidArgument("runs: at least one run is required")
+        if len(requests) > MAX_BATCH:
+            raise InvalidArgument(f"runs: {len(requests)} runs in one call (at most {MAX_BATCH})")
+        submissions = []
+        jobs: dict[str, Any] = {}  # one code-location lookup per job of the batch
+        for index, request in enumerate(requests):
+            try:
+                submissions.append(self._submission(request, jobs))
+            except DagdError as exc:
+                raise at_index(exc, index) from None
+        runs = self.instance.coordinator.submit_batch(submissions, metadata)
+        if any(run.status == RunStatus.QUEUED for run in runs):
+            self._wake("run_queue")
+        return runs
+
+    def _submission(self, request: SubmitRequest, jobs: dict[str, Any] | None = None) -> Submission:
+        """The request validated into a Submission (InvalidArgument/NotFound naming the problem).
+        ``jobs``: a batch's cache of find_job answers."""
         if not request.job_name:
             raise InvalidArgument("job name is required")
         if len(request.job_name) > MAX_NAME:
@@ -133,12 +164,17 @@ class ControlPlane:
             raise InvalidArgument(f"idempotency key is longer than {MAX_NAME} characters")
         request_tags = validate_tags(request.tags)
         run_config = parse_run_config(request.run_config_json)
-        found = self.locations.find_job(request.job_name)
+        if jobs is None:
+            found = self.locations.find_job(request.job_name)
+        elif request.job_name in jobs:
+            found = jobs[request.job_name]
+        else:
+            found = jobs[request.job_name] = self.locations.find_job(request.job_name)
         if found is None:
             known = ", ".join(self.locations.job_names()) or "none"
             raise NotFound(f"no job named {request.job_name!r} (known jobs: {known})")
         target, job = found
-        submission = build_submission(
+        return build_submission(
             job_name=job.name,
             job_tags=job.tags,
             request_tags=request_tags,
@@ -148,10 +184,6 @@ class ControlPlane:
             idempotency_key=request.idempotency_key or None,
             priority=request.priority,
         )
-        run = self.instance.coordinator.submit_run(submission, metadata)
-        if run.status == RunStatus.QUEUED:
-            self._wake("run_queue")
-        return run
 
     # -- daemons -------------------------------------------------------------------------------
 

@@ -17,8 +17,8 @@ The holder id names host, pid and process start time, so a supervisor restarted 
 after a SIGKILL can see that the previous holder is provably dead and take over at once instead of
 waiting for the time to live. On another host it waits for expiry. Losing the lease (a takeover
 while we were paused, or the renew deadline passing during a partition) calls ``on_lost``: the
-supervisor kills its daemons at once and exits 1, and its service manager starts it again as a
-standby (docs/high-availability.md).
+supervisor kills its daemons at once and stands by again in the same process, with a new keeper
+(docs/high-availability.md). A keeper serves one term: once lost, it stays lost.
 """
 
 from __future__ import annotations

@@ -153,14 +153,15 @@ class ProcessTable:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        stopped = self._stop  # this run's: reset() gives the next one its own
+        while not stopped.is_set():
             try:
                 self.step()
             except Exception:  # the supervisor must outlive its own bugs; log loudly and go on
                 log.exception("process table step failed")
             else:
                 self.last_step_at = time.monotonic()
-            self._stop.wait(TICK_SECONDS)
+            stopped.wait(TICK_SECONDS)
 
     def step(self) -> None:
         with self._lock:
@@ -326,6 +327,26 @@ class ProcessTable:
             time.sleep(0.05)
         self.kill_all()
         self._stop.set()
+
+    def reset(self) -> None:
+        """After :meth:`stop_all`: ready to :meth:`start` again, for a supervisor that stepped down
+        and leads anew. Each daemon starts from a fresh state (no restarts counted, no backoff)
+        but keeps counting incarnations, so no number is handed out twice by this process."""
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        with self._lock:
+            fresh = {}
+            for name, old in self.procs.items():
+                fresh[name] = DaemonProcess(name)
+                fresh[name].incarnation = old.incarnation
+            self.procs = fresh
+            self._children.clear()
+            self._create_times.clear()
+            self._first_progress.clear()
+            self._stop = threading.Event()
+            self._thread = None
+            self.shutting_down = False
+            self.last_step_at = None
 
     def kill_all(self) -> None:
         with self._lock:

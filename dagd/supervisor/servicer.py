@@ -16,12 +16,14 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import grpc
+from google.protobuf import struct_pb2
 
 from dagd import __version__
 from dagd.api.v1 import dagd_pb2 as pb
 from dagd.api.v1 import dagd_pb2_grpc as pb_grpc
 from dagd.errors import (
     ERROR_METADATA_KEY,
+    RUN_INDEX_METADATA_KEY,
     Conflict,
     DagdError,
     DefinitionError,
@@ -34,6 +36,7 @@ from dagd.errors import (
     TooManyStreams,
     Unauthenticated,
     Unavailable,
+    at_index,
 )
 from dagd.runs.attempts import Attempt
 from dagd.runs.model import Run, RunEvent, RunFilter, RunStatus
@@ -80,7 +83,10 @@ def translate_errors(method: F) -> F:
             return method(self, request, context)
         except DagdError as exc:
             code = next((c for t, c in STATUS_CODES.items() if isinstance(exc, t)), grpc.StatusCode.INTERNAL)
-            context.set_trailing_metadata(((ERROR_METADATA_KEY, type(exc).__name__),))
+            trailing = [(ERROR_METADATA_KEY, type(exc).__name__)]
+            if exc.run_index is not None:
+                trailing.append((RUN_INDEX_METADATA_KEY, str(exc.run_index)))
+            context.set_trailing_metadata(tuple(trailing))
             context.abort(code, _one_line(str(exc)))
         except Exception as exc:  # a bug: log it fully here, answer one line there
             log.exception("unexpected error in %s", method.__name__)
@@ -111,6 +117,14 @@ def _ts(value: Any) -> str:
     return rfc3339(value) or ""
 
 
+def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    """A JSON object as google.protobuf.Struct (numbers become doubles, as Struct has no ints)."""
+    out = struct_pb2.Struct()
+    if value:
+        out.update(value)
+    return out
+
+
 def run_to_pb(run: Run) -> pb.Run:
     return pb.Run(
         run_id=run.run_id,
@@ -122,6 +136,7 @@ def run_to_pb(run: Run) -> pb.Run:
         started_at=_ts(run.started_at),
         ended_at=_ts(run.ended_at),
         run_config_json=json.dumps(run.run_config),
+        run_config=_struct(run.run_config),
         error=run.error or "",
         worker_pid=run.worker_pid or 0,
         code_location=run.code_location or "",
@@ -161,6 +176,34 @@ def status_from_pb(value: int) -> RunStatus:
     return RunStatus(pb.RunStatus.Name(value))
 
 
+def _whole_numbers(value: Any) -> Any:
+    """A Struct's JSON value with whole doubles as integers (Struct has no integer type)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
+
+
+def submit_request_from_pb(request: pb.SubmitRunRequest) -> SubmitRequest:
+    run_config_json = request.run_config_json
+    if request.HasField("run_config"):
+        if run_config_json:
+            raise InvalidArgument("give run_config or run_config_json, not both")
+        from google.protobuf import json_format
+
+        run_config_json = json.dumps(_whole_numbers(json_format.MessageToDict(request.run_config)))
+    return SubmitRequest(
+        job_name=request.job_name,
+        tags=dict(request.tags),
+        run_config_json=run_config_json,
+        priority=request.priority if request.HasField("priority") else None,
+        idempotency_key=request.idempotency_key,
+    )
+
+
 def request_metadata(context: grpc.ServicerContext) -> dict[str, str]:
     """Call metadata for coordinator hooks, minus credentials and binary headers."""
     out: dict[str, str] = {}
@@ -178,17 +221,24 @@ class RunServicer(pb_grpc.RunServiceServicer):
 
     @translate_errors
     def SubmitRun(self, request: pb.SubmitRunRequest, context: grpc.ServicerContext) -> pb.Run:
-        run = self.control.submit(
-            SubmitRequest(
-                job_name=request.job_name,
-                tags=dict(request.tags),
-                run_config_json=request.run_config_json,
-                priority=request.priority if request.HasField("priority") else None,
-                idempotency_key=request.idempotency_key,
-            ),
-            request_metadata(context),
-        )
+        run = self.control.submit(submit_request_from_pb(request), request_metadata(context))
         return run_to_pb(run)
+
+    @translate_errors
+    def SubmitRuns(
+        self, request: pb.SubmitRunsRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitRunsResponse:
+        requests = []
+        for index, entry in enumerate(request.runs):
+            try:
+                requests.append(submit_request_from_pb(entry))
+            except DagdError as exc:
+                raise at_index(exc, index) from None
+        runs = self.control.submit_many(requests, request_metadata(context))
+        return pb.SubmitRunsResponse(
+            runs=[] if request.run_ids_only else [run_to_pb(r) for r in runs],
+            run_ids=[r.run_id for r in runs],
+        )
 
     @translate_errors
     def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pb.GetRunResponse:
@@ -400,6 +450,7 @@ def daemon_to_pb(view: DaemonView, beat: Heartbeat | None) -> pb.DaemonStatus:
         last_errors=[f"{e.get('at')}: {e.get('message')}" for e in beat.errors] if beat else [],
         degraded=view.degraded,
         info_json=json.dumps(beat.info) if beat else "{}",
+        info=_struct(beat.info) if beat else None,
         heartbeat_age_seconds=beat.age_seconds if beat else None,
     )
 
@@ -441,7 +492,15 @@ def queue_status_to_pb(status: QueueStatus, daemon_healthy: bool, coordinator: s
         in_progress=status.in_progress,
         max_concurrent_runs=status.max_concurrent_runs,
         tag_limits=[
-            pb.TagLimitUsage(limit=u.limit, in_use=u.in_use, capacity=u.capacity) for u in status.tag_limits
+            pb.TagLimitUsage(
+                limit=u.limit,
+                in_use=u.in_use,
+                capacity=u.capacity,
+                key=u.key,
+                value=u.value or "",
+                per_unique_value=u.per_unique_value,
+            )
+            for u in status.tag_limits
         ],
         queue_daemon_healthy=daemon_healthy,
         run_coordinator=coordinator,

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dagd.errors import DagdError
-from dagd.storage.sql import POSTGRES, Database
+from dagd.storage.sql import PG_CONNECTION_ARGS, POSTGRES, Database
 
 log = logging.getLogger("dagd.supervisor")
 
@@ -64,10 +64,12 @@ class WakeListener:
 
     def _run(self) -> None:
         import psycopg
+        from psycopg.conninfo import make_conninfo
 
+        conninfo = make_conninfo(self.conninfo, **PG_CONNECTION_ARGS)
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
+                with psycopg.connect(conninfo, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     schema = conn.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
                     while not self._stop.is_set():

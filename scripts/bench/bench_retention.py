@@ -2,21 +2,28 @@
 steady load with retention on.
 
     python scripts/bench/bench_retention.py [--backend sqlite|postgres|both] [--runs 1000000]
-        [--steady-seconds 240] [--json PATH]
+        [--steady-seconds 240] [--rate 20] [--keep-minutes 1] [--sample-seconds 5]
+        [--vacuum-seconds 30] [--samples-file PATH] [--json PATH]
 
 1. History: ``--runs`` finished runs (one tag each, ten jobs, ended over the last 100 days) are
    bulk-loaded straight into a fresh database (SQLite: one executemany per 50,000 rows; PostgreSQL:
    COPY), then a supervisor starts on it and ``runs list`` is timed through the gRPC client exactly
    as ``dagctl runs list`` calls it: the first page, a page deep in history, and filtered by status,
-   job and tag (p50/p99 of 30 calls each). One ``dagctl runs list`` process is timed too.
+   job and tag (p50/p99 of 30 calls each); ``dagctl runs list`` processes, start to exit (10 each,
+   plain and with a tag); then ``dagctl webserver`` starts on a free port and its runs page is
+   fetched the same ways (``/runs``, a page in the middle, the tabs, status, job and tag filters;
+   30 GETs each, whole response).
 2. Purge: the purge's search over the whole history when nothing has expired, and deleting the
    oldest 10% (``purge_runs``, the code ``dagctl runs purge`` and the automatic purge run).
-3. Steady load: a fresh database, a supervisor with ``retention.runs.purge_after_days`` of one
-   minute and skipped sensor ticks kept one minute, purging every 5 s; a writer adds finished runs
-   (3 events, 20 log lines each) and skipped sensor ticks at a fixed rate, the way daemons and
-   workers write them. The database size (SQLite: file + WAL; PostgreSQL: the schema's relations)
-   and the run count are sampled every 5 s: with retention on they level off once the first
-   minute has expired; the writer's transaction latency shows whether purging stalls writers.
+3. Steady load: a fresh database, a supervisor keeping finished runs and skipped sensor ticks
+   ``--keep-minutes`` (default one), purging every 5 s; a writer adds finished runs (3 events, 20
+   log lines each) and skipped sensor ticks at ``--rate`` a second, the way daemons and workers
+   write them, for ``--steady-seconds``. The database size (SQLite: file + WAL; PostgreSQL: the
+   schema's relations) and the run count are sampled every ``--sample-seconds`` (also appended to
+   ``--samples-file`` as they come, for runs of an hour): with retention on they level off once the
+   first retention period has expired; the writer's transaction latency shows whether purging
+   stalls writers. On a PostgreSQL server with autovacuum off, the purged tables are vacuumed
+   every ``--vacuum-seconds`` instead.
 """
 
 from __future__ import annotations
@@ -100,11 +107,12 @@ def bulk_load(url: str, count: int, now: datetime) -> float:
             conn.executemany(
                 f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", chunk
             )
-            conn.executemany(
-                "INSERT INTO run_tags (run_id, key, value) VALUES (?, 'team', ?)",
-                [(row[0], json.loads(row[4])["team"]) for row in chunk],
-            )
             conn.execute("COMMIT")
+        conn.execute(
+            "INSERT INTO run_tags (run_id, key, value, run_seq)"
+            " SELECT run_id, 'team', json_extract(tags, '$.team'), seq FROM runs"
+        )
+        conn.commit()
         conn.execute("ANALYZE")
         conn.close()
     else:
@@ -116,7 +124,8 @@ def bulk_load(url: str, count: int, now: datetime) -> float:
                     for row in history_rows(count, now):
                         copy.write_row(row)
                 cur.execute(
-                    "INSERT INTO run_tags (run_id, key, value) SELECT run_id, 'team', tags::json->>'team' FROM runs"
+                    "INSERT INTO run_tags (run_id, key, value, run_seq)"
+                    " SELECT run_id, 'team', tags::json->>'team', seq FROM runs"
                 )
                 cur.execute("ANALYZE")
     return time.monotonic() - began
@@ -153,12 +162,61 @@ def list_latencies(home: pathlib.Path) -> dict[str, Any]:
             print(f"    runs list, {name:<22} {summary_ms(samples)}")
     finally:
         client.close()
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "dagd.client.cli", "runs", "list"], env={**_env(home)},
-                   capture_output=True, check=True)  # fmt: skip
-    cli = time.perf_counter() - t0
-    print(f"    `dagctl runs list` process, start to exit: {cli * 1000:.0f} ms")
-    results["dagctl runs list (process)"] = {"p50": cli * 1000, "n": 1}
+    for name, extra in (("", []), (" --tag team=t7", ["--tag", "team=t7"])):
+        argv = [sys.executable, "-m", "dagd.client.cli", "runs", "list", *extra]
+        samples = timed(
+            lambda argv=argv: subprocess.run(argv, env=_env(home), capture_output=True, check=True), 10
+        )
+        results[f"dagctl runs list{name} (process)"] = distribution(samples, 1000)
+        print(f"    `dagctl runs list{name}` process, start to exit: {summary_ms(samples)}")
+    return results
+
+
+def page_latencies(home: pathlib.Path, deep_token: str) -> dict[str, Any]:
+    """The web UI's runs page (``dagctl webserver`` on a free port, over gRPC to the supervisor):
+    one GET each, the whole response read, as a browser loads it."""
+    import urllib.request
+
+    from common import stop_process
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dagd.client.cli", "webserver", "--port", "0"], env=_env(home),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        url = None
+        while url is None:
+            with contextlib.suppress(OSError, ValueError):
+                data = json.loads((home / "webserver.json").read_text())
+                url = data["url"] if data.get("pid") == proc.pid else None
+            if url is None:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the webserver did not publish its URL")
+                time.sleep(0.1)
+
+        def get(path: str) -> None:
+            with urllib.request.urlopen(url.rstrip("/") + path, timeout=30) as response:
+                assert response.status == 200, (path, response.status)
+                response.read()
+
+        cases = {
+            "/runs": "/runs",
+            "/runs, a page in the middle": f"/runs?before={deep_token}",
+            "/runs, Finished tab": "/runs?tab=finished",
+            "/runs, In progress tab (none)": "/runs?tab=in_progress",
+            "/runs, status FAILURE": "/runs?tab=finished&status=FAILURE",
+            "/runs, job job_3": "/runs?job=job_3",
+            "/runs, tag team=t7": "/runs?tag=team%3Dt7",
+        }
+        results = {}
+        for name, path in cases.items():
+            get(path)  # warm
+            samples = timed(lambda path=path: get(path))
+            results[name] = distribution(samples, 1000)
+            print(f"    page {name:<30} {summary_ms(samples)}")
+    finally:
+        stop_process(proc)
     return results
 
 
@@ -225,11 +283,21 @@ def autovacuum_on() -> bool:
     return bool(row) and row[0] == "on"
 
 
-def steady_load(backend: str, seconds: float, rate: float, vacuum_every: float = 0) -> dict[str, Any]:
+def steady_load(
+    backend: str,
+    seconds: float,
+    rate: float,
+    vacuum_every: float = 0,
+    keep_minutes: float = 1,
+    sample_every: float = 5,
+    samples_file: str | None = None,
+) -> dict[str, Any]:
+    days = keep_minutes / 1440
     retention = (
-        "retention:\n  purge_interval_seconds: 5\n  runs: {purge_after_days: 0.000694}\n"
-        "  sensor: {purge_after_days: {skipped: 0.000694}}\n"
+        f"retention:\n  purge_interval_seconds: 5\n  runs: {{purge_after_days: {days:.6f}}}\n"
+        f"  sensor: {{purge_after_days: {{skipped: {days:.6f}}}}}\n"
     )
+    out_file = open(samples_file, "a") if samples_file else None  # noqa: SIM115 - closed below
     with database(backend) as (url, section), running_supervisor(section + retention):
         writer = DirectDatabase(url)
         stop = threading.Event()
@@ -262,13 +330,16 @@ def steady_load(backend: str, seconds: float, rate: float, vacuum_every: float =
         thread.start()
         samples = []
         began = time.monotonic()
-        vacuumed = began
+        vacuumed = sampled = began
         try:
             while time.monotonic() - began < seconds:
                 time.sleep(5)
                 if backend == "postgres" and vacuum_every and time.monotonic() - vacuumed >= vacuum_every:
                     vacuum(url)
                     vacuumed = time.monotonic()
+                if time.monotonic() - sampled < sample_every - 0.5:
+                    continue
+                sampled = time.monotonic()
                 with writer.sql_read() as sql:
                     runs = sql.scalar("SELECT COUNT(*) FROM runs")
                     ticks = sql.scalar("SELECT COUNT(*) FROM ticks")
@@ -277,12 +348,18 @@ def steady_load(backend: str, seconds: float, rate: float, vacuum_every: float =
                     {"t": round(time.monotonic() - began), "bytes": size, "runs": runs, "ticks": ticks}
                 )
                 print(
-                    f"    t={samples[-1]['t']:>4}s  size {size / 1e6:7.2f} MB  runs {runs:>6}  ticks {ticks:>6}"
+                    f"    t={samples[-1]['t']:>4}s  size {size / 1e6:7.2f} MB  runs {runs:>6}  ticks {ticks:>6}",
+                    flush=True,
                 )
+                if out_file:
+                    out_file.write(json.dumps({**samples[-1], "utc": datetime.now(UTC).isoformat()}) + "\n")
+                    out_file.flush()
         finally:
             stop.set()
             thread.join()
             writer.dispose()
+            if out_file:
+                out_file.close()
     print(f"    writer: {len(latencies)} runs at {rate:g}/s; one run's writes {summary_ms(latencies)}")
     return {"rate": rate, "samples": samples, "writer_ms": distribution(latencies, 1000)}
 
@@ -297,11 +374,26 @@ def history(backend: str, count: int, now: datetime) -> dict[str, Any]:
         out["load_seconds"] = took
         with running_supervisor(section, ready_timeout=120) as home:
             out["list_ms"] = list_latencies(home)
+            client = Client(address(home))
+            try:
+                deep = str(int(client.list_runs(limit=50)[1]) // 2)
+            finally:
+                client.close()
+            out["page_ms"] = page_latencies(home, deep)
         out["purge"] = purge_figures(url, count, now)
     return out
 
 
-def bench(backend: str, count: int, steady_seconds: float, rate: float) -> dict[str, Any]:
+def bench(
+    backend: str,
+    count: int,
+    steady_seconds: float,
+    rate: float,
+    keep_minutes: float = 1,
+    sample_every: float = 5,
+    vacuum_seconds: float = 30,
+    samples_file: str | None = None,
+) -> dict[str, Any]:
     print(f"== {backend} ==")
     now = datetime.now(UTC)
     out: dict[str, Any] = {}
@@ -310,9 +402,14 @@ def bench(backend: str, count: int, steady_seconds: float, rate: float) -> dict[
     if steady_seconds > 0:
         vacuum_every = 0.0
         if backend == "postgres" and not autovacuum_on():
-            vacuum_every = 30.0
-            print("    autovacuum is off on this server: VACUUM every 30 s instead, as autovacuum would")
-        out["steady"] = steady_load(backend, steady_seconds, rate, vacuum_every)
+            vacuum_every = vacuum_seconds
+            print(
+                f"    autovacuum is off on this server: VACUUM every {vacuum_every:g} s instead, as autovacuum would",
+                flush=True,
+            )
+        out["steady"] = steady_load(
+            backend, steady_seconds, rate, vacuum_every, keep_minutes, sample_every, samples_file
+        )
         out["steady"]["manual_vacuum_seconds"] = vacuum_every
     return out
 
@@ -325,10 +422,33 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1_000_000, help="history size; 0 skips the history part")
     parser.add_argument("--steady-seconds", type=float, default=240)
     parser.add_argument("--rate", type=float, default=20, help="runs (and sensor ticks) per second")
+    parser.add_argument(
+        "--keep-minutes", type=float, default=1, help="steady load: retention of runs and ticks"
+    )
+    parser.add_argument("--sample-seconds", type=float, default=5, help="steady load: size sampling interval")
+    parser.add_argument(
+        "--vacuum-seconds", type=float, default=30,
+        help="steady load, PostgreSQL with autovacuum off: VACUUM the purged tables this often",
+    )  # fmt: skip
+    parser.add_argument(
+        "--samples-file", help="steady load: append each size sample to this file (JSON lines)"
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    results = {b: bench(b, args.runs, args.steady_seconds, args.rate) for b in backends}
+    results = {
+        b: bench(
+            b,
+            args.runs,
+            args.steady_seconds,
+            args.rate,
+            args.keep_minutes,
+            args.sample_seconds,
+            args.vacuum_seconds,
+            args.samples_file,
+        )  # fmt: skip
+        for b in backends
+    }
     write_json(args.json, results)
 
 

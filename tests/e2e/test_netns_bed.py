@@ -54,3 +54,16 @@ def test_stale_namespaces_of_dead_test_processes_are_swept() -> None:
         assert name not in netns.namespaces()
     finally:
         netns.delete_namespace(name)
+
+
+@pytest.mark.timeout(60)
+def test_two_beds_open_at_once_in_one_test_process_get_distinct_hosts() -> None:
+    """Regression: hosts were numbered per bed, so a second bed (or one opened while the last one's
+    veth pair was still being destroyed) reused the first one's namespace and link names and
+    ``ip link add`` failed."""
+    with netns.multi_host() as first, netns.multi_host() as second:
+        a = first.host("a")
+        b = second.host("b")
+        assert a.netns != b.netns and a.veth_here != b.veth_here
+        assert {a.netns, b.netns} <= set(netns.namespaces())
+    assert not {a.netns, b.netns} & set(netns.namespaces())

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import itertools
 import os
 import random
 import re
@@ -33,6 +34,10 @@ import sys
 from collections.abc import Iterator
 
 PREFIX = "dagdt"
+# Host numbers are unique in the test process, not per bed: a bed closed a moment ago may still have
+# its veth pair (the kernel destroys it after the namespace, asynchronously), and two beds may be open
+# at once.
+_host_numbers = itertools.count()
 SUBNET = ipaddress.ip_network("10.213.0.0/16")
 _swept = False
 
@@ -124,13 +129,14 @@ class HostBed:
         )
 
     def host(self, name: str) -> NetHost:
-        index = len(self.hosts)
+        index = next(_host_numbers)
         host = NetHost(f"{PREFIX}{os.getpid()}x{index}", name, index)
         self.hosts.append(host)
         return host
 
     def close(self) -> None:
         for host in self.hosts:
+            _ip("link", "delete", host.veth_here, check=False)  # at once, and its peer with it
             delete_namespace(host.netns)
         assert self._guard.stdin is not None
         self._guard.stdin.close()  # the guard sweeps (nothing left) and exits

@@ -100,3 +100,20 @@ def test_a_renewal_counts_the_live_standbys_and_not_the_expired_ones(storage: St
     # The standby rows are not the lease: reads and fencing see only the lease itself.
     lease = storage.leases.get(L)
     assert lease is not None and (lease.holder, lease.epoch) == ("leader", 1)
+
+
+@pytest.mark.timeout(30)
+def test_a_standby_that_takes_over_is_not_counted_as_its_own_standby(storage: Storage) -> None:
+    """Its standby note outlived the takeover by up to a lease: the new leader counted itself as
+    a standby, would step down for nobody, and said "1 supervisor(s) standing by" when one joined
+    only once its own note had expired."""
+    old, _ = storage.leases.acquire(L, "host-a:1:1.0", 0.2)
+    assert old is not None
+    storage.leases.note_standby(L, "host-b:2:1.0", 30)
+    mine = wait_for(lambda: storage.leases.acquire(L, "host-b:2:1.0", 30)[0], 10, "host-a's lease to expire")
+    assert mine.holder == "host-b:2:1.0" and mine.standbys == 0, mine
+    renewed = storage.leases.renew(mine, 30)
+    assert renewed is not None and renewed.standbys == 0
+    storage.leases.note_standby(L, "host-a:1:1.0", 30)
+    renewed = storage.leases.renew(mine, 30)
+    assert renewed is not None and renewed.standbys == 1

@@ -35,7 +35,7 @@ def finish(storage: Storage, run_id: str) -> None:
 def test_an_event_id_is_never_reused_after_the_newest_run_is_deleted(
     storage: Storage, migrated: bool
 ) -> None:
-    if migrated:  # the same through the migrations (0005 rebuilds run_events on SQLite)
+    if migrated:  # the same through the migrations (0006 rebuilds run_events on SQLite)
         with storage.write() as conn:
             for table in sa.inspect(conn).get_table_names():
                 conn.execute(sa.text(f'DROP TABLE "{table}"'))

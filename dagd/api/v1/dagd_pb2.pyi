@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -29,7 +30,7 @@ CANCELING: RunStatus
 CANCELED: RunStatus
 
 class Run(_message.Message):
-    __slots__ = ("run_id", "job_name", "status", "tags", "priority", "created_at", "started_at", "ended_at", "run_config_json", "error", "worker_pid", "code_location", "attempt", "host")
+    __slots__ = ("run_id", "job_name", "status", "tags", "priority", "created_at", "started_at", "ended_at", "run_config_json", "error", "worker_pid", "code_location", "attempt", "host", "run_config")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +52,7 @@ class Run(_message.Message):
     CODE_LOCATION_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
+    RUN_CONFIG_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     job_name: str
     status: RunStatus
@@ -65,7 +67,8 @@ class Run(_message.Message):
     code_location: str
     attempt: int
     host: str
-    def __init__(self, run_id: _Optional[str] = ..., job_name: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., created_at: _Optional[str] = ..., started_at: _Optional[str] = ..., ended_at: _Optional[str] = ..., run_config_json: _Optional[str] = ..., error: _Optional[str] = ..., worker_pid: _Optional[int] = ..., code_location: _Optional[str] = ..., attempt: _Optional[int] = ..., host: _Optional[str] = ...) -> None: ...
+    run_config: _struct_pb2.Struct
+    def __init__(self, run_id: _Optional[str] = ..., job_name: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., created_at: _Optional[str] = ..., started_at: _Optional[str] = ..., ended_at: _Optional[str] = ..., run_config_json: _Optional[str] = ..., error: _Optional[str] = ..., worker_pid: _Optional[int] = ..., code_location: _Optional[str] = ..., attempt: _Optional[int] = ..., host: _Optional[str] = ..., run_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class RunAttempt(_message.Message):
     __slots__ = ("attempt", "state", "host", "pid", "worker", "queue", "dispatched_at", "claimed_at", "heartbeat_at", "ended_at", "end_reason")
@@ -106,7 +109,7 @@ class RunEvent(_message.Message):
     def __init__(self, at: _Optional[str] = ..., kind: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SubmitRunRequest(_message.Message):
-    __slots__ = ("job_name", "tags", "run_config_json", "priority", "idempotency_key")
+    __slots__ = ("job_name", "tags", "run_config_json", "priority", "idempotency_key", "run_config")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -119,12 +122,14 @@ class SubmitRunRequest(_message.Message):
     RUN_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    RUN_CONFIG_FIELD_NUMBER: _ClassVar[int]
     job_name: str
     tags: _containers.ScalarMap[str, str]
     run_config_json: str
     priority: int
     idempotency_key: str
-    def __init__(self, job_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., run_config_json: _Optional[str] = ..., priority: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    run_config: _struct_pb2.Struct
+    def __init__(self, job_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., run_config_json: _Optional[str] = ..., priority: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., run_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class GetRunRequest(_message.Message):
     __slots__ = ("run_id",)
@@ -364,14 +369,20 @@ class QueueStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class TagLimitUsage(_message.Message):
-    __slots__ = ("limit", "in_use", "capacity")
+    __slots__ = ("limit", "in_use", "capacity", "key", "value", "per_unique_value")
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     IN_USE_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    PER_UNIQUE_VALUE_FIELD_NUMBER: _ClassVar[int]
     limit: str
     in_use: int
     capacity: int
-    def __init__(self, limit: _Optional[str] = ..., in_use: _Optional[int] = ..., capacity: _Optional[int] = ...) -> None: ...
+    key: str
+    value: str
+    per_unique_value: bool
+    def __init__(self, limit: _Optional[str] = ..., in_use: _Optional[int] = ..., capacity: _Optional[int] = ..., key: _Optional[str] = ..., value: _Optional[str] = ..., per_unique_value: _Optional[bool] = ...) -> None: ...
 
 class QueueStatus(_message.Message):
     __slots__ = ("paused", "queued", "in_progress", "max_concurrent_runs", "tag_limits", "queue_daemon_healthy", "run_coordinator")
@@ -398,7 +409,7 @@ class SetQueuePausedRequest(_message.Message):
     def __init__(self, paused: _Optional[bool] = ...) -> None: ...
 
 class DaemonStatus(_message.Message):
-    __slots__ = ("name", "healthy", "state", "detail", "pid", "incarnation", "uptime_seconds", "last_heartbeat_at", "iteration", "phase", "restarts", "restarts_by_reason", "last_exit", "last_errors", "degraded", "info_json", "last_exit_reason", "heartbeat_age_seconds")
+    __slots__ = ("name", "healthy", "state", "detail", "pid", "incarnation", "uptime_seconds", "last_heartbeat_at", "iteration", "phase", "restarts", "restarts_by_reason", "last_exit", "last_errors", "degraded", "info_json", "last_exit_reason", "heartbeat_age_seconds", "info")
     class RestartsByReasonEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -424,6 +435,7 @@ class DaemonStatus(_message.Message):
     INFO_JSON_FIELD_NUMBER: _ClassVar[int]
     LAST_EXIT_REASON_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
     name: str
     healthy: bool
     state: str
@@ -442,7 +454,8 @@ class DaemonStatus(_message.Message):
     info_json: str
     last_exit_reason: str
     heartbeat_age_seconds: float
-    def __init__(self, name: _Optional[str] = ..., healthy: _Optional[bool] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., pid: _Optional[int] = ..., incarnation: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., last_heartbeat_at: _Optional[str] = ..., iteration: _Optional[int] = ..., phase: _Optional[str] = ..., restarts: _Optional[int] = ..., restarts_by_reason: _Optional[_Mapping[str, int]] = ..., last_exit: _Optional[str] = ..., last_errors: _Optional[_Iterable[str]] = ..., degraded: _Optional[bool] = ..., info_json: _Optional[str] = ..., last_exit_reason: _Optional[str] = ..., heartbeat_age_seconds: _Optional[float] = ...) -> None: ...
+    info: _struct_pb2.Struct
+    def __init__(self, name: _Optional[str] = ..., healthy: _Optional[bool] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., pid: _Optional[int] = ..., incarnation: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., last_heartbeat_at: _Optional[str] = ..., iteration: _Optional[int] = ..., phase: _Optional[str] = ..., restarts: _Optional[int] = ..., restarts_by_reason: _Optional[_Mapping[str, int]] = ..., last_exit: _Optional[str] = ..., last_errors: _Optional[_Iterable[str]] = ..., degraded: _Optional[bool] = ..., info_json: _Optional[str] = ..., last_exit_reason: _Optional[str] = ..., heartbeat_age_seconds: _Optional[float] = ..., info: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class GetDaemonStatusRequest(_message.Message):
     __slots__ = ()
@@ -627,6 +640,22 @@ class ResolveRunIdResponse(_message.Message):
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class SubmitRunsRequest(_message.Message):
+    __slots__ = ("runs", "run_ids_only")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    RUN_IDS_ONLY_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[SubmitRunRequest]
+    run_ids_only: bool
+    def __init__(self, runs: _Optional[_Iterable[_Union[SubmitRunRequest, _Mapping]]] = ..., run_ids_only: _Optional[bool] = ...) -> None: ...
+
+class SubmitRunsResponse(_message.Message):
+    __slots__ = ("runs", "run_ids")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[Run]
+    run_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, runs: _Optional[_Iterable[_Union[Run, _Mapping]]] = ..., run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WatchRunsRequest(_message.Message):
     __slots__ = ("cursor", "statuses", "job_name", "tags", "from_beginning", "run_ids")

@@ -84,6 +84,11 @@ class RunServiceStub:
                 request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ResolveRunIdRequest.SerializeToString,
                 response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ResolveRunIdResponse.FromString,
                 _registered_method=True)
+        self.SubmitRuns = channel.unary_unary(
+                '/dagd.api.v1.RunService/SubmitRuns',
+                request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.SubmitRunsRequest.SerializeToString,
+                response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.SubmitRunsResponse.FromString,
+                _registered_method=True)
         self.WatchRuns = channel.unary_stream(
                 '/dagd.api.v1.RunService/WatchRuns',
                 request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.WatchRunsRequest.SerializeToString,
@@ -165,6 +170,16 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitRuns(self, request, context):
+        """Many runs in one call (issue #20), all or none: each is validated as SubmitRun would; the
+        first bad one fails the call with its index in the message ("runs[3]: ...") and in the
+        trailing metadata dagd-run-index, and nothing is stored. Idempotency keys are honoured per
+        run (a key already used returns that run; a key twice in the batch is one run).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchRuns(self, request, context):
         """Issue #20: every run status change as it happens, from a resumable cursor (each message
         carries the cursor to resume after it). Too many streams: RESOURCE_EXHAUSTED; a client that
@@ -234,6 +249,11 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.ResolveRunId,
                     request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ResolveRunIdRequest.FromString,
                     response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ResolveRunIdResponse.SerializeToString,
+            ),
+            'SubmitRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitRuns,
+                    request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.SubmitRunsRequest.FromString,
+                    response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.SubmitRunsResponse.SerializeToString,
             ),
             'WatchRuns': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchRuns,
@@ -516,6 +536,33 @@ class RunService:
             '/dagd.api.v1.RunService/ResolveRunId',
             dagd_dot_api_dot_v1_dot_dagd__pb2.ResolveRunIdRequest.SerializeToString,
             dagd_dot_api_dot_v1_dot_dagd__pb2.ResolveRunIdResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dagd.api.v1.RunService/SubmitRuns',
+            dagd_dot_api_dot_v1_dot_dagd__pb2.SubmitRunsRequest.SerializeToString,
+            dagd_dot_api_dot_v1_dot_dagd__pb2.SubmitRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

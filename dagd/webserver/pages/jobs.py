@@ -7,6 +7,7 @@ instigator lists, one run listing per job).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ class JobView:
     tags: dict[str, str]
     schedules: list[dict[str, Any]] = field(default_factory=list)
     sensors: list[dict[str, Any]] = field(default_factory=list)
-    runs: list[dict[str, Any]] = field(default_factory=list)
+    runs: Sequence[dict[str, Any]] = field(default_factory=list)
 
 
 def job_views(

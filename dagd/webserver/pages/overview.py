@@ -6,6 +6,7 @@ been queued for hours still counts in the last hour.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -21,7 +22,9 @@ RECENT_RUNS = 500
 GANTT_RUNS = 30
 
 
-def merge_runs(recent: list[dict[str, Any]], unfinished: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def merge_runs(
+    recent: Sequence[dict[str, Any]], unfinished: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Both lists as one, each run once (the unfinished list's copy is the fresher)."""
     by_id = {run["run_id"]: run for run in recent}
     by_id.update((run["run_id"], run) for run in unfinished)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -72,7 +73,7 @@ async def run_detail(request: Request) -> Response:
     why: dict[str, Any] | None = None
     if run["status"] == "QUEUED":
         why = await gateway.call(lambda c: c.explain_run(run_id))
-    lines: list[dict[str, Any]] = []
+    lines: Sequence[Mapping[str, Any]] = []
     last_seq = 0
     # A refresh replaces only the live parts; the log there is already following by itself.
     if not request.headers.get(REFRESH_HEADER):

@@ -1,8 +1,8 @@
 """Streams (issue #20): run event ids are never reused (SQLite AUTOINCREMENT), and on PostgreSQL
 inserting run events or log lines NOTIFYs the supervisors' stream readers.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from alembic import op
 
 from dagd.storage.schema import PG_NOTIFY_DDL, PG_NOTIFY_DROP
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
