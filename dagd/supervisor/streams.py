@@ -78,8 +78,10 @@ class Subscription:
             self.queue.put_nowait(item)
         except queue.Full:
             self.behind, self.behind_since = True, now
+            # Make room for the sentinel that wakes the handler (which may be emptying it now).
+            with contextlib.suppress(queue.Full, queue.Empty):
+                self.queue.get_nowait()
             with contextlib.suppress(queue.Full):
-                self.queue.get_nowait()  # make room for the sentinel that wakes the handler
                 self.queue.put_nowait(None)
 
     def get(self, timeout: float) -> Any:
