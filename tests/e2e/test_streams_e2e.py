@@ -201,6 +201,15 @@ def test_streams_past_max_streams_are_refused_with_one_clear_line(
     ]
     for call in open_:
         next(call)
+    # Bad input first (refused before a stream opens, whatever the cap): one line, exit 2.
+    for args, says in (
+        (["--cursor", "v1.bm90IGEgY3Vyc29y"], "invalid stream cursor"),
+        (["--cursor", "garbage"], "invalid stream cursor"),
+        (["--status", "BOGUS"], "BOGUS"),
+        (["--tag", "novalue"], "expected KEY=VALUE"),
+    ):
+        bad = dagd.ctl("runs", "watch", *args, timeout=30)
+        assert bad.code == 2 and says in bad.stderr and bad.stderr.strip().count("\n") == 0, (args, bad)
     refused = dagd.ctl("runs", "watch", timeout=30)
     assert refused.code == 1, refused
     assert refused.stderr.strip().count("\n") == 0
