@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
+from dagd import home as layout
 from dagd.client.table import Cell, Column, print_table, styled
 from dagd.errors import ConfigError, DagdError, DefinitionError, InvalidArgument, NotFound, SchemaOutOfDate
 from dagd.strictjson import loads_object
@@ -338,7 +339,7 @@ def health(ctx: Ctx, service: str, local: bool, timeout: float) -> None:
         _grpc_health(ctx.address, service, timeout, ctx.tls_ca)
         return
     socket_path = Instance.load(ctx.home, create=False).socket_path
-    web = ctx.home / "webserver.json"
+    web = layout.webserver_file(ctx.home)
     if local and not socket_path.exists() and web.exists():
         _web_health(web, timeout)
         return
@@ -829,7 +830,7 @@ def daemons_logs(ctx: Ctx, name: str, follow: bool, lines: int) -> None:
 
     if name not in DAEMON_NAMES:
         raise NotFound(f"no daemon named {name!r} (daemons: {', '.join(DAEMON_NAMES)})")
-    path = ctx.home / "logs" / f"{name}.log"
+    path = layout.log_file(ctx.home, name)
     if not path.exists():
         raise NotFound(f"no log yet for {name} at {path}")
     with open(path, errors="replace") as handle:
@@ -895,13 +896,30 @@ def worker() -> None:
     help="Slots: runs at once.",
 )
 @click.option("--no-fork-server", is_flag=True, help="Spawn each run's watcher instead of forking it.")
+@click.option(
+    "--stall-seconds",
+    type=click.FloatRange(1, 3600),
+    default=10.0,
+    show_default=True,
+    help="Restart the consumer if messages wait, a slot is free and nothing arrives this long.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus /metrics of this host on this port (0: any free port).",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
 @click.pass_obj
 @handle_errors
 def worker_run(
     ctx: Ctx, workspace: str | None, python_file: str | None, module: str | None, queues: tuple[str, ...],
-    concurrency: int, no_fork_server: bool,
+    concurrency: int, no_fork_server: bool, stall_seconds: float, metrics_port: int | None, metrics_host: str,
 ) -> None:  # fmt: skip
     """Take runs from the broker and run each in its own process group, in the foreground."""
+    from dagd.supervisor.pid1 import become_init_if_pid1
+
+    become_init_if_pid1()  # in a container: PID 1 stays a tiny init that reaps orphans
     import logging
 
     from dagd.instance.config import check_queue_name
@@ -923,7 +941,15 @@ def worker_run(
             load_target(target)  # fail now, not at the first run, if this host cannot load the code
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.exit(
-        run_host(Instance.load(ctx.home, create=False), queues, concurrency, not no_fork_server, notifier)
+        run_host(
+            Instance.load(ctx.home, create=False),
+            queues,
+            concurrency,
+            not no_fork_server,
+            notifier,
+            stall_seconds,
+            None if metrics_port is None else (metrics_host, metrics_port),
+        )
     )
 
 
@@ -938,17 +964,9 @@ def workers() -> None:
 @handle_errors
 def workers_status(ctx: Ctx, as_json: bool) -> None:
     """Each worker host; exit 3 if any is unhealthy, 4 if no supervisor answers."""
-    from dagd.instance.instance import Instance
-
-    with ctx.client() as client:  # the fleet is only served while a supervisor runs
+    with ctx.client() as client:  # from the supervisor, over its API (no database access here)
         client.timeout = 5.0
-        client.daemon_status()
-    instance = Instance.load(ctx.home, create=False)
-    try:
-        timeout = float(instance.config.run_monitoring.worker_heartbeat_timeout_seconds)
-        items = [host.to_json(timeout) for host in instance.storage.workers.all()]
-    finally:
-        instance.close()
+        items = client.list_workers()
     if as_json:
         emit_json({"workers": items})
     else:

@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from dagd import home as layout
 from dagd.api.v1 import dagd_pb2 as pb
 from dagd.api.v1 import dagd_pb2_grpc as pb_grpc
 from dagd.client import types
@@ -58,17 +59,14 @@ class Published:
 
     @property
     def alive(self) -> bool:
-        import psutil  # here: dagctl starts faster without it, and most commands never get here
+        from dagd.processes import process_matches  # psutil inside: dagctl starts faster without it
 
-        try:
-            return abs(psutil.Process(self.pid).create_time() - self.started_at) < 0.05
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return False
+        return process_matches(self.pid, self.started_at)
 
 
 def read_published(home: pathlib.Path) -> Published | None:
     try:
-        data = json.loads((home / "supervisor.json").read_text())
+        data = json.loads(layout.supervisor_file(home).read_text())
         return Published(
             pid=int(data["pid"]), started_at=float(data["started_at"]), addresses=list(data["addresses"])
         )
@@ -560,6 +558,23 @@ class Client:
         return _instigator_from_pb(self._call(self.instigators.SetSensorCursor, request))
 
     # -- instance ------------------------------------------------------------------------------
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        """The fleet's worker hosts (the Celery launcher), as ``dagctl workers status --json``."""
+        response = self._call(self.instance.ListWorkers, pb.ListWorkersRequest())
+        return [
+            {
+                "name": w.name,
+                "host": w.host,
+                "queues": list(w.queues),
+                "slots": w.slots,
+                "in_use": w.in_use,
+                "accepting": w.accepting,
+                "last_heartbeat_at": w.last_heartbeat_at or None,
+                "healthy": w.healthy,
+            }
+            for w in response.workers
+        ]
 
     def instance_info(self) -> dict[str, Any]:
         info = self._call(self.instance.GetInstanceInfo, pb.GetInstanceInfoRequest())

@@ -20,6 +20,7 @@ import shutil
 import sys
 from dataclasses import replace
 
+from dagd import home as layout
 from dagd.definitions import Definitions
 from dagd.workspace import CodeLocationTarget, load_target
 
@@ -32,7 +33,7 @@ def target_root(target: CodeLocationTarget) -> str:
 
 
 def copy_dir(home: str | pathlib.Path, name: str) -> pathlib.Path:
-    return pathlib.Path(home) / "run" / "code" / name
+    return layout.code_dir(home) / name
 
 
 def save_last_good(home: str | pathlib.Path, target: CodeLocationTarget, files: list[str]) -> None:

@@ -160,10 +160,6 @@ class CodeServerClient:
     def snapshot(self, timeout: float = 10.0) -> LocationSnapshot:
         return LocationSnapshot.from_dict(self.call({"op": "snapshot"}, timeout))
 
-    def evaluate_schedule(self, name: str, scheduled_time: str, timeout: float) -> Evaluation:
-        request = {"op": "schedule", "name": name, "scheduled_time": scheduled_time, "timeout": timeout}
-        return Evaluation.from_dict(self.call(request, timeout + 5))
-
     def evaluate_sensor(
         self, name: str, cursor: str | None, last_tick_at: str | None, timeout: float
     ) -> Evaluation:

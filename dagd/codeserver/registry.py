@@ -7,26 +7,26 @@ read it instead of importing anything from the supervisor.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from dagd import home as layout
 from dagd.workspace import CodeLocationTarget
 
 if TYPE_CHECKING:
     from dagd.instance.instance import Instance
 
-PUBLISHED = "code_locations.json"
+PUBLISHED = layout.CODE_LOCATIONS_FILE
 
 
 def socket_for(instance: Instance, name: str) -> str:
     from dagd.instance.instance import fitting_socket_path
 
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:40]
-    preferred = instance.home / "run" / "code" / f"{safe}.sock"
+    preferred = layout.code_dir(instance.home) / f"{safe}.sock"
     return str(fitting_socket_path(preferred, key=f"{instance.home}:{name}"))
 
 
@@ -40,7 +40,7 @@ class PublishedLocation:
 def read_published(home: pathlib.Path) -> list[PublishedLocation]:
     """What daemons use to find the code servers."""
     try:
-        data = json.loads((home / "run" / PUBLISHED).read_text())
+        data = json.loads(layout.code_locations_file(home).read_text())
     except (OSError, ValueError):
         return []
     return [
@@ -50,9 +50,7 @@ def read_published(home: pathlib.Path) -> list[PublishedLocation]:
 
 
 def publish(instance: Instance, targets: Mapping[str, CodeLocationTarget]) -> None:
-    path = instance.home / "run" / PUBLISHED
+    path = layout.code_locations_file(instance.home)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = [{"name": n, "socket": socket_for(instance, n), "target": t.to_json()} for n, t in targets.items()]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    layout.write_json_atomic(path, data)

@@ -35,9 +35,9 @@ from typing import Any
 from dagd.codeserver.evaluate import evaluate_schedule, evaluate_sensor, snapshot_of
 from dagd.codeserver.last_good import save_last_good, target_root
 from dagd.codeserver.protocol import MAX_LINE, Evaluation, LocationSnapshot
-from dagd.daemons.base import StatusPipe
 from dagd.definitions import Definitions
 from dagd.errors import DefinitionError
+from dagd.process_protocol import Progress, Started, StatusPipe, watch_parent_eof
 from dagd.workspace import CodeLocationTarget, load_target
 
 log = logging.getLogger("dagd.codeserver")
@@ -244,7 +244,7 @@ class CodeServer:
             try:
                 if self.location.changed():
                     self.location.load()
-                self.pipe.send(progress=self.location.generation, load_error=self.location.load_error)
+                self.pipe.send(Progress(self.location.generation, load_error=self.location.load_error))
             except Exception:  # the watcher must keep watching
                 log.exception("watch failed")
 
@@ -301,8 +301,6 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 def serve(home: str, target: CodeLocationTarget, socket_path: str) -> None:
-    from dagd.daemons.base import watch_parent_eof
-
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
@@ -321,7 +319,7 @@ def serve(home: str, target: CodeLocationTarget, socket_path: str) -> None:
     os.chmod(socket_path, 0o600)
     server.code_server = server_state
     threading.Thread(target=server_state.watch, name="watch", daemon=True).start()
-    pipe.send(started=os.getpid(), generation=server_state.location.generation)
+    pipe.send(Started(os.getpid(), server_state.location.generation))
     server.serve_forever(poll_interval=0.5)
 
 

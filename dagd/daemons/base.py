@@ -15,7 +15,6 @@ A daemon is a class with ``run_iteration()``; :class:`DaemonRunner` drives it:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -24,10 +23,21 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from dagd.errors import StorageUnavailable
+from dagd.process_protocol import (  # StatusPipe, watch_parent_eof, read_config_line: re-exported
+    WAKE,
+    Busy,
+    Degraded,
+    Progress,
+    Started,
+    StatusPipe,
+    WakeRequest,
+    read_config_line,
+    watch_parent_eof,
+)
+from dagd.processes import daemon_title, set_title
 from dagd.storage.daemons import MAX_ERRORS, Heartbeat
 from dagd.timefmt import rfc3339, utcnow
 
@@ -56,6 +66,9 @@ class Daemon:
         # Since when (monotonic) storage has answered this daemon without a break; None while it
         # does not. Run monitoring judges no worker by its silence until this is old enough.
         self.storage_ok_since: float | None = time.monotonic()
+        # Set by the daemon itself: why it cannot do its work though storage answers (the run
+        # queue: "broker unreachable"). Reported like storage trouble: degraded, not hung.
+        self.degraded_reason: str | None = None
 
     @property
     def interval_seconds(self) -> float:
@@ -71,29 +84,11 @@ class Daemon:
         """From the loop's thread, before a call that ends within ``seconds`` on its own (user code
         under its evaluation timeout): the supervisor does not take the silence for a hang until
         then. A call that overruns its own bound is a hang as before."""
-        self.pipe.send(busy=seconds)
+        self.pipe.send(Busy(seconds))
 
     def request_wake(self, daemon_name: str) -> None:
         """Ask the supervisor to wake another daemon (e.g. the run queue after a submission)."""
-        self.pipe.send(wake=daemon_name)
-
-
-class StatusPipe:
-    """Newline-delimited JSON to the supervisor. Never blocks the loop for long, never raises."""
-
-    def __init__(self, stream: IO[str] | None) -> None:
-        self._stream = stream
-        self._lock = threading.Lock()
-
-    def send(self, **message: Any) -> None:
-        if self._stream is None:
-            return
-        with self._lock:
-            try:
-                self._stream.write(json.dumps(message) + "\n")
-                self._stream.flush()
-            except (OSError, ValueError):
-                self._stream = None
+        self.pipe.send(WakeRequest(daemon_name))
 
 
 class DaemonRunner:
@@ -109,7 +104,8 @@ class DaemonRunner:
         self.stopping = threading.Event()
         self._last_beat = 0.0
         self._last_ping = 0.0
-        self._degraded: str | None = None
+        self._degraded: str | None = None  # storage unreachable (the runner's own finding)
+        self._reported: str | None = None  # the reason last sent to the supervisor
         # Test hook, inert unless set: see _inject_degraded_hang.
         self._fault_hang_degraded = daemon.name in os.environ.get("DAGD_FAULT_HANG_DEGRADED", "").split(",")
 
@@ -139,6 +135,10 @@ class DaemonRunner:
         )
         self._last_beat = now
 
+    def _reason(self) -> str | None:
+        """Why the daemon is degraded: storage first, else what the daemon says of itself."""
+        return self._degraded or self.daemon.degraded_reason
+
     def _set_degraded(self, reason: str | None) -> None:
         if reason != self._degraded:
             self._degraded = reason
@@ -147,7 +147,17 @@ class DaemonRunner:
                 log.warning("%s degraded: %s", self.daemon.name, reason)
             else:
                 log.info("%s recovered", self.daemon.name)
-        self.pipe.send(degraded=reason, iteration=self.iteration)
+        self._send_reason()
+
+    def _send_reason(self) -> None:
+        reason = self._reason()
+        if reason != self._reported and self._degraded is None:
+            if reason:
+                log.warning("%s degraded: %s", self.daemon.name, reason)
+            else:
+                log.info("%s no longer degraded", self.daemon.name)
+        self._reported = reason
+        self.pipe.send(Degraded(reason, self.iteration))
 
     def run(self) -> None:
         degraded_backoff = 0.5
@@ -166,6 +176,8 @@ class DaemonRunner:
                 self.beat(force=self._degraded is not None)
                 if self._degraded is not None:
                     self._set_degraded(None)
+                elif self._reason() != self._reported:
+                    self._send_reason()
                 self._ping()
                 degraded_backoff = 0.5
             except StorageUnavailable as exc:
@@ -180,7 +192,7 @@ class DaemonRunner:
                     self.beat(force=True)
                 except Exception:
                     pass
-                self.pipe.send(progress=self.iteration, error=str(exc)[:500])
+                self.pipe.send(Progress(self.iteration, error=str(exc)[:500]))
                 wait = ERROR_BACKOFF_SECONDS
             self._idle(wait)
             self.wake.clear()
@@ -192,7 +204,7 @@ class DaemonRunner:
         supervisor from taking that wait for a hang, and from waiting forever on a call that never
         returns: a degraded daemon is judged like any other, from its last sign of life."""
         bound = self.daemon.instance.storage.longest_wait_seconds + STORAGE_WAIT_SLACK_SECONDS
-        self.pipe.send(busy=bound, degraded=self._degraded)
+        self.pipe.send(Busy(bound, self._degraded))
 
     def _inject_degraded_hang(self) -> None:
         """Test hook (``DAGD_FAULT_HANG_DEGRADED=name,...``): the first pass finds storage
@@ -206,7 +218,7 @@ class DaemonRunner:
         now = time.monotonic()
         if now - self._last_ping >= self.heartbeat_interval / 2:
             self._last_ping = now
-            self.pipe.send(progress=self.iteration)
+            self.pipe.send(Progress(self.iteration))
 
     def _idle(self, seconds: float) -> None:
         """Wait for the next iteration (or a wake), pinging at the heartbeat interval meanwhile.
@@ -219,47 +231,12 @@ class DaemonRunner:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.wake.wait(min(remaining, self.heartbeat_interval)):
                 return
-            self.pipe.send(progress=self.iteration, degraded=self._degraded)
+            self.pipe.send(Progress(self.iteration, self._reason()))
             if self._degraded is None:
                 try:
                     self.beat()
                 except StorageUnavailable as exc:
                     self._set_degraded(str(exc))
-
-
-def watch_parent_eof(on_byte: Callable[[bytes], None] | None = None) -> None:
-    """In a background thread: exit when stdin hits EOF (the supervisor is gone)."""
-
-    def watch() -> None:
-        fd = sys.stdin.fileno()
-        while True:
-            try:
-                data = os.read(fd, 512)
-            except OSError:
-                data = b""
-            if not data:
-                log.warning("supervisor gone (stdin closed): exiting")
-                os._exit(0)
-            if on_byte is not None:
-                on_byte(data)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def read_config_line(fd: int = 0) -> bytes:
-    """The first line of stdin: the config the supervisor validated (:mod:`dagd.instance.handoff`).
-
-    The supervisor writes it right after the spawn, before any wake-up, so nothing after the
-    newline can be lost. EOF first means the supervisor is already gone: exit like the watcher.
-    """
-    data = b""
-    while b"\n" not in data:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            log.warning("supervisor gone (stdin closed) before sending the config: exiting")
-            os._exit(0)
-        data += chunk
-    return data.partition(b"\n")[0]
 
 
 def load_instance(home: str, *, config_from_stdin: bool) -> Instance:
@@ -289,17 +266,12 @@ def main(
     handler = RotatingFileHandler(logs / f"{name}.log", maxBytes=10 * 1024 * 1024, backupCount=3)
     handler.setFormatter(logging.Formatter(f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-    try:
-        import setproctitle  # type: ignore[import-not-found]
-
-        setproctitle.setproctitle(f"dagd: {name}")
-    except ImportError:
-        pass
+    set_title(daemon_title(name))
     # The status pipe is our stdout; anything else printing must not corrupt it.
     pipe = StatusPipe(os.fdopen(os.dup(1), "w", buffering=1))
     os.dup2(2, 1)
     runner = DaemonRunner(make_daemon(name, instance), incarnation=incarnation, pipe=pipe)
-    watch_parent_eof(on_byte=lambda data: runner.wake.set() if b"w" in data else None)
+    watch_parent_eof(on_byte=lambda data: runner.wake.set() if WAKE in data else None)
 
     def on_term(_signum: int, _frame: Any) -> None:
         runner.stopping.set()
@@ -308,10 +280,10 @@ def main(
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the supervisor, which stops us in order
     log.info("%s starting (pid %d, incarnation %d)", name, os.getpid(), incarnation)
-    pipe.send(started=os.getpid())
+    pipe.send(Started(os.getpid()))
     try:
         runner.run()
     except StorageUnavailable as exc:
-        pipe.send(degraded=str(exc))
+        pipe.send(Degraded(str(exc)))
         raise
     log.info("%s stopped", name)

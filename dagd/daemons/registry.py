@@ -5,9 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from dagd.daemons.base import Daemon
-
 if TYPE_CHECKING:
+    from dagd.daemons.base import Daemon
     from dagd.instance.instance import Instance
 
 

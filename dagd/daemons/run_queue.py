@@ -105,10 +105,12 @@ class RunQueueDaemon(Daemon):
 
     def _relay(self) -> None:
         """A broker launcher publishes again what no worker claimed (lost, or never sent)."""
+        launcher = self.instance.launcher
         try:
-            self.instance.launcher.relay()
+            launcher.relay()
         except Exception as exc:  # the broker or storage is down: the next pass tries again
             log.warning("relaying unclaimed attempts failed: %s", exc)
+        self.degraded_reason = launcher.degraded_reason  # e.g. "broker unreachable"
 
     def _fit_worker_slots(self, view: QueueView, to_launch: list[str]) -> list[str]:
         """With a launcher that runs on worker hosts, only as many runs per queue as its live

@@ -39,6 +39,7 @@ from pydantic_core import ErrorDetails
 
 from dagd.errors import ConfigError
 from dagd.masking import is_secret_key, mask_secrets
+from dagd.runs.model import QUEUE_NAME
 
 DAEMON_NAMES: tuple[str, ...] = ("scheduler", "run_queue", "sensor", "run_monitoring")
 
@@ -273,7 +274,7 @@ class LocalProcessRunLauncherConfig(BaseModel):
     fork_server: bool = True
 
 
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
+_QUEUE_NAME = QUEUE_NAME  # one rule for the config, ``--queue`` and the ``dagd/queue`` tag
 
 
 def check_queue_name(name: str) -> str:

@@ -15,6 +15,7 @@ import pathlib
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
+from dagd import home as layout
 from dagd.errors import ConfigError
 from dagd.instance.handoff import decode
 
@@ -129,7 +130,7 @@ class Instance:
 
     @property
     def config_file(self) -> pathlib.Path:
-        return self.home / "dagd.yaml"
+        return layout.config_file(self.home)
 
     # -- storage ---------------------------------------------------------------------------
 
@@ -225,7 +226,7 @@ class Instance:
     @property
     def supervisor_file(self) -> pathlib.Path:
         """JSON with the running supervisor's pid, start time and addresses."""
-        return self.home / "supervisor.json"
+        return layout.supervisor_file(self.home)
 
     @property
     def socket_path(self) -> pathlib.Path:
@@ -238,8 +239,8 @@ class Instance:
         if configured:
             path = pathlib.Path(configured)
             return path if path.is_absolute() else self.home / path
-        return fitting_socket_path(self.home / "run" / "dagd.sock", key=str(self.home))
+        return fitting_socket_path(layout.default_socket(self.home), key=str(self.home))
 
     @property
     def logs_dir(self) -> pathlib.Path:
-        return self.home / "logs"
+        return layout.logs_dir(self.home)

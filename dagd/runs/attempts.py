@@ -97,7 +97,7 @@ class Claim:
 
 def this_process_id() -> str:
     """``host:pid:start time``: who dispatched an attempt, so a dead dispatcher can be recognised."""
-    from dagd.runs.local.process import create_time
+    from dagd.processes import create_time
 
     pid = os.getpid()
     return f"{socket.gethostname()}:{pid}:{create_time(pid):.2f}"
@@ -107,7 +107,7 @@ def dispatcher_alive(dispatcher: str | None) -> bool | None:
     """Whether the process that dispatched an attempt still lives (None: it is on another host)."""
     if not dispatcher:
         return False
-    from dagd.runs.local.process import process_matches
+    from dagd.processes import process_matches
 
     host, _, rest = dispatcher.partition(":")
     pid, _, started = rest.partition(":")

@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from dagd.runs.attempts import Attempt, AttemptState
-from dagd.runs.model import IN_PROGRESS_STATUSES, Run, RunStatus
+from dagd.runs.model import IN_PROGRESS_STATUSES, LAUNCHED_STATUSES, Run, RunStatus
 
 if TYPE_CHECKING:
     from dagd.instance.instance import Instance
@@ -55,7 +55,7 @@ def request_cancel(instance: Instance, run_id: str, message: str = "terminate re
         changed = False
         if run.status != RunStatus.CANCELING:
             moved = runs.transition(
-                run_id, RunStatus.CANCELING, expected=(RunStatus.STARTING, RunStatus.STARTED), message=message
+                run_id, RunStatus.CANCELING, expected=sorted(LAUNCHED_STATUSES), message=message
             )
             if moved is None:
                 continue

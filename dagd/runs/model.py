@@ -1,18 +1,17 @@
 """The run record and its status lifecycle.
 
-Every status change goes through :func:`check_transition`, so the set of legal moves lives in one
-table. Storage applies a change as a compare-and-set (``UPDATE ... WHERE status = <from>``), which
-is what makes a claim atomic across processes and hosts.
+The legal moves between statuses are listed in one table, :data:`TRANSITIONS`. Storage applies a
+change as a compare-and-set (``UPDATE ... WHERE status = <from>``), which is what makes a claim
+atomic across processes and hosts.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
-
-from dagd.errors import InvalidTransition
 
 
 class RunStatus(str, enum.Enum):
@@ -29,10 +28,6 @@ class RunStatus(str, enum.Enum):
     def is_finished(self) -> bool:
         return self in FINISHED_STATUSES
 
-    @property
-    def is_in_progress(self) -> bool:
-        return self in IN_PROGRESS_STATUSES
-
 
 # The status groups, defined here only: the run queue, the queue status, `dagctl`, and the web UI's
 # Runs tabs and their counts all read these (a tab and its count once disagreed on NOT_STARTED).
@@ -42,6 +37,8 @@ FINISHED_STATUSES = frozenset({RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.C
 # purpose). NOT_STARTED is in no group but "all", as in Dagster's UI: a run being launched at once
 # by the default coordinator, where no limits apply.
 IN_PROGRESS_STATUSES = frozenset({RunStatus.STARTING, RunStatus.STARTED, RunStatus.CANCELING})
+# Launched and not being canceled: what a cancel moves to CANCELING (the rest of IN_PROGRESS).
+LAUNCHED_STATUSES = frozenset({RunStatus.STARTING, RunStatus.STARTED})
 
 _S = RunStatus
 # from -> allowed targets. Anything not listed is a bug in the caller and fails loudly.
@@ -63,12 +60,6 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 }
 
 
-def check_transition(current: RunStatus, target: RunStatus) -> None:
-    """Raise :class:`InvalidTransition` unless ``current -> target`` is a legal move."""
-    if target not in TRANSITIONS[current]:
-        raise InvalidTransition(f"run cannot go from {current.value} to {target.value}")
-
-
 PRIORITY_TAG = "dagd/priority"
 MAX_RUNTIME_TAG = "dagd/max_runtime"
 BACKFILL_TAG = "dagd/backfill"
@@ -79,6 +70,28 @@ MAX_RETRIES_TAG = "dagd/max_retries"
 PARENT_RUN_TAG = "dagd/parent_run_id"
 ROOT_RUN_TAG = "dagd/root_run_id"
 RETRY_NUMBER_TAG = "dagd/retry_number"
+
+
+# The Celery launcher routes a run to this queue (docs/cluster.md). A name RabbitMQ and Redis both
+# take as is, and Celery needs no escaping for: letters, digits and _ . : - (at most 200).
+QUEUE_TAG = "dagd/queue"
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
+
+
+def describe_queue_name(name: str) -> str:
+    """The rule, for an error message naming ``name``."""
+    shown = name if len(name) <= 40 else name[:40] + "..."
+    return f"must be a queue name of letters, digits and _ . : - (at most 200), got {shown!r}"
+
+
+def check_queue_tag(tags: dict[str, str]) -> str | None:
+    """The run's ``dagd/queue`` (None: not set); raises ValueError naming a bad value."""
+    raw = tags.get(QUEUE_TAG)
+    if raw is None:
+        return None
+    if not QUEUE_NAME.match(str(raw)):
+        raise ValueError(f"tag {QUEUE_TAG} {describe_queue_name(str(raw))}")
+    return str(raw)
 
 
 def check_max_retries(tags: dict[str, str]) -> int | None:

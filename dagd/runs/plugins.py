@@ -133,6 +133,9 @@ class RunLauncher:
         self.config = config
         # Called (from any thread) when a worker this launcher started has exited.
         self.on_worker_exit: Callable[[], None] | None = None
+        # Why the launcher cannot do its work now (e.g. "broker unreachable"); None when it can.
+        # The run queue reports it as its own degraded state (``dagctl daemons status``).
+        self.degraded_reason: str | None = None
 
     def launch(self, run: Run, attempt: Attempt) -> WorkerHandle:
         """Start a worker for ``attempt`` (it claims the attempt with its dispatch token)."""

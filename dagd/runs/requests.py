@@ -4,8 +4,9 @@ Schedules, sensors, the API and the web UI (through the API) all build submissio
 
 - tag precedence: the job's tags from code < the request's tags < an explicit priority;
 - ``@job(resumable=True)`` becomes the ``dagd/resumable`` tag (run monitoring may resume it);
-- the priority is parsed from the tags (an integer in the column's range), and ``dagd/max_runtime``
-  is checked, so a bad value is refused at submission with the reason.
+- the priority is parsed from the tags (an integer in the column's range), and ``dagd/max_runtime``,
+  ``dagd/max_retries`` and ``dagd/queue`` are checked, so a bad value is refused at submission
+  with the reason.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from dataclasses import replace
 from typing import Any
 
 from dagd.errors import InvalidArgument
-from dagd.runs.model import PRIORITY_TAG, RESUMABLE_TAG, check_max_retries, check_max_runtime, parse_priority
+from dagd.runs.model import (
+    PRIORITY_TAG,
+    RESUMABLE_TAG,
+    check_max_retries,
+    check_max_runtime,
+    check_queue_tag,
+    parse_priority,
+)
 from dagd.runs.plugins import Submission
 
 
@@ -41,6 +49,7 @@ def checked_priority(tags: dict[str, str]) -> int:
         priority = parse_priority(tags)
         check_max_runtime(tags)
         check_max_retries(tags)
+        check_queue_tag(tags)
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
     return priority

@@ -39,6 +39,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from dagd.errors import DagdError, DefinitionError, StorageUnavailable
+from dagd.processes import run_title, set_title
 from dagd.runs.attempts import ClaimOutcome, fence_deadlines, heartbeat_interval
 from dagd.runs.model import Run, RunStatus
 from dagd.timefmt import utcnow
@@ -274,7 +275,7 @@ def _job_main(
 
 
 def worker_identity() -> WorkerId:
-    from dagd.runs.local.process import create_time
+    from dagd.processes import create_time
     from dagd.storage.attempts import WorkerId
 
     pid = os.getpid()
@@ -511,6 +512,7 @@ def ignore_sigpipe() -> None:
 def execute(home: str, run_id: str, attempt: int, token: str) -> int:
     from dagd.instance.instance import Instance
 
+    set_title(run_title(run_id))
     ignore_sigpipe()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     instance = Instance.load(home, create=False)
@@ -537,6 +539,8 @@ def execute(home: str, run_id: str, attempt: int, token: str) -> int:
         )
         return 0
     run = storage.runs.require(run_id)
+    # Not the fork server's command line (#18): the job forked below inherits the title.
+    set_title(run_title(run.run_id, run.job_name))
     fence = (attempt, me.name)
     sink = LogSink(lambda lines: storage.runs.append_logs(run_id, lines, attempt=fence))
     timeout = _heartbeat_timeout(instance)

@@ -188,13 +188,6 @@ class InstigatorStore:
         with self._storage.sql_write() as sql:
             sql.execute(_CURSOR_UPDATE, {"k": kind, "n": name, "c": cursor})
 
-    def mark_evaluated(self, kind: str, name: str, at: datetime) -> None:
-        with self._storage.sql_write() as sql:
-            sql.execute(
-                "UPDATE instigators SET last_evaluated_at = :at WHERE kind = :kind AND name = :name",
-                {"at": at, "kind": kind, "name": name},
-            )
-
     # -- ticks ---------------------------------------------------------------------------------
 
     def create_tick(
@@ -245,20 +238,6 @@ class InstigatorStore:
                 {"kind": kind, "name": name, "at": scheduled_time},
             )
         return None if row is None else _tick(row)
-
-    def plan_tick(
-        self, tick_id: int, planned: list[dict[str, Any]], new_cursor: str | None, cursor_updated: bool
-    ) -> None:
-        with self._storage.sql_write() as sql:
-            sql.execute(
-                "UPDATE ticks SET planned = :planned, new_cursor = :cursor, cursor_updated = :updated WHERE id = :id",
-                {
-                    "planned": json.dumps(planned),
-                    "cursor": new_cursor,
-                    "updated": cursor_updated,
-                    "id": tick_id,
-                },
-            )
 
     def finish_tick(
         self,

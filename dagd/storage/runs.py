@@ -586,10 +586,6 @@ class RunStore:
                     claimed[row.run_id] = (row_to_run(row), attempt)
         return [claimed[run_id] for run_id in wanted if run_id in claimed]
 
-    def add_event(self, run_id: str, message: str, *, kind: str = "info") -> None:
-        with self._storage.sql_write() as sql:
-            insert_event(sql, run_id, None, message, kind=kind)
-
     def count_launch_failure(self, run_id: str) -> int:
         """One more failed launch of the run; how many it has had."""
         with self._storage.sql_write() as sql:

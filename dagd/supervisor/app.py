@@ -40,7 +40,9 @@ from typing import Any
 
 import psutil
 
+from dagd import home as layout
 from dagd.instance.instance import Instance
+from dagd.processes import process_matches, signal_group
 from dagd.runs.cancel import cancel_runs_in_progress
 from dagd.supervisor.code_locations import CodeLocations
 from dagd.supervisor.control import ControlPlane
@@ -56,7 +58,6 @@ from dagd.workspace import CodeLocationTarget
 
 log = logging.getLogger("dagd.supervisor")
 
-STATE_FILE = "daemons.json"
 # One pass of the main loop: how quickly a stop request, the watchdog and the status are seen to.
 LOOP_SECONDS = 0.2
 
@@ -73,28 +74,17 @@ def check_not_running(instance: Instance) -> None:
 
 def kill_leftover_daemons(instance: Instance) -> int:
     """Kill daemons an earlier supervisor left behind (matched by pid and start time)."""
-    path = instance.home / "run" / STATE_FILE
+    path = layout.daemons_file(instance.home)
     try:
         recorded = json.loads(path.read_text())
     except (OSError, ValueError):
         return 0
     killed = 0
     for pid, started_at in recorded.values():
-        try:
-            proc = psutil.Process(pid)
-            if abs(proc.create_time() - started_at) < 0.05:
-                os.killpg(pid, signal.SIGKILL)
-                killed += 1
-        except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
-            continue
+        if process_matches(pid, started_at) and signal_group(pid, signal.SIGKILL):
+            killed += 1
     path.unlink(missing_ok=True)
     return killed
-
-
-def _write_atomic(path: Any, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 class Supervisor:
@@ -172,7 +162,7 @@ class Supervisor:
         }
         if self.metrics is not None:
             published["metrics"] = self.metrics.url
-        _write_atomic(self.instance.supervisor_file, published)
+        layout.write_json_atomic(self.instance.supervisor_file, published)
         threading.Thread(target=self._record_pids, name="record-pids", daemon=True).start()
         self.servers.gate.open()  # every supervisor serves the API, leader or standby
         log.info("supervisor serving on %s", ", ".join(self.servers.addresses))
@@ -245,12 +235,12 @@ class Supervisor:
                 raise  # pragma: no cover - acquire(standby=True) raises only when stopping
 
     def _record_pids(self) -> None:
-        path = self.instance.home / "run" / STATE_FILE
+        path = layout.daemons_file(self.instance.home)
         last: dict[str, Any] = {}
         while not self._stop.wait(0.5):
             pids = {**self.table.pids(), **{f"code:{k}": v for k, v in self.locations.table.pids().items()}}
             if pids != last:
-                _write_atomic(path, pids)
+                layout.write_json_atomic(path, pids)
                 last = pids
 
     def install_signal_handlers(self) -> None:
@@ -379,7 +369,7 @@ class Supervisor:
         published = read_published(self.instance.home)
         if published is not None and published.pid == os.getpid():
             self.instance.supervisor_file.unlink(missing_ok=True)
-        (self.instance.home / "run" / STATE_FILE).unlink(missing_ok=True)
+        layout.daemons_file(self.instance.home).unlink(missing_ok=True)
         self.instance.socket_path.unlink(missing_ok=True)
 
 

@@ -8,15 +8,15 @@ listen in ``$DAGD_HOME/run/code_locations.json`` for the scheduler and sensor da
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import threading
 import time
 
+from dagd import home as layout
 from dagd.codeserver.protocol import CodeServerClient, JobInfo, LocationSnapshot
-from dagd.codeserver.registry import PUBLISHED, socket_for
+from dagd.codeserver.registry import publish, socket_for
 from dagd.errors import DagdError, Unavailable
 from dagd.instance.instance import Instance
 from dagd.supervisor.process_table import DaemonView, ProcessTable
@@ -58,15 +58,7 @@ class CodeLocations:
         ]  # fmt: skip
 
     def _publish(self) -> None:
-        path = self.instance.home / "run" / PUBLISHED
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = [
-            {"name": n, "socket": socket_for(self.instance, n), "target": t.to_json()}
-            for n, t in self.targets.items()
-        ]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, path)
+        publish(self.instance, self.targets)
 
     def start(self, ready_timeout: float = 30.0) -> None:
         self._publish()
@@ -85,7 +77,7 @@ class CodeLocations:
     def stop(self, timeout: float) -> None:
         self._stop.set()
         self.table.stop_all(timeout)
-        (self.instance.home / "run" / PUBLISHED).unlink(missing_ok=True)
+        layout.code_locations_file(self.instance.home).unlink(missing_ok=True)
 
     # -- snapshots ------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from dagd.errors import DagdError, InvalidArgument, NotFound, StorageUnavailable
 from dagd.instance.instance import Instance
 from dagd.runs.attempts import Attempt
 from dagd.runs.cancel import request_cancel
-from dagd.runs.model import LogLine, Run, RunEvent, RunFilter, RunStatus
+from dagd.runs.model import IN_PROGRESS_STATUSES, LogLine, Run, RunEvent, RunFilter, RunStatus
 from dagd.runs.plugins import Submission
 from dagd.runs.queue import (
     Explanation,
@@ -339,7 +339,7 @@ class ControlPlane:
                 canceled += self.runs.bulk_transition(ids, status, RunStatus.CANCELED, "terminated (bulk)")
         canceling = []
         for run_id, status in matches:
-            if status in (RunStatus.STARTING, RunStatus.STARTED, RunStatus.CANCELING):
+            if status in IN_PROGRESS_STATUSES:
                 run, changed = self.terminate(run_id)
                 if changed or run.status == RunStatus.CANCELING:
                     canceling.append(run_id)

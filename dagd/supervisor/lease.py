@@ -34,6 +34,7 @@ from datetime import datetime
 import psutil
 
 from dagd.errors import DagdError, StorageUnavailable
+from dagd.processes import process_matches
 from dagd.storage.leases import SUPERVISOR_LEASE, Lease
 from dagd.storage.sql import Database
 from dagd.timefmt import rfc3339
@@ -64,11 +65,8 @@ def holder_is_dead_here(holder: str) -> bool:
         host, pid, started = holder.rsplit(":", 2)
         if host != socket.gethostname():
             return False
-        proc = psutil.Process(int(pid))
-        return abs(proc.create_time() - float(started)) > 0.05
-    except psutil.NoSuchProcess:
-        return True
-    except (ValueError, psutil.AccessDenied):
+        return not process_matches(int(pid), float(started))
+    except ValueError:
         return False
 
 

@@ -9,7 +9,7 @@ no signal it has not installed a handler for.
 The supervisor cannot reap "every child" itself: ``waitpid(-1)`` would also take the exit status
 of its own daemons and code servers from under :mod:`subprocess`, and a daemon's exit code is how
 the process table tells a crash from a clean exit. So, as tini and dumb-init do, when
-``dagctl daemon run`` / ``dev`` / ``webserver`` (and later ``worker run``) finds itself PID 1 it
+``dagctl daemon run`` / ``dev`` / ``webserver`` / ``worker run`` finds itself PID 1 it
 forks first (:func:`become_init_if_pid1`): the parent stays PID 1, forwards the stop signals to
 the child and reaps every process that ends; the child goes on to be the supervisor, unchanged.
 When the child exits, PID 1 exits with the child's code (128 + N for a signal N), and the kernel

@@ -9,7 +9,6 @@ each child's stdin stays here: if this process dies, every daemon sees EOF and e
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -25,12 +24,13 @@ from typing import IO
 import psutil
 
 from dagd.instance.instance import Instance
+from dagd.process_protocol import UNCHANGED, WAKE, Busy, Progress, WakeRequest, decode
+from dagd.processes import signal_group
 from dagd.supervisor.states import (
     ALIVE,
     DaemonProcess,
     ExitReason,
     MarkHung,
-    ProcessState,
     RestartPolicy,
     SendKill,
     SendTerm,
@@ -227,7 +227,8 @@ class ProcessTable:
                 stderr=stderr,
                 start_new_session=True,
                 close_fds=True,
-                env=child_environment(),
+                # A daemon's title (dagd.processes) replaces the command line naming its home.
+                env={**child_environment(), "DAGD_HOME": str(self.instance.home)},
             )
         if self.config_line is not None and self._command == self._default_command:  # daemons only
             _send_config(child, self.config_line)
@@ -244,25 +245,24 @@ class ProcessTable:
 
     def _read_pipe(self, name: str, pid: int, stream: IO[bytes]) -> None:
         for raw in stream:
-            try:
-                message = json.loads(raw)
-            except ValueError:
+            message = decode(raw)
+            if message is None:
                 continue
             with self._lock:
                 proc = self.procs[name]
                 if proc.pid != pid:
                     return  # a message from an incarnation already replaced
                 now = self.clock()
-                if "wake" in message and self.on_wake_request is not None:
-                    self.on_wake_request(str(message["wake"]))
                 proc.ready(now)
-                if set(message) == {"wake"}:
+                if isinstance(message, WakeRequest):
+                    if self.on_wake_request is not None:
+                        self.on_wake_request(message.daemon)
                     continue  # may come from any of the daemon's threads: not a sign the loop moves
-                if "progress" in message:
+                if isinstance(message, Progress):
                     self._first_progress[name] = proc.incarnation
-                degraded = message["degraded"] if "degraded" in message else proc.degraded_reason
-                if "busy" in message:
-                    proc.busy(now, float(message["busy"]), degraded)
+                degraded = proc.degraded_reason if message.degraded is UNCHANGED else message.degraded
+                if isinstance(message, Busy):
+                    proc.busy(now, message.seconds, degraded)
                 else:
                     proc.progress(now, degraded)
 
@@ -302,7 +302,7 @@ class ProcessTable:
         if child is None or child.stdin is None:
             return
         try:
-            os.write(child.stdin.fileno(), b"w")
+            os.write(child.stdin.fileno(), WAKE)
         except (OSError, ValueError):
             pass
 
@@ -400,10 +400,6 @@ class ProcessTable:
                 for name, p in self.procs.items()
             )
 
-    def is_running(self, name: str) -> bool:
-        with self._lock:
-            return self.procs[name].state is ProcessState.RUNNING
-
 
 def _send_config(child: subprocess.Popen[bytes], line: bytes) -> None:
     """Write the config line to a new daemon's stdin (a few KB: the pipe buffer takes it at once).
@@ -419,7 +415,4 @@ def _send_config(child: subprocess.Popen[bytes], line: bytes) -> None:
 
 
 def _kill_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    signal_group(pid, sig)

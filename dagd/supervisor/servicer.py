@@ -609,6 +609,17 @@ class InstanceServicer(pb_grpc.InstanceServiceServicer):
         self.pid = pid
 
     @translate_errors
+    def ListWorkers(
+        self, request: pb.ListWorkersRequest, context: grpc.ServicerContext
+    ) -> pb.ListWorkersResponse:
+        instance = self.control.instance
+        timeout = float(instance.config.run_monitoring.worker_heartbeat_timeout_seconds)
+        hosts = [w.to_json(timeout) for w in instance.storage.workers.all()]
+        return pb.ListWorkersResponse(
+            workers=[pb.WorkerHost(**{**w, "last_heartbeat_at": w["last_heartbeat_at"] or ""}) for w in hosts]
+        )
+
+    @translate_errors
     def GetInstanceInfo(
         self, request: pb.GetInstanceInfoRequest, context: grpc.ServicerContext
     ) -> pb.InstanceInfo:

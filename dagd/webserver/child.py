@@ -21,9 +21,11 @@ import sys
 import threading
 import time
 
+from dagd import home as layout
+
 log = logging.getLogger("dagd.webserver")
 
-PUBLISHED_FILE = "webserver.json"  # written by dagd.webserver.server
+PUBLISHED_FILE = layout.WEBSERVER_FILE  # written by dagd.webserver.server
 
 
 def published_url(home: pathlib.Path, pid: int) -> str | None:
@@ -44,7 +46,7 @@ class WebserverChild:
         self.host = host
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = home / "logs" / "webserver.log"
+        self.log_path = layout.log_file(home, "webserver")
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "dagd.webserver", "--home", str(self.home), "--exit-with-parent"]

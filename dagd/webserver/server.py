@@ -21,14 +21,15 @@ import secrets
 import signal
 import socket
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import uvicorn
 
+from dagd import home as layout
 from dagd.errors import ConfigError
 from dagd.instance.config import InstanceConfig, is_loopback_host, load_instance_config
+from dagd.process_protocol import watch_parent_eof
 from dagd.webserver.app import create_app
 from dagd.webserver.child import PUBLISHED_FILE
 from dagd.webserver.gateway import Gateway
@@ -75,7 +76,7 @@ def load_settings(
     grpc_token: str | None = None,
 ) -> WebSettings:
     """Settings from ``dagd.yaml``'s ``webserver:`` section, with command-line overrides."""
-    config_file = home / "dagd.yaml"
+    config_file = layout.config_file(home)
     config = load_instance_config(config_file, sections=("webserver",))  # the rest is the supervisor's
     token = read_access_token(config, home, config_file)
     chosen_host = host or config.webserver.host
@@ -147,9 +148,7 @@ def url_of(sock: socket.socket, host: str) -> str:
 @contextlib.contextmanager
 def published(home: pathlib.Path, url: str) -> Iterator[None]:
     path = home / PUBLISHED_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "url": url}))
-    os.replace(tmp, path)
+    layout.write_json_atomic(path, {"pid": os.getpid(), "url": url}, indent=None)
     try:
         yield
     finally:
@@ -161,13 +160,10 @@ def published(home: pathlib.Path, url: str) -> Iterator[None]:
 
 
 def _exit_when_stdin_closes(server: uvicorn.Server) -> None:
-    def watch() -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while sys.stdin.buffer.read(1024):
-                pass
+    def stop() -> None:
         server.should_exit = True
 
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    watch_parent_eof(on_eof=stop)
 
 
 def serve(settings: WebSettings, *, exit_with_parent: bool = False) -> int:

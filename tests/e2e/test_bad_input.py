@@ -133,6 +133,12 @@ BAD_SUBMISSIONS = [
         id="max-runtime-tag-not-seconds",
     ),
     pytest.param(
+        ["hello", "--tag", "dagd/queue=bad queue/name"],
+        EXIT_BAD_INPUT,
+        ["dagd/queue", "'bad queue/name'", "queue name"],
+        id="queue-tag-not-a-queue-name",
+    ),
+    pytest.param(
         ["hello", "--priority", "99999999999999999999"],
         EXIT_BAD_INPUT,
         ["priority", "99999999999999999999"],
@@ -248,7 +254,9 @@ def test_unknown_run_is_not_found(running: DagdProcess) -> None:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("args", [["runs", "list"], ["daemons", "status"], ["submit", "hello"]])
+@pytest.mark.parametrize(
+    "args", [["runs", "list"], ["daemons", "status"], ["submit", "hello"], ["workers", "status"]]
+)
 def test_no_supervisor_running(home: pathlib.Path, args: list[str]) -> None:
     result = dagctl(home, *args)
     assert result.code == EXIT_UNREACHABLE, (result.code, result.stderr)

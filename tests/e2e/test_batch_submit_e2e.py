@@ -48,9 +48,9 @@ def deployment(
         schema = f"dagd_t_{uuid.uuid4().hex[:12]}"
         with engine.connect() as conn:
             conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        from conftest import postgres_base_url
-
-        base = postgres_base_url()
+        # The session's test database (tests/conftest.py); not `import conftest`, which names
+        # whichever conftest module was imported last (tests/web has its own).
+        base = engine.url.render_as_string(hide_password=False)
         url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
         config += f"storage:\n  postgres:\n    url: '{url}'\n"
     (home / "dagd.yaml").write_text(config)

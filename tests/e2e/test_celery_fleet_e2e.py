@@ -26,6 +26,7 @@ from helpers.procs import DAGCTL, DagdProcess, assert_no_leftovers, dagctl, wait
 from helpers.tcp_proxy import proxy_to
 
 from dagd.client.client import Client
+from dagd.runs.celery.watchdog import FAULT_CONSUMER_STALL as FAULT_STALL
 
 DEFS = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "attempt_defs.py"
 TIMEOUT = 4.0  # worker_heartbeat_timeout_seconds
@@ -39,8 +40,9 @@ BROKERS = {
 class Fleet:
     """One supervisor and its worker hosts on one broker queue and one PostgreSQL schema."""
 
-    def __init__(self, root: pathlib.Path, broker_url: str, pg_url: str) -> None:
+    def __init__(self, root: pathlib.Path, broker_url: str, pg_url: str, coordinator: str = "") -> None:
         self.root = root
+        self.coordinator = coordinator or "{max_concurrent_runs: 20, dequeue_interval_seconds: 0.5}"
         self.broker_url = broker_url
         self.pg_url = pg_url
         self.queue = f"dagd-test-{uuid.uuid4().hex[:10]}"
@@ -59,7 +61,7 @@ run_launcher:
 run_coordinator:
   module: dagd.run_coordinator
   class: QueuedRunCoordinator
-  config: {{max_concurrent_runs: 20, dequeue_interval_seconds: 0.5}}
+  config: {self.coordinator}
 run_monitoring:
   worker_heartbeat_timeout_seconds: {TIMEOUT}
   max_resume_run_attempts: 1
@@ -84,13 +86,19 @@ grpc: {{socket: '{home}/s.sock'}}
             self._client = Client.for_home(self.supervisor.home)
         return self._client
 
-    def start_worker(self, concurrency: int = 2, queues: list[str] | None = None) -> int:
+    def start_worker(
+        self,
+        concurrency: int = 2,
+        queues: list[str] | None = None,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> int:
         home = self._home(f"worker-{uuid.uuid4().hex[:6]}")
         log = open(home.parent / f"{home.name}.log", "ab")
         options = [arg for queue in queues or [] for arg in ("--queue", queue)]
         proc = subprocess.Popen(
-            [*DAGCTL, "worker", "run", "--concurrency", str(concurrency), *options],
-            env={**os.environ, "DAGD_HOME": str(home), "PYTHONUNBUFFERED": "1"},
+            [*DAGCTL, "worker", "run", "--concurrency", str(concurrency), *options, *args],
+            env={**os.environ, "DAGD_HOME": str(home), "PYTHONUNBUFFERED": "1", **(env or {})},
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         log.close()
@@ -178,10 +186,7 @@ def fleet(
 
 
 @pytest.mark.timeout(180)
-# RabbitMQ only for now: on Redis, Celery's threads-pool consumer sometimes never notices the lost
-# connection and stops consuming after the broker returns (celery/celery#8030, #10205); see
-# docs/cluster.md "Limits of this version".
-@pytest.mark.parametrize("broker", ["rabbitmq"])
+@pytest.mark.parametrize("broker", sorted(BROKERS))
 def test_a_broker_outage_loses_and_doubles_nothing(broker: str, pg_url: str, tmp_path: pathlib.Path) -> None:
     """Through a TCP proxy the test controls (the machine's broker is shared by parallel tests):
     a running run finishes during the outage, a run submitted during it is stored and runs once
@@ -207,11 +212,15 @@ def test_a_broker_outage_loses_and_doubles_nothing(broker: str, pg_url: str, tmp
             waiting = fleet.submit("ticker", {"seconds": 0.2, "file": str(counter)})
             assert fleet.finished(running)["status"] == "SUCCESS"
             assert fleet.get(waiting)["status"] in ("QUEUED", "STARTING")
-            # Publishing gives up quickly and the relay retries: no daemon hangs on the broker.
-            unhealthy = [d["name"] for d in fleet.supervisor.status()["daemons"] if not d["healthy"]]
-            assert unhealthy == [], unhealthy
+            # Publishing gives up quickly and the relay retries: the run queue says it is
+            # degraded, and no daemon hangs on the broker or is unhealthy.
+            wait_for(lambda: _run_queue(fleet)["detail"] == "degraded: broker unreachable", 20, "degraded")
+            daemons = fleet.supervisor.status()["daemons"]
+            assert [d["name"] for d in daemons if not d["healthy"]] == [], daemons
+            assert dagctl(fleet.supervisor.home, "daemons", "status").code == 0
             proxy.restore()
             down = False
+            wait_for(lambda: not _run_queue(fleet)["degraded"], 30, "the run queue to recover")
 
             run = fleet.finished(waiting, timeout=60)
         finally:
@@ -221,6 +230,10 @@ def test_a_broker_outage_loses_and_doubles_nothing(broker: str, pg_url: str, tmp
     assert run["status"] == "SUCCESS", run
     assert [a["state"] for a in run["attempts"]] == ["DONE"], run["attempts"]
     assert len(counter.read_text().splitlines()) == 1, counter.read_text()
+
+
+def _run_queue(fleet: Fleet) -> dict[str, Any]:
+    return next(d for d in fleet.supervisor.status()["daemons"] if d["name"] == "run_queue")
 
 
 @pytest.mark.timeout(120)
@@ -299,6 +312,23 @@ def test_workers_status_lists_the_host_with_its_slots(fleet: Fleet) -> None:
     (host,) = [w for w in result.json()["workers"] if int(w["name"].rsplit(":", 1)[1]) in fleet.workers]
     assert host["queues"] == [fleet.queue] and host["slots"] == 2 and host["healthy"] is True, host
     assert set(host) >= {"name", "host", "queues", "slots", "in_use", "last_heartbeat_at", "healthy"}
+
+
+@pytest.mark.timeout(120)
+def test_workers_status_reads_from_the_supervisor_not_the_database(
+    fleet: Fleet, tmp_path: pathlib.Path
+) -> None:
+    """A home of nothing but the supervisor's address (no dagd.yaml, no storage) lists the fleet."""
+    elsewhere = tmp_path / "client-home"
+    elsewhere.mkdir()
+    address = f"unix:{fleet.supervisor.home}/s.sock"
+
+    result = dagctl(elsewhere, "workers", "status", "--json", env={"DAGD_ADDRESS": address})
+
+    assert result.code == 0, result.stderr
+    names = sorted(w["name"] for w in result.json()["workers"])
+    assert names == sorted(w["name"] for w in fleet.registered().values()), names
+    assert list(elsewhere.iterdir()) == []  # no database was created or read here
 
 
 @pytest.mark.timeout(120)
@@ -424,6 +454,56 @@ def test_worker_host_stopped_while_starting_unregisters(fleet: Fleet) -> None:
     fleet.start_worker()  # later tests need one
 
 
+def _only_worker(fleet: Fleet, **kwargs: Any) -> int:
+    """Stop every host, empty the queue (earlier tests' duplicates, which the fault hooks would
+    take for their first message), start one with ``kwargs``: it alone takes the runs."""
+    from kombu import Connection
+
+    for pid in list(fleet.workers):
+        fleet.stop_worker(pid)
+    with Connection(fleet.broker_url, connect_timeout=5) as connection:
+        connection.default_channel.queue_purge(fleet.queue)
+    return fleet.start_worker(**kwargs)
+
+
+@pytest.mark.timeout(120)
+def test_a_consumer_that_stops_consuming_is_restarted_by_the_watchdog(fleet: Fleet) -> None:
+    """Celery's consumer sometimes stops consuming after a Redis reconnection (celery/celery#8030,
+    #10205). The fault hook cancels the consumer after its first message: without the watchdog
+    the second run waits forever; with it, the consumer is restarted and the run runs."""
+    host = _only_worker(fleet, concurrency=1, args=("--stall-seconds", "2"), env={FAULT_STALL: "once"})
+    try:
+        first = fleet.submit("ticker", {"seconds": 0.1})
+        assert fleet.finished(first)["status"] == "SUCCESS"
+        wait_for(lambda: "the consumer stops consuming" in fleet.worker_log(host), 10, "the fault to fire")
+        second = fleet.submit("ticker", {"seconds": 0.1})
+
+        assert fleet.finished(second, timeout=40)["status"] == "SUCCESS"
+        assert "restarting the consumer" in fleet.worker_log(host)
+        assert fleet.workers[host][0].poll() is None, "the host exited instead of restarting its consumer"
+    finally:
+        fleet.stop_worker(host)
+        fleet.start_worker()  # later tests need one
+
+
+@pytest.mark.timeout(120)
+def test_a_consumer_the_restart_does_not_cure_exits_75_for_its_service_manager(fleet: Fleet) -> None:
+    host = _only_worker(fleet, concurrency=1, args=("--stall-seconds", "2"), env={FAULT_STALL: "always"})
+    proc = fleet.workers[host][0]
+    first = fleet.submit("ticker", {"seconds": 0.1})
+    assert fleet.finished(first)["status"] == "SUCCESS"
+    second = fleet.submit("ticker", {"seconds": 0.1})
+
+    assert wait_for(lambda: proc.poll() is not None, 40, "the stalled host to exit") and proc.returncode == 75
+    assert "restarting the consumer" in fleet.worker_log(host), fleet.worker_log(host)
+    fleet.workers.pop(host)
+    assert host not in fleet.registered()
+    fleet.start_worker()  # what its service manager does: the waiting run runs, once
+    run = fleet.finished(second, timeout=40)
+    assert run["status"] == "SUCCESS", run
+    assert [a["state"] for a in run["attempts"]] == ["DONE"], run["attempts"]
+
+
 @pytest.mark.timeout(150)
 def test_runs_dispatch_only_into_free_slots_in_priority_order(fleet: Fleet) -> None:
     for pid in list(fleet.workers):
@@ -466,3 +546,233 @@ def test_the_celery_launcher_refuses_sqlite_at_start(home: pathlib.Path) -> None
             " workers on other hosts cannot share a SQLite file"
         ], result.stderr
     assert_no_leftovers(home)
+
+
+def _in_progress(engine: sa.Engine) -> tuple[int, int, int]:
+    """(runs in progress, of them tagged fleet-limited, attempts claimed at once): one sample."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text(
+                "SELECT count(*), count(t.run_id) FROM runs r LEFT JOIN run_tags t"
+                " ON t.run_id = r.run_id AND t.key = 'fleet-limited'"
+                " WHERE r.status IN ('STARTING', 'STARTED', 'CANCELING')"
+            )
+        ).one()
+        claimed = conn.execute(sa.text("SELECT count(*) FROM run_attempts WHERE state = 'CLAIMED'")).scalar()
+    return int(row[0]), int(row[1]), int(claimed or 0)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("broker", sorted(BROKERS))
+def test_fifty_runs_on_two_hosts_run_once_each_within_the_limits_higher_priority_first(
+    broker: str, pg_url: str, tmp_path: pathlib.Path
+) -> None:
+    """50 runs, max_concurrent_runs 6 and a tag limit of 2, on two hosts of 4 slots (8 slots:
+    the global limit binds). Sampled from the database all along: never more than 6 in progress,
+    never more than 2 tagged, never more attempts claimed than slots."""
+    coordinator = (
+        "{max_concurrent_runs: 6, dequeue_interval_seconds: 0.5,"
+        " tag_concurrency_limits: [{key: fleet-limited, limit: 2}]}"
+    )
+    fleet = Fleet(tmp_path / "fleet", BROKERS[broker], pg_url, coordinator)
+    counter = tmp_path / "starts.txt"
+    engine = sa.create_engine(pg_url, connect_args={"connect_timeout": 5})
+    try:
+        fleet.start()
+        fleet.start_worker(concurrency=4)
+        fleet.start_worker(concurrency=4)
+        fleet.client.set_queue_paused(True)  # all wait together, then go in priority order
+        tags_of: dict[str, dict[str, str]] = {}
+        for i in range(50):
+            tags = {"dagd/priority": "5" if i % 2 else "0"}
+            if i % 5 == 0:
+                tags["fleet-limited"] = "yes"
+            tags_of[fleet.submit("ticker", {"seconds": 0.2, "file": str(counter)}, tags=tags)] = tags
+        fleet.client.set_queue_paused(False)
+        most = (0, 0, 0)
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline:
+            sample = _in_progress(engine)
+            most = (max(most[0], sample[0]), max(most[1], sample[1]), max(most[2], sample[2]))
+            with engine.connect() as conn:
+                left = conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM runs WHERE status NOT IN ('SUCCESS', 'FAILURE', 'CANCELED')"
+                    )
+                ).scalar()
+            if left == 0:
+                break
+            time.sleep(0.05)
+        runs = [fleet.get(r) for r in tags_of]
+    finally:
+        engine.dispose()
+        fleet.close()
+
+    assert all(r["status"] == "SUCCESS" for r in runs), [(r["status"], r["error"]) for r in runs]
+    assert all([a["state"] for a in r["attempts"]] == ["DONE"] for r in runs)
+    starts = counter.read_text().splitlines()
+    assert sorted(line.split()[0] for line in starts) == sorted(tags_of), "a run did not start exactly once"
+    assert most[0] <= 6, f"{most[0]} runs in progress under max_concurrent_runs 6"
+    assert most[1] <= 2, f"{most[1]} fleet-limited runs in progress under a limit of 2"
+    assert most[2] <= 6, f"{most[2]} attempts claimed at once"
+    assert most[0] >= 4, f"never more than {most[0]} in progress: the sampling saw nothing"
+    # Untagged runs are held back by the global limit only: every high-priority one is dispatched
+    # no later than any low-priority one. dispatched_at is the database's clock per statement, and
+    # one pass inserts its attempts in no particular order within a few milliseconds (passes at
+    # capacity are 50 ms apart at least): within one pass's spread counts as the same moment.
+    from datetime import datetime, timedelta
+
+    def at(run_id: str) -> datetime:
+        return datetime.fromisoformat(dispatched[run_id].replace("Z", "+00:00"))
+
+    dispatched = {r["run_id"]: r["attempts"][0]["dispatched_at"] for r in runs}
+    free = [r for r in tags_of if "fleet-limited" not in tags_of[r]]
+    high = max(at(r) for r in free if tags_of[r]["dagd/priority"] == "5")
+    low = min(at(r) for r in free if tags_of[r]["dagd/priority"] == "0")
+    assert high <= low + timedelta(milliseconds=25), (high, low, sorted(dispatched.values()))
+
+
+@pytest.mark.timeout(150)
+def test_a_stopped_host_is_fenced_and_its_late_writes_never_land(fleet: Fleet) -> None:
+    """SIGSTOP a host and everything it started but the job itself, past the heartbeat timeout:
+    the job stops itself (its lease runs out) before attempt 2 begins on the other host; after
+    SIGCONT the watcher fences itself, and nothing of attempt 1 reaches the database after
+    attempt 2 began. Never two attempts claimed at once."""
+    while len(fleet.workers) < 2:
+        fleet.start_worker()
+    run_id = fleet.submit("resumable_ticker", {"seconds": 3})
+    watcher = fleet.started(run_id)["attempts"][0]["pid"]
+    host = _host_of(fleet, watcher)
+    job = wait_for(lambda: [p.pid for p in _tree(watcher)[1:]], 10, "attempt 1's job")[0]
+    frozen = [p for p in _tree(host) if p.pid != job]
+    engine = sa.create_engine(fleet.pg_url, connect_args={"connect_timeout": 5})
+    for proc in frozen:
+        proc.suspend()
+    try:
+        job_dead_at = attempt_2_at = None
+        claimed_most = 0
+        deadline = time.monotonic() + TIMEOUT + 20
+        while (job_dead_at is None or attempt_2_at is None) and time.monotonic() < deadline:
+            if job_dead_at is None and _all_gone(_tree(job) or []):
+                job_dead_at = time.monotonic()
+            with engine.connect() as conn:
+                claimed = conn.execute(
+                    sa.text("SELECT count(*) FROM run_attempts WHERE run_id = :r AND state = 'CLAIMED'"),
+                    {"r": run_id},
+                ).scalar()
+                second = conn.execute(
+                    sa.text("SELECT count(*) FROM run_attempts WHERE run_id = :r AND attempt = 2"),
+                    {"r": run_id},
+                ).scalar()
+            claimed_most = max(claimed_most, int(claimed or 0))
+            if attempt_2_at is None and second:
+                attempt_2_at = time.monotonic()
+            time.sleep(0.05)
+        assert job_dead_at is not None, "attempt 1's job kept running while its host was frozen"
+        assert attempt_2_at is not None, "no attempt 2 was started"
+        assert job_dead_at < attempt_2_at, "attempt 2 began while attempt 1's job was still running"
+    finally:
+        for proc in frozen:
+            try:
+                proc.resume()
+            except psutil.NoSuchProcess:
+                pass
+    try:
+        wait_for(lambda: _all_gone([p for p in frozen if p.pid == watcher]), 15, "the fenced watcher to exit")
+        run = fleet.finished(run_id, timeout=40)
+        assert run["status"] == "SUCCESS", run
+        assert [a["state"] for a in run["attempts"]] == ["LOST", "DONE"], run["attempts"]
+        assert str(run["attempts"][1]["worker"]).rsplit(":", 1)[-1] != str(host), run["attempts"]
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT id, message FROM run_logs WHERE run_id = :r ORDER BY id"), {"r": run_id}
+            ).all()
+            claimed_most = max(
+                claimed_most,
+                int(
+                    conn.execute(
+                        sa.text("SELECT count(*) FROM run_attempts WHERE run_id = :r AND state = 'CLAIMED'"),
+                        {"r": run_id},
+                    ).scalar()
+                    or 0
+                ),
+            )
+    finally:
+        engine.dispose()
+    first_of_2 = min(i for i, m in rows if "attempt 2" in m)
+    late = [m for i, m in rows if i > first_of_2 and "attempt 1" in m]
+    assert late == [], f"attempt 1 wrote after attempt 2 began: {late[:5]}"
+    assert claimed_most <= 1, "two attempts claimed at once"
+    statuses = [e["message"] for e in run["events"] if e["kind"] == "status"]
+    assert statuses.count("finished") == 1, statuses
+
+
+@pytest.mark.timeout(120)
+def test_as_pid_1_of_its_namespace_a_worker_host_runs_under_the_mini_init_and_stops_cleanly(
+    fleet: Fleet, tmp_path: pathlib.Path
+) -> None:
+    """In a container the host is PID 1: it forks, PID 1 stays an init that reaps orphans and
+    forwards SIGTERM; the host below it registers, runs a run, drains and unregisters."""
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (unshare --pid), as CI has")
+    for pid in list(fleet.workers):
+        fleet.stop_worker(pid)
+    home = fleet._home(f"worker-{uuid.uuid4().hex[:6]}")
+    log = tmp_path / "pid1-host.log"
+    command = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", *DAGCTL, "worker", "run"]
+    with open(log, "w") as out:
+        unshare = subprocess.Popen(
+            [*command, "--concurrency", "1"],
+            env={**os.environ, "DAGD_HOME": str(home), "PYTHONUNBUFFERED": "1"},
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        init = wait_for(lambda: psutil.Process(unshare.pid).children(), 10, "the namespace's init")[0]
+        host = wait_for(lambda: init.children(), 10, "the worker host below PID 1")[0]
+        assert "worker" in host.cmdline(), host.cmdline()
+        wait_for(
+            lambda: 2 in fleet.registered(), 30, f"the host (pid 2 inside) to register:\n{log.read_text()}"
+        )
+        run = fleet.finished(fleet.submit("ticker", {"seconds": 0.2}), timeout=40)
+        assert run["status"] == "SUCCESS", run
+
+        init.send_signal(signal.SIGTERM)  # forwarded to the host: a warm shutdown
+        assert unshare.wait(timeout=30) == 0, log.read_text()[-3000:]
+        assert 2 not in fleet.registered()
+    finally:
+        if unshare.poll() is None:
+            unshare.kill()  # --kill-child takes the namespace with it
+            unshare.wait(timeout=10)
+        fleet.start_worker()  # later tests need one
+    assert_no_leftovers(home)
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_host_serves_its_own_metrics(fleet: Fleet) -> None:
+    import re
+    import urllib.request
+
+    host = fleet.start_worker(concurrency=3, args=("--metrics-port", "0"))
+    try:
+        found = wait_for(
+            lambda: re.search(r"metrics on (http://\S+/metrics)", fleet.worker_log(host)),
+            10,
+            "the metrics line",
+        )
+        url = found.group(1)
+
+        def scrape() -> dict[str, float]:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+            return {
+                line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("dagd_worker") and f'worker="{fleet.registered()[host]["name"]}"' in line
+            }
+
+        first = scrape()
+        assert first["dagd_worker_slots"] == 3 and first["dagd_worker_accepting"] == 1, first
+        assert first["dagd_worker_consumer_restarts_total"] == 0, first
+        assert "dagd_worker_messages_received_total" in first, first
+    finally:
+        fleet.stop_worker(host)

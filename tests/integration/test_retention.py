@@ -18,7 +18,7 @@ from dagd.instance.instance import Instance
 from dagd.runs.model import FINISHED_STATUSES, RunStatus
 from dagd.storage.instigators import TICK_FAILURE, TICK_SKIPPED, TICK_STARTED, TICK_SUCCESS, NewTick, TickEnd
 from dagd.storage.retention import RUN_DEPENDENT_TABLES, delete_runs, purge_runs
-from dagd.storage.runs import NewRun
+from dagd.storage.runs import NewRun, insert_event
 from dagd.storage.schema import metadata, runs, ticks
 from dagd.supervisor.retention import RetentionPurger
 
@@ -30,7 +30,8 @@ def make_run(storage: Any, status: RunStatus, ended: datetime | None = None, job
     run = storage.runs.create(
         NewRun(job_name=job, tags={"team": "a"}, run_config={}, priority=0, status=status)
     )
-    storage.runs.add_event(run.run_id, "hello")
+    with storage.sql_write() as sql:
+        insert_event(sql, run.run_id, None, "hello", kind="info")
     storage.runs.append_logs(run.run_id, [(NOW, "stdout", "INFO", "a line")] * 3)
     if ended is not None:
         with storage.write() as conn:

@@ -58,3 +58,14 @@ def test_the_max_retries_tag_overrides_the_instance_default(
 def test_a_bad_max_retries_tag_is_refused_at_submission(raw: str) -> None:
     with pytest.raises(InvalidArgument, match="dagd/max_retries"):
         finalize(Submission(job_name="job", tags={"dagd/max_retries": raw}))
+
+
+@pytest.mark.parametrize("raw", ["", "a b", "-starts-with-dash", "q/1", "é", "x" * 201, "amq\x00"])
+def test_a_bad_queue_tag_is_refused_at_submission(raw: str) -> None:
+    with pytest.raises(InvalidArgument, match="tag dagd/queue must be a queue name"):
+        finalize(Submission(job_name="job", tags={"dagd/queue": raw}))
+
+
+@pytest.mark.parametrize("raw", ["dagd", "gpu-1", "team.a:b_c", "x" * 200])
+def test_a_good_queue_tag_is_accepted(raw: str) -> None:
+    assert finalize(Submission(job_name="job", tags={"dagd/queue": raw})).tags["dagd/queue"] == raw

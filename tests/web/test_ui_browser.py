@@ -262,6 +262,7 @@ def test_pages_render_and_send_security_headers(web: WebDeployment, page: Any) -
         ("/jobs", "Jobs"),
         ("/launchpad", "Launchpad"),
         ("/deployment/configuration", "Deployment"),
+        ("/deployment/workers", "Deployment"),
         ("/schedules", "Schedules"),
         ("/sensors", "Sensors"),
     ]:
@@ -275,6 +276,9 @@ def test_pages_render_and_send_security_headers(web: WebDeployment, page: Any) -
     page.goto(f"{web.url}/deployment/configuration")
     assert "AttributingRunCoordinator" in page.locator("main").inner_text()
     assert page.locator("[data-storage]").inner_text().startswith("sqlite:")
+    page.goto(f"{web.url}/deployment/workers")  # the local launcher: no worker hosts, said so
+    assert page.locator("[data-summary]").inner_text().startswith("No worker hosts")
+    assert page.locator("nav.tabs a.active").inner_text() == "Workers"
 
 
 # -- languages -------------------------------------------------------------------------------------
@@ -306,6 +310,9 @@ def test_japanese_browser_gets_japanese_pages_and_the_switch_back_to_english_sta
     assert page.locator("[data-health]").all_inner_texts() == ["正常"] * 4
     assert page.locator("[data-summary]").inner_text() == "デーモン 4 個中 4 個が正常です。"
     assert page.locator("button", has_text="再起動").count() == 4
+    page.goto(f"{web.url}/deployment/workers")
+    assert page.locator("nav.tabs a.active").inner_text() == "ワーカー"
+    assert page.locator("[data-summary]").inner_text().startswith("ワーカーホストはありません")
     for path, heading in [
         ("/", "概要"),
         ("/runs", "実行"),

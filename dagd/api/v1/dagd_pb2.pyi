@@ -731,3 +731,33 @@ class WatchDaemonsResponse(_message.Message):
     daemon: DaemonStatus
     role: str
     def __init__(self, daemon: _Optional[_Union[DaemonStatus, _Mapping]] = ..., role: _Optional[str] = ...) -> None: ...
+
+class ListWorkersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WorkerHost(_message.Message):
+    __slots__ = ("name", "host", "queues", "slots", "in_use", "accepting", "last_heartbeat_at", "healthy")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    IN_USE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTING_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_AT_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    host: str
+    queues: _containers.RepeatedScalarFieldContainer[str]
+    slots: int
+    in_use: int
+    accepting: bool
+    last_heartbeat_at: str
+    healthy: bool
+    def __init__(self, name: _Optional[str] = ..., host: _Optional[str] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., in_use: _Optional[int] = ..., accepting: _Optional[bool] = ..., last_heartbeat_at: _Optional[str] = ..., healthy: _Optional[bool] = ...) -> None: ...
+
+class ListWorkersResponse(_message.Message):
+    __slots__ = ("workers",)
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerHost]
+    def __init__(self, workers: _Optional[_Iterable[_Union[WorkerHost, _Mapping]]] = ...) -> None: ...

@@ -757,12 +757,23 @@ class InstanceServiceStub:
                 request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.GetInstanceInfoRequest.SerializeToString,
                 response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.InstanceInfo.FromString,
                 _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/dagd.api.v1.InstanceService/ListWorkers',
+                request_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ListWorkersResponse.FromString,
+                _registered_method=True)
 
 
 class InstanceServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def GetInstanceInfo(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkers(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -775,6 +786,11 @@ def add_InstanceServiceServicer_to_server(servicer, server):
                     servicer.GetInstanceInfo,
                     request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.GetInstanceInfoRequest.FromString,
                     response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.InstanceInfo.SerializeToString,
+            ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ListWorkersRequest.FromString,
+                    response_serializer=dagd_dot_api_dot_v1_dot_dagd__pb2.ListWorkersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -804,6 +820,33 @@ class InstanceService:
             '/dagd.api.v1.InstanceService/GetInstanceInfo',
             dagd_dot_api_dot_v1_dot_dagd__pb2.GetInstanceInfoRequest.SerializeToString,
             dagd_dot_api_dot_v1_dot_dagd__pb2.InstanceInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dagd.api.v1.InstanceService/ListWorkers',
+            dagd_dot_api_dot_v1_dot_dagd__pb2.ListWorkersRequest.SerializeToString,
+            dagd_dot_api_dot_v1_dot_dagd__pb2.ListWorkersResponse.FromString,
             options,
             channel_credentials,
             insecure,

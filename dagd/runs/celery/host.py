@@ -251,12 +251,17 @@ def run_host(
     concurrency: int,
     fork_server: bool = True,
     notifier: Notifier | None = None,
+    stall_seconds: float = 10.0,
+    metrics: tuple[str, int] | None = None,
 ) -> int:
     """Consume from ``queues`` (default: the configured queue) with ``concurrency`` slots until
-    stopped; the exit code. ``notifier``: systemd's channel (inert by default)."""
+    stopped; the exit code. ``notifier``: systemd's channel (inert by default). ``stall_seconds``:
+    the consumer watchdog's patience (:mod:`dagd.runs.celery.watchdog`). ``metrics``: (address,
+    port) to serve ``/metrics`` on (:mod:`dagd.runs.celery.metrics`)."""
     from celery import signals
 
     from dagd.runs.celery.app import TASK_NAME, make_app, parse_message
+    from dagd.runs.celery.watchdog import ConsumerWatchdog, bootstep
 
     config = host_config(instance)
     instance.launcher  # noqa: B018 - builds the launcher: refuses SQLite storage with one line
@@ -281,10 +286,34 @@ def run_host(
         notify.stopping("stopping: no more runs taken; waiting for the running ones")
         host.draining()
 
+    def exit_stalled(code: int) -> None:
+        # From the watchdog's thread: the consumer cannot be trusted to stop. Running watchers
+        # forked by the fork server are their own sessions and finish their runs. The exit
+        # never waits more than a few seconds on the database.
+        leaving = threading.Thread(target=host.unregister, name="unregister", daemon=True)
+        leaving.start()
+        leaving.join(timeout=8)
+        log.info("worker host %s: exiting %d", host.name, code)
+        logging.shutdown()
+        os._exit(code)
+
+    watchdog = ConsumerWatchdog(
+        config.broker_url,
+        queues,
+        free_slot=lambda: host.accepting and host.in_use < host.slots,
+        exit_host=exit_stalled,
+        stall_seconds=stall_seconds,
+    )
+
+    def on_received(**_: Any) -> None:
+        watchdog.received()
+
     signals.worker_ready.connect(on_ready, weak=False)
     signals.worker_shutting_down.connect(on_shutting_down, weak=False)
+    signals.task_received.connect(on_received, weak=False)
     if notify.enabled:
         app.steps["consumer"].add(notify_step(host, notify))
+    app.steps["consumer"].add(bootstep(watchdog))
 
     def exit_on_sigterm(_signum: int, _frame: Any) -> None:
         raise SystemExit(0)
@@ -295,7 +324,13 @@ def run_host(
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     host.register()
     log.info("worker host %s: queues %s, %d slot(s)", host.name, ", ".join(queues), concurrency)
+    watchdog.start()
+    metrics_server = None
     try:
+        if metrics is not None:
+            from dagd.runs.celery.metrics import serve
+
+            metrics_server = serve(host, watchdog, metrics[1], metrics[0])
         worker = app.Worker(
             hostname=f"dagd@{host.name}",
             pool_cls="threads",
@@ -309,6 +344,9 @@ def run_host(
         )
         worker.start()
     finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        watchdog.stop()
         host.unregister()
         instance.close()
         notify.close()

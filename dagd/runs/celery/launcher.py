@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dagd.launcher.celery")
 
 QUEUE_TAG = "dagd/queue"
+BROKER_UNREACHABLE = "broker unreachable"
 # Test hook, inert unless set: publish every message twice (a duplicate delivery).
 FAULT_PUBLISH_TWICE = "DAGD_FAULT_PUBLISH_TWICE"
 
@@ -104,7 +105,9 @@ class CeleryRunLauncher(RunLauncher):
                 "run %s attempt %d: could not publish to queue %s (%s); the relay will retry",
                 run.run_id, attempt.attempt, queue, exc,
             )  # fmt: skip
+            self.degraded_reason = BROKER_UNREACHABLE
             return False
+        self.degraded_reason = None
         key = (run.run_id, attempt.attempt)
         count, _ = self._published.get(key, (0, 0.0))
         self._published[key] = (count + 1, time.monotonic())
@@ -122,6 +125,8 @@ class CeleryRunLauncher(RunLauncher):
         if now - self._relayed_at < interval / 2:
             return 0
         self._relayed_at = now
+        if self.degraded_reason is not None:
+            self._probe_broker()  # recovered though nothing waits to be published?
         storage = self.instance.storage
         pending = storage.attempts.dispatched_before(interval)
         waiting = {(a.run_id, a.attempt) for a in pending}
@@ -146,6 +151,17 @@ class CeleryRunLauncher(RunLauncher):
                 break  # the broker is down: the next pass tries again, without blocking on each
             sent += 1
         return sent
+
+    def _probe_broker(self) -> None:
+        """While the broker is unreachable: one quick connection attempt (bounded, never blocks
+        the run queue for long); clears ``degraded_reason`` when the broker answers."""
+        try:
+            with self._celery().connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, interval_start=0, timeout=2)
+        except Exception:
+            self.degraded_reason = BROKER_UNREACHABLE
+        else:
+            self.degraded_reason = None
 
     def check_health(self, run: Run, attempt: Attempt) -> WorkerHealth:
         # The heartbeats on the database's clock are the only word on a remote worker's life.

@@ -5,11 +5,14 @@ before the job's first line. The fork server is exec'd once by the launcher, imp
 and then forks one child per run; the child starts its own session (so terminate reaches its whole
 group), opens its *own* database engine (nothing pooled crosses the fork) and runs the worker.
 
-The server is single-threaded (forking a threaded process is unsafe) and speaks JSON lines:
+The server is single-threaded (forking a threaded process is unsafe) and speaks JSON lines
+(:mod:`dagd.process_protocol`):
 
-    launcher -> server   {"run_id": "...", "attempt": N, "token": "...", "key": "..."}
-    server -> launcher   {"launched": "<key>", "pid": N} | {"error": "<key>", "message": "..."}
-                         {"exited": N, "code": C}            (a worker ended; the queue can look again)
+    launcher -> server   ForkRequest      {"run_id": "...", "attempt": N, "token": "...", "key": "..."}
+    server -> launcher   ForkServerReady  {"ready": PID}
+                         Forked           {"launched": "<key>", "pid": N}
+                         ForkFailed       {"error": "<key>", "message": "..."}
+                         WorkerExited     {"exited": N, "code": C}   (the queue can look again)
 
 EOF on stdin means the launcher is gone: the server exits, and the workers keep running.
 """
@@ -17,12 +20,20 @@ EOF on stdin means the launcher is gone: the server exits, and the workers keep 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import select
 import signal
 import sys
-from typing import Any
+
+from dagd.process_protocol import (
+    Forked,
+    ForkFailed,
+    ForkServerMessage,
+    ForkServerReady,
+    WorkerExited,
+    decode_fork_request,
+    encode_fork,
+)
 
 
 def _preload() -> None:
@@ -59,9 +70,11 @@ def _child(home: str, run_id: str, attempt: int, token: str, wakeup_r: int, wake
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     os.close(wakeup_r)
     os.close(wakeup_w)
-    log_dir = os.path.join(home, "logs", "runs")
-    os.makedirs(log_dir, exist_ok=True)
-    crash_log = os.open(os.path.join(log_dir, f"{run_id}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    from dagd.home import run_log_file
+
+    log_file = run_log_file(home, run_id)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    crash_log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(crash_log, 1)
@@ -111,8 +124,8 @@ def serve(home: str) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    def send(message: dict[str, Any]) -> None:
-        out.write(json.dumps(message) + "\n")
+    def send(message: ForkServerMessage) -> None:
+        out.write(encode_fork(message) + "\n")
         out.flush()
 
     def reap() -> None:
@@ -123,11 +136,11 @@ def serve(home: str) -> None:
                 return
             if pid == 0:
                 return
-            send({"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+            send(WorkerExited(pid, os.waitstatus_to_exitcode(status)))
 
     stdin = sys.stdin.fileno()
     buffer = b""
-    send({"ready": os.getpid()})
+    send(ForkServerReady(os.getpid()))
     while True:
         try:
             readable, _, _ = select.select([stdin, wakeup_r], [], [])
@@ -144,24 +157,17 @@ def serve(home: str) -> None:
         buffer += chunk
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
-            try:
-                request = json.loads(line)
-                run_id, attempt, token = (
-                    str(request["run_id"]),
-                    int(request["attempt"]),
-                    str(request["token"]),
-                )
-                key = str(request["key"])
-            except (ValueError, KeyError, TypeError):
+            request = decode_fork_request(line)
+            if request is None:
                 continue
             try:
                 pid = os.fork()
             except OSError as exc:
-                send({"error": key, "message": f"fork failed: {exc}"})
+                send(ForkFailed(request.key, f"fork failed: {exc}"))
                 continue
             if pid == 0:
-                _child(home, run_id, attempt, token, wakeup_r, wakeup_w)
-            send({"launched": key, "pid": pid})
+                _child(home, request.run_id, request.attempt, request.token, wakeup_r, wakeup_w)
+            send(Forked(request.key, pid))
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ restarted on the next launch.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import signal
@@ -26,9 +25,19 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import IO, TYPE_CHECKING, Any
 
+from dagd.home import run_log_file
 from dagd.instance.instance import BuiltinConfigModel
+from dagd.process_protocol import (
+    Forked,
+    ForkFailed,
+    ForkRequest,
+    ForkServerReady,
+    WorkerExited,
+    decode_fork_reply,
+    encode_fork,
+)
+from dagd.processes import create_time, kill_session, process_matches, session_members, signal_group
 from dagd.runs.attempts import Attempt, WorkerHealth
-from dagd.runs.local.process import create_time, kill_session, process_matches, session_members, signal_group
 from dagd.runs.model import Run
 from dagd.runs.plugins import RunLauncher, WorkerHandle
 
@@ -53,6 +62,9 @@ class ForkServer:
             stdout=subprocess.PIPE,
             stderr=None,
             close_fds=True,
+            # Its workers inherit this environment, and their titles (dagd.processes) replace the
+            # command line that named the home: DAGD_HOME still says whose they are.
+            env={**os.environ, "DAGD_HOME": home},
         )
         self._pending: dict[str, Future[int]] = {}
         self._keys = itertools.count()
@@ -70,23 +82,20 @@ class ForkServer:
 
     def _read(self, stream: IO[bytes]) -> None:
         for raw in stream:
-            try:
-                message = json.loads(raw)
-            except ValueError:
-                continue
-            if "ready" in message:
-                self.ready.set_result(int(message["ready"]))
-            elif "launched" in message:
+            message = decode_fork_reply(raw)
+            if isinstance(message, ForkServerReady):
+                self.ready.set_result(message.pid)
+            elif isinstance(message, Forked):
                 with self._lock:
-                    future = self._pending.pop(message["launched"], None)
+                    future = self._pending.pop(message.key, None)
                 if future is not None:
-                    future.set_result(int(message["pid"]))
-            elif "error" in message:
+                    future.set_result(message.pid)
+            elif isinstance(message, ForkFailed):
                 with self._lock:
-                    future = self._pending.pop(message["error"], None)
+                    future = self._pending.pop(message.key, None)
                 if future is not None:
-                    future.set_exception(OSError(message.get("message", "fork server error")))
-            elif "exited" in message and self._on_exit is not None:
+                    future.set_exception(OSError(message.message))
+            elif isinstance(message, WorkerExited) and self._on_exit is not None:
                 self._on_exit()
         with self._lock:
             pending, self._pending = self._pending, {}
@@ -102,8 +111,8 @@ class ForkServer:
         with self._lock:
             self._pending[key] = future
             assert self.proc.stdin is not None
-            request = {"run_id": run_id, "attempt": attempt, "token": token, "key": key}
-            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+            request = ForkRequest(run_id, attempt, token, key)
+            self.proc.stdin.write(encode_fork(request).encode() + b"\n")
             self.proc.stdin.flush()
         return future.result(timeout=FORK_REPLY_TIMEOUT)
 
@@ -166,10 +175,10 @@ class LocalProcessRunLauncher(RunLauncher):
         return self._spawn(run, attempt)
 
     def _spawn(self, run: Run, attempt: Attempt) -> WorkerHandle:
-        log_dir = self.instance.home / "logs" / "runs"
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_file = run_log_file(self.instance.home, run.run_id)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
         # The worker's own output (claims, fencing, crashes before it can write to storage).
-        with open(log_dir / f"{run.run_id}.log", "ab") as crash_log:
+        with open(log_file, "ab") as crash_log:
             proc = subprocess.Popen(
                 self.worker_command(run, attempt),
                 stdin=subprocess.DEVNULL,
@@ -177,6 +186,7 @@ class LocalProcessRunLauncher(RunLauncher):
                 stderr=crash_log,
                 start_new_session=True,
                 close_fds=True,
+                env={**os.environ, "DAGD_HOME": str(self.instance.home)},  # as for the fork server's
             )
 
         def reap() -> None:

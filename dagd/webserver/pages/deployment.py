@@ -1,4 +1,5 @@
-"""Deployment: the daemons (health, heartbeat, restarts, a Restart button) and the configuration.
+"""Deployment: the daemons (health, heartbeat, restarts, a Restart button), the worker hosts of
+the Celery launcher (health, queues, slots in use), and the configuration.
 
 The configuration page shows what the supervisor reports with secrets masked twice: once by the
 supervisor, once more here (:mod:`dagd.webserver.masking`), because custom sections are free-form.
@@ -28,6 +29,19 @@ async def daemons(request: Request) -> Response:
         daemons=items,
         draining=status["draining"],
         healthy_count=sum(1 for d in items if d["healthy"]),
+    )
+
+
+async def workers(request: Request) -> Response:
+    items: list[dict[str, Any]] = await ui_of(request).gateway.call(lambda c: c.list_workers())
+    return await page(
+        request,
+        "workers.html",
+        active="workers",
+        workers=items,
+        healthy_count=sum(1 for w in items if w["healthy"]),
+        in_use=sum(w["in_use"] for w in items if w["healthy"]),
+        slots=sum(w["slots"] for w in items if w["healthy"]),
     )
 
 
@@ -74,5 +88,6 @@ routes = [
     Route("/deployment", deployment),
     Route("/deployment/daemons", daemons, name="daemons"),
     Route("/deployment/daemons/{name}/restart", restart, methods=["POST"], name="restart_daemon"),
+    Route("/deployment/workers", workers, name="workers"),
     Route("/deployment/configuration", configuration, name="configuration"),
 ]

@@ -22,6 +22,7 @@ import psutil
 import sqlalchemy as sa
 
 from dagd.client.client import Client
+from dagd.processes import daemon_name
 from dagd.storage.schema import instigators, run_attempts, run_events, runs, ticks
 from dagd.timefmt import as_utc
 from helpers.procs import DagdProcess
@@ -176,10 +177,9 @@ class Deployment:
                 cmd = child.cmdline()
             except psutil.Error:
                 continue
-            if "dagd.daemons" in cmd:
-                name = cmd[cmd.index("dagd.daemons") + 1]
-                if name in DAEMON_NAMES:
-                    found[name] = child.pid
+            name = daemon_name(cmd)  # from its title, dagd: <name>, or its command line before that
+            if name in DAEMON_NAMES:
+                found[name] = child.pid
         return found
 
     def stop(self) -> int | None:

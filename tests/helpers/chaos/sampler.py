@@ -28,6 +28,7 @@ from typing import IO
 
 import psutil
 
+from dagd.processes import role_of
 from helpers.chaos.deployment import IN_PROGRESS, LIMITS, Deployment
 from helpers.chaos.faults import DownWindows
 from helpers.chaos.invariants import (
@@ -172,17 +173,11 @@ def _ppid(proc: psutil.Process) -> int | None:
 
 
 def _role(proc: psutil.Process, cmd: str) -> str:
-    if "dagd.runs.worker" in cmd:
-        return "worker"
-    if "dagd.runs.local.forkserver" in cmd:
+    parent_cmd: list[str] = []
+    if "dagd.runs.local.forkserver" in cmd:  # the fork server, or a worker it forked (no title yet)
         parent = proc.parent()
-        parent_cmd = " ".join(parent.cmdline()) if parent is not None else ""
-        return "fork server" if "dagd.daemons" in parent_cmd else "worker"
-    if "dagd.daemons" in cmd:
-        return "daemon"
-    if "dagd.codeserver" in cmd:
-        return "code server"
-    return "process"
+        parent_cmd = parent.cmdline() if parent is not None else []
+    return role_of(cmd.split(), parent_cmd)
 
 
 class StatusProbe:
