@@ -216,11 +216,13 @@ class StreamHub:
         self._logs_max = logs
         cursor = self._cursor.expire(now)
         while events > cursor.last or cursor.gaps:
-            batch = read_changes(self.storage, cursor)
+            batch = read_changes(self.storage, cursor, ids_only=not self._has_watchers())
             if not batch.ids:
                 break
-            cursor = cursor.advance(batch.ids, batch.now)
-            self._fan_out(batch, cursor)
+            after = cursor.advance(batch.ids, batch.now)
+            if not self._fan_out(batch, after):
+                continue  # a watcher opened during an ids-only read: read the batch again, whole
+            cursor = after
             woke = True
             if events <= cursor.last:
                 break
@@ -237,12 +239,24 @@ class StreamHub:
                 if sub.on_stuck is not None:
                     sub.on_stuck()
 
-    def _fan_out(self, batch: ChangeBatch, after: Cursor) -> None:
+    def _has_watchers(self) -> bool:
+        with self._lock:
+            return self._watching()
+
+    def _watching(self) -> bool:
+        """Whether any run watcher is open (the caller holds the lock)."""
+        return bool(self._by_kind.get("changes")) or any(self._by_job.values())
+
+    def _fan_out(self, batch: ChangeBatch, after: Cursor) -> bool:
         """Hand a batch to the watchers it may concern, and move the hub's position past it, in one
-        step under the lock (so idle_position never skips a batch still on its way)."""
+        step under the lock (so idle_position never skips a batch still on its way). False, and
+        nothing moved, for an ids-only batch when a watcher has opened since it was read: that
+        watcher's position is before the batch, so the batch must be read with its changes."""
         mono = time.monotonic()
         jobs = {c.run.job_name for c in batch.changes if c.status is not None and c.run is not None}
         with self._lock:
+            if not batch.complete and self._watching():
+                return False
             candidates = [*self._by_kind.get("changes", ())]
             for job in jobs:
                 candidates += self._by_job.get(job, ())
@@ -251,6 +265,7 @@ class StreamHub:
                 if sub.behind:
                     self._behind.add(sub)
             self._cursor = self._fanned = after
+        return True
 
     @contextlib.contextmanager
     def _waiter(self) -> Iterator[Callable[[], None]]:
