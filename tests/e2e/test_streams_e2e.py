@@ -227,8 +227,9 @@ def test_streams_past_max_streams_are_refused_with_one_clear_line(
             return False
 
     wait_for(can_open, 30, "the cancelled streams' slots to come back")
-    # Their slots come back: a new watch opens (it ends at once here: we interrupt it).
-    watcher = Watcher(dagd.home)
+    # Their slots come back: a new watch opens (it ends at once here: we interrupt it). From the
+    # beginning: a watch "from now" may open after the submission below and rightly not show it.
+    watcher = Watcher(dagd.home, "--from-beginning")
     run_id = client.submit("hello")["run_id"]
     wait_for(lambda: any(line["run_id"] == run_id for line in watcher.lines), 30, "the new watch to work")
     assert watcher.stop() == 130

@@ -1,7 +1,9 @@
 """Server-sent events for the pages' live parts (issue #20): the supervisor's streams, relayed.
 
 ``/live`` tells a page that something it shows changed (``event: change``); the page then
-refreshes its live parts once (static/app.js). ``?run=ID`` narrows it to one run's status changes,
+refreshes its live parts once (static/app.js). Its first event, ``ready``, comes once the
+supervisor has subscribed the stream: the page refreshes on it too, since a change made between
+the page's render and that moment is before the stream's start. ``?run=ID`` narrows it to one run's status changes,
 ``?watch=daemons`` follows the daemons instead. Each event's ``id`` is the stream cursor, so the
 browser's EventSource, reconnecting by itself, sends it back as ``Last-Event-ID`` and misses
 nothing. ``/runs/{id}/log/stream?after=SEQ`` sends the run's new log lines (``event: lines``)
@@ -102,8 +104,16 @@ async def live(request: Request) -> StreamingResponse:
     run_id = request.query_params.get("run", "")
     cursor = request.headers.get("last-event-id", "")
 
+    opened = {"ready": False}
+
     def render(item: tuple[str, dict[str, Any] | None]) -> str:
         position, change = item
+        if not opened["ready"]:
+            # The stream's first message is its starting position, sent once the supervisor has
+            # subscribed: the page refreshes on it, so a change between the page's render and
+            # this moment (which the stream, starting from now, will not send) is shown too.
+            opened["ready"] = True
+            return f"id: {position}\nevent: ready\ndata: {{}}\n\n"
         if change is None:
             return f"id: {position}\n\n"  # the position moved; nothing to show
         data = {"run_id": change["run_id"], "status": change["status"]}
