@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from dagd import home as layout
 from dagd.errors import ConfigError
+from dagd.instance.builtins import BUILTINS
 from dagd.instance.handoff import decode
 
 if TYPE_CHECKING:
@@ -66,17 +67,34 @@ def has_own_config_model(cls: type) -> bool:
     return isinstance(inspect.getattr_static(cls, "config_model", None), type)
 
 
-class BuiltinConfigModel:
-    """A built-in plug-in's ``config_model``, named by class and imported from
-    :mod:`dagd.instance.config` on first access: the class stays importable without pydantic."""
+def config_model(name: str) -> Any:
+    """The pydantic model class ``name`` of :mod:`dagd.instance.config` (imports pydantic)."""
+    from dagd.instance import config
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    return getattr(config, name)
+
+
+def public_config_model(module: str, name: str) -> Any:
+    """For a public package's ``__getattr__``: the config model ``name`` of one of its built-ins."""
+    for builtin in BUILTINS:
+        if builtin.module == module and builtin.config_model == name:
+            return config_model(name)
+    raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+
+class BuiltinConfigModel:
+    """A built-in plug-in's ``config_model``: the model :data:`dagd.instance.builtins.BUILTINS`
+    gives the class it is set on, imported from :mod:`dagd.instance.config` on first access, so
+    the class stays importable without pydantic. A subclass inherits its built-in parent's model."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        models = {builtin.config_model for builtin in BUILTINS if builtin.class_name == owner.__name__}
+        if len(models) != 1:
+            raise TypeError(f"{owner.__qualname__} is not a built-in plug-in (dagd.instance.builtins)")
+        self.name = models.pop()
 
     def __get__(self, obj: object, owner: type | None = None) -> Any:
-        from dagd.instance import config
-
-        return getattr(config, self.name)
+        return config_model(self.name)
 
 
 class Instance:
