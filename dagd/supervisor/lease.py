@@ -102,7 +102,8 @@ class RenewDeadline:
         return now >= self.valid_until
 
     def next_attempt_in(self, last_succeeded: bool) -> float:
-        """A third of the lease after a success; after a failure, retry often within the deadline."""
+        """From the start of the last attempt: a third of the lease after a success; after a
+        failure, retry often within the deadline."""
         return self.ttl / 3 if last_succeeded else min(1.0, self.ttl / 10)
 
 
@@ -234,11 +235,19 @@ class LeaseKeeper:
             return
 
     def _renew_loop(self) -> None:
+        """Attempts spaced from each attempt's *start*, so a slow answer does not delay the next
+        one: spaced from the answer, renewals answering late drifted past the renew deadline one
+        by one, and a leader whose every renewal succeeded stepped down under load."""
         assert self.deadline is not None
         succeeded = True
-        while not self._stop.wait(self.deadline.next_attempt_in(succeeded)) and not self._lost.is_set():
+        began = self.deadline.valid_until - self.deadline.renew_deadline  # the acquire's attempt
+        while True:
+            delay = max(0.0, began + self.deadline.next_attempt_in(succeeded) - time.monotonic())
+            if self._stop.wait(delay) or self._lost.is_set():
+                return
             assert self.lease is not None
             t0, sent = time.monotonic(), time.time()
+            began = t0
             try:
                 renewed = self.storage.leases.renew(self.lease, self.ttl)
             except StorageUnavailable as exc:
@@ -246,6 +255,8 @@ class LeaseKeeper:
                     log.warning("could not renew the supervisor lease (retrying): %s", exc)
                 succeeded = False  # an outage is not a takeover, but the deadline keeps running
                 continue
+            if self._stop.is_set():
+                return  # released meanwhile (shutdown): the lease is no longer ours to track
             if renewed is None:
                 self._lose("the supervisor lease was taken over by another supervisor")
                 return

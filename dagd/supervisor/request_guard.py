@@ -5,7 +5,8 @@ string field) is to log a traceback and answer ``INTERNAL: Exception deserializi
 a NUL character in a string field parses fine but makes PostgreSQL refuse the statement, which
 surfaced as ``INTERNAL: internal error: DataError``. Both are bad input, not server faults: this
 interceptor answers them ``INVALID_ARGUMENT`` with one line naming the problem, before any
-servicer code runs, on every unary method of every service (dagd's, health).
+servicer code runs, on every method with one request of every service (dagd's, health), the
+server-streaming watches included.
 """
 
 from __future__ import annotations
@@ -81,16 +82,19 @@ class RequestGuardInterceptor(grpc.ServerInterceptor):
         self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: grpc.HandlerCallDetails
     ) -> Any:
         handler = continuation(details)
-        if (
-            handler is None
-            or handler.request_streaming
-            or handler.response_streaming
-            or handler.request_deserializer is None
-            or handler.unary_unary is None
-        ):
+        if handler is None or handler.request_streaming or handler.request_deserializer is None:
             return handler
-        return grpc.unary_unary_rpc_method_handler(
-            _guard_behaviour(handler.unary_unary),
-            request_deserializer=_guard_deserializer(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
+        deserializer = _guard_deserializer(handler.request_deserializer)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _guard_behaviour(handler.unary_unary),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:  # the watches (WatchRuns, FollowRunLogs, WatchDaemons)
+            return grpc.unary_stream_rpc_method_handler(
+                _guard_behaviour(handler.unary_stream),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

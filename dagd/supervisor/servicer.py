@@ -352,7 +352,7 @@ class RunServicer(pb_grpc.RunServiceServicer):
 
         for cursor, change in watch_runs(
             hub, start, from_beginning=request.from_beginning, matches=matches,
-            is_active=context.is_active, on_open=lambda sub: _tie(sub, context),
+            is_active=context.is_active, on_open=lambda sub: _tie(sub, context), job=job or None,
         ):  # fmt: skip
             yield pb.WatchRunsResponse(
                 cursor=cursor.encode(), change=change_to_pb(change) if change else None
@@ -479,7 +479,9 @@ class DaemonServicer(pb_grpc.DaemonServiceServicer):
     @translate_errors
     def WatchDaemons(self, request: pb.WatchDaemonsRequest, context: grpc.ServicerContext) -> Iterator[Any]:
         hub = self.control.require_streams()
-        for view, beat in watch_daemons(hub, self.control.daemon_status, context.is_active):
+        for view, beat in watch_daemons(
+            hub, self.control.daemon_status, context.is_active, on_open=lambda sub: _tie(sub, context)
+        ):
             yield pb.WatchDaemonsResponse(daemon=daemon_to_pb(view, beat), role=self.control.role)
 
 

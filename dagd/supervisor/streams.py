@@ -29,6 +29,7 @@ from dagd.runs.cursor import Cursor
 from dagd.runs.model import LogLine, RunStatus
 from dagd.storage.changes import ChangeBatch, RunChange, latest_ids, oldest_cursor, read_changes
 from dagd.storage.schema import NOTIFY_CHANNEL
+from dagd.storage.sql import PG_CONNECTION_ARGS
 
 if TYPE_CHECKING:
     from dagd.storage.runs import RunStore
@@ -55,29 +56,16 @@ class Subscription:
     closed: bool = False
     on_stuck: Callable[[], None] | None = None
     stuck_handled: bool = field(default=False)
-    # A watcher's filter, applied by the hub: a batch with nothing for it is not handed over
-    # (1,000 idle watchers are not woken by every change); ``skipped_to`` is then the hub's
-    # position after it, which the handler adopts while its inbox is empty (``lock``).
+    # A watcher's filter, applied by the hub: a batch with nothing for it is not handed over, so
+    # 1,000 idle watchers are not woken by every change (``job`` indexes it: a watcher of one
+    # job is not even looked at for a batch without that job). Its handler moves its cursor past
+    # what it was not given while its inbox is empty (StreamHub.idle_position).
     matches: Callable[[RunChange], bool] | None = None
-    skipped_to: Cursor | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    job: str | None = None
 
-    def offer_batch(self, batch: ChangeBatch, after: Cursor, now: float) -> None:
-        with self.lock:
-            wanted = self.matches is None or any(
-                c.status is not None and self.matches(c) for c in batch.changes
-            )
-            if not wanted:
-                self.skipped_to = after
-                return
+    def offer_batch(self, batch: ChangeBatch, now: float) -> None:
+        if self.matches is None or any(c.status is not None and self.matches(c) for c in batch.changes):
             self.offer(batch, now)
-
-    def idle_position(self, cursor: Cursor) -> Cursor:
-        """``cursor`` moved past the batches skipped for this watcher, if nothing waits unread."""
-        with self.lock:
-            if self.skipped_to is None or not self.queue.empty():
-                return cursor
-            return cursor.merge(self.skipped_to)
 
     def offer(self, item: Any, now: float) -> None:
         if self.behind or self.closed:
@@ -91,8 +79,10 @@ class Subscription:
             self.queue.put_nowait(item)
         except queue.Full:
             self.behind, self.behind_since = True, now
+            # Make room for the sentinel that wakes the handler (which may be emptying it now).
+            with contextlib.suppress(queue.Full, queue.Empty):
+                self.queue.get_nowait()
             with contextlib.suppress(queue.Full):
-                self.queue.get_nowait()  # make room for the sentinel that wakes the handler
                 self.queue.put_nowait(None)
 
     def get(self, timeout: float) -> Any:
@@ -128,6 +118,10 @@ class StreamHub:
         self.poll_seconds = poll_seconds or default
         self._lock = threading.Lock()
         self._subs: set[Subscription] = set()
+        self._by_kind: dict[str, set[Subscription]] = {}
+        self._by_job: dict[str, set[Subscription]] = {}
+        self._behind: set[Subscription] = set()
+        self._fanned = Cursor()  # the position after the last batch handed out
         self._cursor = Cursor()
         self._logs_max = 0
         self._stop = threading.Event()
@@ -157,25 +151,39 @@ class StreamHub:
 
     @contextlib.contextmanager
     def subscribe(
-        self, kind: str, matches: Callable[[RunChange], bool] | None = None
+        self, kind: str, matches: Callable[[RunChange], bool] | None = None, job: str | None = None
     ) -> Iterator[tuple[Subscription, Cursor]]:
         """An inbox, and the hub's position when it was opened (changes after it arrive in it)."""
         if not self._ready.wait(timeout=10):
             raise Unavailable("the stream reader is not ready (storage unreachable?)")
         size = self.queue_size if kind == "changes" else 1
-        sub = Subscription(kind, queue.Queue(maxsize=size + 1), matches=matches)
+        sub = Subscription(kind, queue.Queue(maxsize=size + 1), matches=matches, job=job)
         with self._lock:
             if len(self._subs) >= self.max_streams or self._stop.is_set():
                 raise TooManyStreams(
                     f"too many open streams ({self.max_streams}, streams.max_streams): try again later"
                 )
             self._subs.add(sub)
+            self._group(sub).add(sub)
             position = self._cursor
         try:
             yield sub, position
         finally:
             with self._lock:
                 self._subs.discard(sub)
+                self._group(sub).discard(sub)
+                self._behind.discard(sub)
+
+    def _group(self, sub: Subscription) -> set[Subscription]:
+        if sub.kind == "changes" and sub.job is not None:
+            return self._by_job.setdefault(sub.job, set())
+        return self._by_kind.setdefault(sub.kind, set())
+
+    def idle_position(self, sub: Subscription, cursor: Cursor) -> Cursor:
+        """``cursor`` moved past every batch fanned out so far, if ``sub`` has nothing unread: the
+        batches it was not given had nothing for it."""
+        with self._lock:
+            return cursor.merge(self._fanned) if sub.queue.empty() else cursor
 
     @property
     def open_streams(self) -> int:
@@ -196,6 +204,7 @@ class StreamHub:
         events, logs, now = latest_ids(self.storage)
         if not self._ready.is_set():
             self._cursor, self._logs_max = Cursor(last=events), logs
+            self._fanned = self._cursor
             self._ready.set()
         with self._waiter() as wait:
             while not self._stop.is_set():
@@ -208,34 +217,56 @@ class StreamHub:
         self._logs_max = logs
         cursor = self._cursor.expire(now)
         while events > cursor.last or cursor.gaps:
-            batch = read_changes(self.storage, cursor)
+            batch = read_changes(self.storage, cursor, ids_only=not self._has_watchers())
             if not batch.ids:
                 break
-            cursor = cursor.advance(batch.ids, batch.now)
-            with self._lock:
-                self._cursor = cursor
-                subs = list(self._subs)
-            self._fan_out(subs, batch, cursor)
+            after = cursor.advance(batch.ids, batch.now)
+            if not self._fan_out(batch, after):
+                continue  # a watcher opened during an ids-only read: read the batch again, whole
+            cursor = after
             woke = True
             if events <= cursor.last:
                 break
-        with self._lock:
-            self._cursor = cursor
-            subs = list(self._subs)
         mono = time.monotonic()
-        for sub in subs:
-            if woke and sub.kind == "logs":
-                sub.offer(WAKE, mono)
-            if sub.behind and not sub.stuck_handled and mono - sub.behind_since > STUCK_GRACE_SECONDS:
+        with self._lock:
+            self._cursor = self._fanned = cursor
+            loggers = list(self._by_kind.get("logs", ())) if woke else []
+            behind = list(self._behind)
+        for sub in loggers:
+            sub.offer(WAKE, mono)
+        for sub in behind:
+            if not sub.stuck_handled and mono - sub.behind_since > STUCK_GRACE_SECONDS:
                 sub.stuck_handled = True
                 if sub.on_stuck is not None:
                     sub.on_stuck()
 
-    def _fan_out(self, subs: list[Subscription], batch: ChangeBatch, after: Cursor) -> None:
+    def _has_watchers(self) -> bool:
+        with self._lock:
+            return self._watching()
+
+    def _watching(self) -> bool:
+        """Whether any run watcher is open (the caller holds the lock)."""
+        return bool(self._by_kind.get("changes")) or any(self._by_job.values())
+
+    def _fan_out(self, batch: ChangeBatch, after: Cursor) -> bool:
+        """Hand a batch to the watchers it may concern, and move the hub's position past it, in one
+        step under the lock (so idle_position never skips a batch still on its way). False, and
+        nothing moved, for an ids-only batch when a watcher has opened since it was read: that
+        watcher's position is before the batch, so the batch must be read with its changes."""
         mono = time.monotonic()
-        for sub in subs:
-            if sub.kind == "changes":
-                sub.offer_batch(batch, after, mono)
+        jobs = {c.run.job_name for c in batch.changes if c.status is not None and c.run is not None}
+        with self._lock:
+            if not batch.complete and self._watching():
+                return False
+            candidates = [*self._by_kind.get("changes", ())]
+            for job in jobs:
+                candidates += self._by_job.get(job, ())
+            for sub in candidates:
+                sub.offer_batch(batch, mono)
+                if sub.behind:
+                    self._behind.add(sub)
+            self._cursor = self._fanned = after
+        return True
 
     @contextlib.contextmanager
     def _waiter(self) -> Iterator[Callable[[], None]]:
@@ -247,8 +278,10 @@ class StreamHub:
             yield sleep
             return
         import psycopg
+        from psycopg.conninfo import make_conninfo
 
-        conn = psycopg.connect(self.pg_conninfo, autocommit=True, connect_timeout=5)
+        # Keepalives and tcp_user_timeout, as on every PostgreSQL connection: a cut link fails.
+        conn = psycopg.connect(make_conninfo(self.pg_conninfo, **PG_CONNECTION_ARGS), autocommit=True)
         try:
             conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
 
@@ -292,10 +325,11 @@ def watch_runs(
     matches: Callable[[RunChange], bool],
     is_active: Callable[[], bool],
     on_open: Callable[[Subscription], None] = lambda sub: None,
+    job: str | None = None,
 ) -> Iterator[tuple[Cursor, RunChange | None]]:
     """(cursor after it, change) for each status change ``start`` has not seen, as they happen;
     (cursor, None) now and then as a keep-alive. Raises FellBehind when the reader lags too far."""
-    with hub.subscribe("changes", matches) as (sub, position):
+    with hub.subscribe("changes", matches, job) as (sub, position):
         on_open(sub)
         cursor = start if start is not None else oldest_cursor(hub.storage) if from_beginning else position
         yield cursor, None  # the starting position, so even a client that sees nothing can resume
@@ -318,7 +352,7 @@ def watch_runs(
                     )
                 raise _stopping()
             if item is WAKE:
-                cursor = sub.idle_position(cursor)
+                cursor = hub.idle_position(sub, cursor)
                 if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
                     last_sent = time.monotonic()
                     yield cursor, None
@@ -378,11 +412,15 @@ def _stopping() -> Unavailable:
 
 
 def watch_daemons(
-    hub: StreamHub, statuses: Callable[[], list[tuple[Any, Any]]], is_active: Callable[[], bool]
+    hub: StreamHub,
+    statuses: Callable[[], list[tuple[Any, Any]]],
+    is_active: Callable[[], bool],
+    on_open: Callable[[Subscription], None] = lambda sub: None,
 ) -> Iterator[tuple[Any, Any]]:
     """Every daemon's (view, heartbeat) first, then again whenever its health, state, pid,
     restarts or degradation change."""
     with hub.subscribe("daemons") as (sub, _):
+        on_open(sub)
         sent: dict[str, tuple[Any, ...]] = {}
         while is_active():
             for view, beat in statuses():

@@ -113,6 +113,14 @@ class Gateway:
         """The shared client, for a stream (dagd.webserver.pages.live) that runs on its own thread."""
         return self._get()
 
+    def stream_failed(self, client: Client, exc: BaseException) -> None:
+        """A stream of ``client`` ended with ``exc``: drop the client if the supervisor is gone, as
+        call_sync does, so the browser's reconnect finds the supervisor at its new address."""
+        import grpc
+
+        if isinstance(exc, grpc.RpcError) and isinstance(client.translate_error(exc), SupervisorUnreachable):
+            self._drop(client)
+
     async def call(self, fn: Callable[[Client], T]) -> T:
         return await anyio.to_thread.run_sync(self.call_sync, fn)
 

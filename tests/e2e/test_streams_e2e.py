@@ -201,14 +201,35 @@ def test_streams_past_max_streams_are_refused_with_one_clear_line(
     ]
     for call in open_:
         next(call)
+    # Bad input first (refused before a stream opens, whatever the cap): one line, exit 2.
+    for args, says in (
+        (["--cursor", "v1.bm90IGEgY3Vyc29y"], "invalid stream cursor"),
+        (["--cursor", "garbage"], "invalid stream cursor"),
+        (["--status", "BOGUS"], "BOGUS"),
+        (["--tag", "novalue"], "expected KEY=VALUE"),
+    ):
+        bad = dagd.ctl("runs", "watch", *args, timeout=30)
+        assert bad.code == 2 and says in bad.stderr and bad.stderr.strip().count("\n") == 0, (args, bad)
     refused = dagd.ctl("runs", "watch", timeout=30)
     assert refused.code == 1, refused
     assert refused.stderr.strip().count("\n") == 0
     assert "too many open streams (3, streams.max_streams)" in refused.stderr
     for call in open_:
         call.cancel()
-    # Their slots come back: a new watch opens (it ends at once here: we interrupt it).
-    watcher = Watcher(dagd.home)
+
+    def can_open() -> bool:
+        try:
+            call = client.runs.WatchRuns(pb.WatchRunsRequest(), metadata=client._metadata)
+            next(call)
+            call.cancel()
+            return True
+        except grpc.RpcError:
+            return False
+
+    wait_for(can_open, 30, "the cancelled streams' slots to come back")
+    # Their slots come back: a new watch opens (it ends at once here: we interrupt it). From the
+    # beginning: a watch "from now" may open after the submission below and rightly not show it.
+    watcher = Watcher(dagd.home, "--from-beginning")
     run_id = client.submit("hello")["run_id"]
     wait_for(lambda: any(line["run_id"] == run_id for line in watcher.lines), 30, "the new watch to work")
     assert watcher.stop() == 130

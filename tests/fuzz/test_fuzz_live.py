@@ -32,6 +32,7 @@ from typing import Any
 import grpc
 import pytest
 import sqlalchemy as sa
+from google.protobuf import message_factory, struct_pb2
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
@@ -83,6 +84,8 @@ METHODS = [
     for m in service.methods
 ]
 assert len(METHODS) >= 17, [m.path for m in METHODS]
+STREAMING = {m.path for m in METHODS if m.descriptor.server_streaming}
+assert len(STREAMING) >= 3, STREAMING
 
 
 @dataclass(frozen=True)
@@ -101,11 +104,28 @@ class Live:
         self.channel = grpc.insecure_channel(address)
 
     def call(self, path: str, data: bytes, timeout: float = 20) -> Answer:
+        if path in STREAMING:
+            return self._open_stream(path, data)
         method = self.channel.unary_unary(path, request_serializer=None, response_deserializer=None)
         try:
             return Answer(grpc.StatusCode.OK, "", method(data, timeout=timeout))
         except grpc.RpcError as exc:
             return Answer(exc.code(), exc.details() or "", None)
+
+    def _open_stream(self, path: str, data: bytes, timeout: float = 3) -> Answer:
+        """A watch: refused at once (an error), or accepted (its first message, or still open and
+        quiet at the deadline: a watch with nothing to say yet is not a refusal)."""
+        method = self.channel.unary_stream(path, request_serializer=None, response_deserializer=None)
+        call = method(data, timeout=timeout)
+        try:
+            first = next(call, b"")
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return Answer(grpc.StatusCode.OK, "", b"")
+            return Answer(exc.code(), exc.details() or "", None)
+        finally:
+            call.cancel()
+        return Answer(grpc.StatusCode.OK, "", first)
 
     def call_ok(self, path: str, request: Message) -> bytes:
         answer = self.call(path, request.SerializeToString())
@@ -220,10 +240,27 @@ def integers(field: FieldDescriptor) -> st.SearchStrategy[int]:
     return st.one_of(st.sampled_from([low, high, -1, 0, 1, 1000, 1001]), st.integers(low, high))
 
 
-def field_values(field: FieldDescriptor) -> st.SearchStrategy[Any]:
+def structs() -> st.SearchStrategy[struct_pb2.Struct]:
+    """A google.protobuf.Struct (a typed run config) of JSON scalars and small lists."""
+    scalars = st.one_of(strings(), st.floats(allow_nan=False), st.booleans(), st.none())
+    values = st.one_of(scalars, st.lists(scalars, max_size=3))
+
+    def build(fields: dict[str, Any]) -> struct_pb2.Struct:
+        out = struct_pb2.Struct()
+        out.update(fields)
+        return out
+
+    return st.dictionaries(strings(), values, max_size=4).map(build)
+
+
+def field_values(field: FieldDescriptor, depth: int = 0) -> st.SearchStrategy[Any]:
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
         return st.dictionaries(strings(), strings(), max_size=4)
-    if field.type == FieldDescriptor.TYPE_STRING:
+    if field.message_type is not None and field.message_type.full_name == "google.protobuf.Struct":
+        single: st.SearchStrategy[Any] = structs()
+    elif field.message_type is not None:  # a nested request (SubmitRuns' runs): one level deep
+        single = messages(message_factory.GetMessageClass(field.message_type), depth + 1)
+    elif field.type == FieldDescriptor.TYPE_STRING:
         single: st.SearchStrategy[Any] = strings()
     elif field.type == FieldDescriptor.TYPE_BOOL:
         single = st.booleans()
@@ -236,13 +273,21 @@ def field_values(field: FieldDescriptor) -> st.SearchStrategy[Any]:
 
 
 @st.composite
+def messages(draw: st.DrawFn, message: type[Message], depth: int = 0) -> Message:
+    """A message of type ``message`` with random field values (message fields one level deep)."""
+    kwargs = {}
+    for field in message.DESCRIPTOR.fields:
+        if field.message_type is not None and depth > 0 and not field.message_type.GetOptions().map_entry:
+            continue
+        if draw(st.booleans()):
+            kwargs[field.name] = draw(field_values(field, depth))
+    return message(**kwargs)
+
+
+@st.composite
 def requests(draw: st.DrawFn, method: Method) -> bytes:
     """A well-formed message of the method's request type with random field values."""
-    kwargs = {}
-    for field in method.request.DESCRIPTOR.fields:
-        if draw(st.booleans()):
-            kwargs[field.name] = draw(field_values(field))
-    return method.request(**kwargs).SerializeToString()
+    return draw(messages(method.request)).SerializeToString()
 
 
 def varint(value: int) -> bytes:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from helpers.procs import wait_for
 
 from dagd.errors import StorageUnavailable
 from dagd.runs.model import RunStatus
@@ -111,7 +112,15 @@ def test_a_postgres_connection_killed_while_idle_is_replaced_without_an_error(
             before = sql.scalar("SELECT pg_backend_pid()")
         with pg_storage.sql_write() as sql:
             assert sql.scalar("SELECT pg_terminate_backend(:pid)", {"pid": before}) is True
-        with db.sql_read() as sql:  # the idle connection is dead: pinged, dropped, replaced
+
+        def gone() -> bool:  # pg_terminate_backend only signals: the backend ends a moment later
+            with pg_storage.sql_read() as sql:
+                return not sql.scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid", {"pid": before}
+                )
+
+        wait_for(gone, 10, "the killed backend to end")
+        with db.sql_read() as sql:  # the idle connection is dead: checked, dropped, replaced
             after = sql.scalar("SELECT pg_backend_pid()")
         assert after != before
     finally:

@@ -89,3 +89,33 @@ def test_the_event_stream_is_server_sent_events_with_the_cursor_as_id(web: WebDe
     status, kind, text = read_events(f"{web.url}/live?run={run_id}", "id: v1.", timeout=20)
     assert status == 200 and kind.startswith("text/event-stream"), (status, kind)
     assert re.search(r"id: v1\.\S+\n", text), text[:500]  # the cursor, for Last-Event-ID
+
+
+@pytest.mark.timeout(90)
+def test_a_change_between_the_page_render_and_its_stream_opening_is_shown(
+    web: WebDeployment, page: Any
+) -> None:
+    """Regression: a run page's stream starts "from now", so a change made after the page was
+    rendered but before the stream was subscribed was never shown (the run page stayed at STARTING
+    while the run ran; polling is off once the stream is up). The stream's first event, ``ready``,
+    now makes the page refresh once. Here the run is cancelled while the page's stream request is
+    held back, and it is finished before the stream opens: nothing later would show it."""
+    with web.client() as client:
+        client.set_queue_paused(True)
+        try:
+            run_id = client.submit("hello")["run_id"]
+
+            def hold_back_the_stream(route: Any) -> None:
+                client.terminate(run_id)
+                deadline = time.monotonic() + 20
+                while web.run(run_id)["status"] != "CANCELED" and time.monotonic() < deadline:
+                    time.sleep(0.05)  # polling interval inside a deadline
+                route.continue_()
+
+            page.route(re.compile(r"/live\?run="), hold_back_the_stream)
+            page.goto(f"{web.url}/runs/{run_id}")
+            status_cell(page).and_(page.locator("dd", has_text="CANCELED")).wait_for(timeout=20_000)
+            assert web.run(run_id)["status"] == "CANCELED"
+            assert page.evaluate("performance.getEntriesByType('navigation').length") == 1, "no reload"
+        finally:
+            client.set_queue_paused(False)

@@ -1,7 +1,9 @@
 """Server-sent events for the pages' live parts (issue #20): the supervisor's streams, relayed.
 
 ``/live`` tells a page that something it shows changed (``event: change``); the page then
-refreshes its live parts once (static/app.js). ``?run=ID`` narrows it to one run's status changes,
+refreshes its live parts once (static/app.js). Its first event, ``ready``, comes once the
+supervisor has subscribed the stream: the page refreshes on it too, since a change made between
+the page's render and that moment is before the stream's start. ``?run=ID`` narrows it to one run's status changes,
 ``?watch=daemons`` follows the daemons instead. Each event's ``id`` is the stream cursor, so the
 browser's EventSource, reconnecting by itself, sends it back as ``Last-Event-ID`` and misses
 nothing. ``/runs/{id}/log/stream?after=SEQ`` sends the run's new log lines (``event: lines``)
@@ -33,7 +35,12 @@ KEEPALIVE_SECONDS = 15.0
 _END = object()
 
 
-def _relay(stream: OpenStream, loop: asyncio.AbstractEventLoop, inbox: asyncio.Queue[Any]) -> None:
+def _relay(
+    stream: OpenStream,
+    loop: asyncio.AbstractEventLoop,
+    inbox: asyncio.Queue[Any],
+    failed: Callable[[BaseException], None],
+) -> None:
     def put(item: Any) -> None:
         with contextlib.suppress(RuntimeError, asyncio.CancelledError, TimeoutError):
             asyncio.run_coroutine_threadsafe(inbox.put(item), loop).result(timeout=3600)
@@ -41,17 +48,20 @@ def _relay(stream: OpenStream, loop: asyncio.AbstractEventLoop, inbox: asyncio.Q
     try:
         for item in stream:
             put(item)
-    except Exception:  # the call ended: cancelled (tab closed), supervisor gone, fell behind
-        pass
+    except Exception as exc:  # the call ended: cancelled (tab closed), supervisor gone, fell behind
+        failed(exc)
     put(_END)
 
 
 async def _events(
-    stream: OpenStream, render: Callable[[Any], str | None], end: Callable[[], str] | None = None
+    stream: OpenStream,
+    render: Callable[[Any], str | None],
+    end: Callable[[], str] | None = None,
+    failed: Callable[[BaseException], None] = lambda exc: None,
 ) -> AsyncIterator[str]:
     inbox: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
     loop = asyncio.get_running_loop()
-    threading.Thread(target=_relay, args=(stream, loop, inbox), name="sse", daemon=True).start()
+    threading.Thread(target=_relay, args=(stream, loop, inbox, failed), name="sse", daemon=True).start()
     try:
         yield "retry: 2000\n\n"
         while True:
@@ -82,22 +92,38 @@ def _sse(body: AsyncIterator[str]) -> StreamingResponse:
 async def live(request: Request) -> StreamingResponse:
     gateway = ui_of(request).gateway
     if request.query_params.get("watch") == "daemons":
-        stream = await asyncio.to_thread(lambda: open_daemon_changes(gateway.client()))
-        return _sse(_events(stream, lambda d: f"event: change\ndata: {json.dumps(d['name'])}\n\n"))
+        client = gateway.client()
+        stream = await asyncio.to_thread(open_daemon_changes, client)
+        return _sse(
+            _events(
+                stream,
+                lambda d: f"event: change\ndata: {json.dumps(d['name'])}\n\n",
+                failed=lambda exc: gateway.stream_failed(client, exc),
+            )
+        )
     run_id = request.query_params.get("run", "")
     cursor = request.headers.get("last-event-id", "")
 
+    opened = {"ready": False}
+
     def render(item: tuple[str, dict[str, Any] | None]) -> str:
         position, change = item
+        if not opened["ready"]:
+            # The stream's first message is its starting position, sent once the supervisor has
+            # subscribed: the page refreshes on it, so a change between the page's render and
+            # this moment (which the stream, starting from now, will not send) is shown too.
+            opened["ready"] = True
+            return f"id: {position}\nevent: ready\ndata: {{}}\n\n"
         if change is None:
             return f"id: {position}\n\n"  # the position moved; nothing to show
         data = {"run_id": change["run_id"], "status": change["status"]}
         return f"id: {position}\nevent: change\ndata: {json.dumps(data)}\n\n"
 
+    client = gateway.client()
     stream = await asyncio.to_thread(
-        lambda: open_run_changes(gateway.client(), cursor=cursor, run_ids=[run_id] if run_id else [])
+        lambda: open_run_changes(client, cursor=cursor, run_ids=[run_id] if run_id else [])
     )
-    return _sse(_events(stream, render))
+    return _sse(_events(stream, render, failed=lambda exc: gateway.stream_failed(client, exc)))
 
 
 async def log_stream(request: Request) -> StreamingResponse:
@@ -109,7 +135,8 @@ async def log_stream(request: Request) -> StreamingResponse:
         after = max(after, int(request.headers.get("last-event-id") or "0"))
     except ValueError:
         raise InvalidArgument("after must be an integer") from None
-    stream = await asyncio.to_thread(lambda: open_log_follow(gateway.client(), run_id, after_seq=after))
+    client = gateway.client()
+    stream = await asyncio.to_thread(lambda: open_log_follow(client, run_id, after_seq=after))
     status = {"value": ""}
 
     def render(item: tuple[list[dict[str, Any]], str]) -> str | None:
@@ -123,7 +150,7 @@ async def log_stream(request: Request) -> StreamingResponse:
         # Only a finished run ends the stream for good; otherwise the browser reconnects.
         return f"event: end\ndata: {json.dumps(status['value'])}\n\n" if finished else ""
 
-    return _sse(_events(stream, render, end))
+    return _sse(_events(stream, render, end, failed=lambda exc: gateway.stream_failed(client, exc)))
 
 
 routes = [

@@ -75,6 +75,8 @@
     };
     var source = new EventSource(url);
     source.addEventListener("change", run);
+    // The stream is subscribed: show what changed between the page's render and now.
+    source.addEventListener("ready", run);
     source.addEventListener("open", function () {
       document.body.removeAttribute("data-refresh-error");
     });
