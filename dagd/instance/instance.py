@@ -23,7 +23,7 @@ from dagd.instance.handoff import decode
 if TYPE_CHECKING:
     from dagd.instance.config import InstanceConfig
     from dagd.runs.plugins import RunCoordinator, RunLauncher
-    from dagd.storage.sql import Database
+    from dagd.storage.database import Database
 
 DEFAULT_HOME = "~/.dagd"
 # sun_path is 108 bytes including the NUL; stay well below it.
@@ -171,7 +171,7 @@ class Instance:
     @cached_property
     def storage(self) -> Database:
         """The instance's storage. A daemon (an instance from the supervisor's handoff) opens
-        driver connections itself, without SQLAlchemy (:class:`dagd.storage.sql.DirectDatabase`);
+        driver connections itself, without SQLAlchemy (:class:`dagd.storage.database.DirectDatabase`);
         the supervisor created or checked the schema before starting it. Everything else gets the
         SQLAlchemy-backed :class:`dagd.storage.store.Storage`, which creates or checks the schema."""
         from dagd.storage.sql import storage_wait_bound
@@ -181,7 +181,7 @@ class Instance:
         # hang and kill it. The supervisor's own PostgreSQL statements have the same bound.
         bound = storage_wait_bound(self.config.daemons.heartbeat_timeout_seconds)
         if self.direct_storage:
-            from dagd.storage.sql import DirectDatabase
+            from dagd.storage.database import DirectDatabase
 
             return DirectDatabase(
                 self.storage_url, sqlite_busy_timeout_seconds=bound, pg_statement_timeout_seconds=bound

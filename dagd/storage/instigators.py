@@ -19,7 +19,7 @@ from dagd.storage.sql import ConstraintViolation, Sql, in_list, insert_sql, padd
 from dagd.timefmt import as_utc, utcnow
 
 if TYPE_CHECKING:
-    from dagd.storage.sql import Database
+    from dagd.storage.database import Database
 
 RUNNING, STOPPED = "RUNNING", "STOPPED"
 TICK_STARTED, TICK_SUCCESS, TICK_SKIPPED, TICK_FAILURE = "STARTED", "SUCCESS", "SKIPPED", "FAILURE"
