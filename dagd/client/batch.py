@@ -108,10 +108,8 @@ def submit_from_file(
     idempotency_key: str,
     wait: bool,
     as_json: bool,
-) -> None:
-    import click
-
-    from dagd.client.cli import emit_json
+) -> Any:
+    """Submit one run a line of ``stream``: the runs (``as_json``) or their ids, for the CLI to print."""
     from dagd.strictjson import loads_object
 
     if wait:
@@ -132,7 +130,4 @@ def submit_from_file(
             # "runs[3]: no job ..." -> "runs.jsonl line 7: no job ..."
             message = str(exc).split("]: ", 1)[-1]
             raise type(exc)(f"{unit} {entries[exc.run_index][0]}: {message}") from None
-    if as_json:
-        emit_json(result)
-    else:
-        click.echo("\n".join(result))
+    return result

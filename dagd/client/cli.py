@@ -434,9 +434,10 @@ def submit(
     if from_file is not None:
         from dagd.client.batch import submit_from_file
 
-        submit_from_file(
+        result = submit_from_file(
             ctx, job, from_file, parsed_tags, priority, config_json, idempotency_key, wait, as_json
         )
+        emit_json(result) if as_json else click.echo("\n".join(result))
         return
     with ctx.client() as client:
         run: dict[str, Any] = client.submit(

@@ -24,6 +24,7 @@ from dagd.runs.launch import _lease_fence
 from dagd.runs.model import Run, RunStatus
 from dagd.runs.monitoring import (
     Action,
+    Reason,
     Verdict,
     check_run,
     max_runtime,
@@ -146,7 +147,7 @@ class RunMonitoringDaemon(Daemon):
         self.handled += 1
         log.warning("run %s: %s", run.run_id, verdict.message)
         attempts = self.instance.storage.attempts
-        silent_for = worker_heartbeat_timeout(self.config) if verdict.reason.value == "WORKER_LOST" else None
+        silent_for = worker_heartbeat_timeout(self.config) if verdict.reason == Reason.WORKER_LOST else None
         if verdict.action == Action.FAIL:
             if attempt is None:
                 self.instance.storage.runs.transition(

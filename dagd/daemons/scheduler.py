@@ -39,6 +39,7 @@ from dagd.storage.instigators import (
     TICK_SKIPPED,
     TICK_STARTED,
     NewTick,
+    PlannedRun,
     Tick,
     TickEnd,
 )
@@ -51,7 +52,14 @@ MAX_SKIPPED_RECORDED = 100
 IDLE_SECONDS = 5.0
 SKIPPED_REASON = "missed while the scheduler was not running (catch-up runs only the latest)"
 
-Work = tuple[LoadedLocation, ScheduleInfo, Tick]
+
+@dataclasses.dataclass(frozen=True)
+class Work:
+    """A STARTED schedule tick to complete, with the schedule and code location it belongs to."""
+
+    location: LoadedLocation
+    schedule: ScheduleInfo
+    tick: Tick
 
 
 class SchedulerDaemon(Daemon):
@@ -76,7 +84,7 @@ class SchedulerDaemon(Daemon):
         for tick in store.unfinished_ticks(KIND):
             found = by_schedule.get(tick.name)
             if found is not None:
-                work.append((found[0], found[1], tick))
+                work.append(Work(found[0], found[1], tick))
         now = utcnow()
         states = store.states(KIND)
         last = store.last_scheduled_times()
@@ -106,7 +114,7 @@ class SchedulerDaemon(Daemon):
         for created in store.create_ticks(news, epoch=instance.fence_epoch):
             if created is not None and created.status == TICK_STARTED:
                 location, schedule = by_schedule[created.name]
-                work.append((location, schedule, created))
+                work.append(Work(location, schedule, created))
         self._complete(work)
         self._next_due = next_due
         self.info = {"schedules_running": running, "next_tick_at": rfc3339(next_due), "errors": errors[:5]}
@@ -135,20 +143,24 @@ class SchedulerDaemon(Daemon):
 
     def _complete(self, work: list[Work]) -> None:
         """Evaluate (unless the requests are already saved), save, submit, finish. Idempotent."""
-        self._submit([(loc, tick) for loc, _, tick in work if tick.planned is not None])
+        self._submit([(item.location, item.tick) for item in work if item.tick.planned is not None])
         by_location: dict[str, list[Work]] = {}
         for item in work:
-            if item[2].planned is None:
-                by_location.setdefault(item[0].published.name, []).append(item)
+            if item.tick.planned is None:
+                by_location.setdefault(item.location.published.name, []).append(item)
         timeout = self.instance.config.scheduler.evaluation_timeout_seconds
         for items in by_location.values():
             self.phase = f"evaluating {len(items)} schedule tick(s)"
             requests = [
-                {"kind": KIND, "name": schedule.name, "scheduled_time": rfc3339(tick.scheduled_time)}
-                for _, schedule, tick in items
+                {
+                    "kind": KIND,
+                    "name": item.schedule.name,
+                    "scheduled_time": rfc3339(item.tick.scheduled_time),
+                }
+                for item in items
             ]
             evaluate_in_chunks(
-                items[0][0],
+                items[0].location,
                 requests,
                 timeout,
                 functools.partial(self._store_answers, items),
@@ -158,11 +170,11 @@ class SchedulerDaemon(Daemon):
     def _store_answers(self, items: list[Work], answers: list[tuple[int, Evaluation]]) -> None:
         """One chunk of evaluations: requests saved on their ticks, then runs submitted, ticks ended."""
         store = self.instance.storage.instigators
-        plans: list[tuple[int, list[dict[str, object]]]] = []
+        plans: list[tuple[int, list[PlannedRun]]] = []
         ends: list[TickEnd] = []
         planned: list[tuple[LoadedLocation, Tick]] = []
         for index, evaluation in answers:
-            location, schedule, tick = items[index]
+            location, schedule, tick = items[index].location, items[index].schedule, items[index].tick
             assert tick.scheduled_time is not None
             if evaluation.error:
                 log.error("schedule %s tick %s failed: %s", tick.name, tick.scheduled_time, evaluation.error)
@@ -200,7 +212,7 @@ class SchedulerDaemon(Daemon):
                 log.info("schedule %s tick %s: %d run(s)", tick.name, tick.scheduled_time, len(end.run_ids))
 
 
-def _with_plan(tick: Tick, planned: list[dict[str, object]]) -> Tick:
+def _with_plan(tick: Tick, planned: list[PlannedRun]) -> Tick:
     return dataclasses.replace(tick, planned=planned)
 
 

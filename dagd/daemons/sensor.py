@@ -24,7 +24,9 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Collection, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dagd.codeserver.protocol import Evaluation, RunRequestData, SensorInfo
@@ -99,64 +101,80 @@ class SensorDaemon(Daemon):
         self._locations_at = time.monotonic()
 
     def run_iteration(self) -> None:
-        store = self.instance.storage.instigators
         self._refresh_locations()
         sensors = {s.name: (loc, s) for loc in self._locations for s in loc.snapshot.sensors}
+        self._resume_unfinished(sensors)
+        with self._lock:
+            waiting = set(self._needs_resume)  # failed since the step above: resumed next pass
+        now = time.monotonic()
+        states = self._current_states([sensor for _, sensor in sensors.values()], now)
+        plan = sensors_due(
+            [sensor for _, sensor in sensors.values()],
+            running={name for name, state in states.items() if state.status == RUNNING},
+            busy=self._busy() | waiting,
+            last_started=self.last_started,
+            now=now,
+            horizon=SNAPSHOT_SECONDS,
+        )
+        self._start(sensors, plan.due, now)
+        self._next_due = plan.next_due
+        self.info = {
+            "sensors_running": plan.running,
+            "evaluations": self.evaluations,
+            "errors": self._errors[:5],
+        }
+        if self._errors:
+            raise DagdError("; ".join(self._errors))
+
+    def _busy(self) -> set[str]:
+        """The sensors being evaluated: never two evaluations of one sensor at once."""
+        return {name for name, future in self.in_flight.items() if not future.done()}
+
+    def _resume_unfinished(self, sensors: dict[str, tuple[LoadedLocation, SensorInfo]]) -> None:
+        """At start: the ticks a crash left. Later: those a storage error in an evaluation left.
+        Never a tick whose evaluation is still in flight (its own thread is finishing it)."""
         with self._lock:
             pending = set(self._needs_resume)
         if not self._resumed:
             self._seed_last_ticks()
-        if not self._resumed or pending:
-            # At start: what a crash left. Later: what a storage error in an evaluation left. Never
-            # a tick whose evaluation is still in flight (its own thread is finishing it).
-            busy = {name for name, future in self.in_flight.items() if not future.done()}
-            resumed = [
-                (sensors[t.name][0], t)
-                for t in store.unfinished_ticks(KIND)
-                if t.name in sensors and t.name not in busy
-            ]
-            self._submit(resumed)
-            self._resumed = True
-            with self._lock:
-                self._needs_resume -= pending
+        if self._resumed and not pending:
+            return
+        busy = self._busy()
+        resumed = [
+            (sensors[t.name][0], t)
+            for t in self.instance.storage.instigators.unfinished_ticks(KIND)
+            if t.name in sensors and t.name not in busy
+        ]
+        self._submit(resumed)
+        self._resumed = True
         with self._lock:
-            waiting = set(self._needs_resume)  # failed since the step above: resumed next pass
-        now = time.monotonic()
+            self._needs_resume -= pending
+
+    def _current_states(self, sensors: list[SensorInfo], now: float) -> dict[str, InstigatorState]:
+        """Each sensor's stored state, read at most once a second (start/stop from the CLI takes
+        effect within a second; no storage read every pass); a sensor seen for the first time gets
+        its default status stored. A sensor that failed to load has no state here."""
+        store = self.instance.storage.instigators
         if now - self._states_at >= SNAPSHOT_SECONDS:
-            # Start/stop from the CLI takes effect within a second; no storage read every pass.
             self._states, self._states_at = store.states(KIND), now
-        states = self._states
-        running = 0
-        next_due = now + SNAPSHOT_SECONDS
-        due: dict[str, tuple[LoadedLocation, list[SensorInfo]]] = {}
-        for name, (location, sensor) in sensors.items():
-            if sensor.error:
-                continue
-            state = states.get(name)
-            if state is None:
-                state = self._states[name] = store.ensure(KIND, name, sensor.default_status)
-            if state.status != RUNNING:
-                continue
-            running += 1
-            future = self.in_flight.get(name)
-            if future is not None and not future.done():
-                continue  # still evaluating: never two evaluations of one sensor at once
-            if name in waiting:
-                continue
-            last = self.last_started.get(name)
-            if last is not None and now - last < sensor.minimum_interval_seconds:
-                next_due = min(next_due, last + sensor.minimum_interval_seconds)
-                continue
+        for sensor in sensors:
+            if not sensor.error and sensor.name not in self._states:
+                self._states[sensor.name] = store.ensure(KIND, sensor.name, sensor.default_status)
+        return self._states
+
+    def _start(
+        self, sensors: dict[str, tuple[LoadedLocation, SensorInfo]], due: list[str], now: float
+    ) -> None:
+        """Evaluate the due sensors: one batch per code location, each on a pool thread."""
+        batches: dict[str, tuple[LoadedLocation, list[SensorInfo]]] = {}
+        for name in due:
+            location, sensor = sensors[name]
             self.last_started[name] = now
-            due.setdefault(location.published.name, (location, []))[1].append(sensor)
-        for location, batch in due.values():
+            batches.setdefault(location.published.name, (location, []))[1].append(sensor)
+        for location, batch in batches.values():
             futures: dict[str, Future[None]] = {s.name: Future() for s in batch}
             self.in_flight.update(futures)
             self.pool.submit(self._evaluate_batch, location, batch, futures)
-        self._next_due = next_due
-        self.info = {"sensors_running": running, "evaluations": self.evaluations, "errors": self._errors[:5]}
-        if self._errors:
-            raise DagdError("; ".join(self._errors))
 
     def _seed_last_ticks(self) -> None:
         """A new daemon (after a restart, a crash loop) carries on each sensor's rhythm from its
@@ -296,6 +314,45 @@ class SensorDaemon(Daemon):
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class DuePlan:
+    due: list[str]  # the sensors to evaluate now, in the order given
+    running: int  # sensors whose state is RUNNING (and that loaded)
+    next_due: float  # when the next one not due now will be, at the latest ``now + horizon``
+
+
+def sensors_due(
+    sensors: Iterable[SensorInfo],
+    *,
+    running: Collection[str],
+    busy: Collection[str],
+    last_started: Mapping[str, float],
+    now: float,
+    horizon: float,
+) -> DuePlan:
+    """Which sensors to evaluate now (pure: times are one process's monotonic clock).
+
+    A sensor is due when it loaded, its state is RUNNING, it is not ``busy`` (being evaluated, or
+    waiting for its unfinished tick to be resumed), and its last evaluation started at least
+    ``minimum_interval_seconds`` ago (or never).
+    """
+    due: list[str] = []
+    count = 0
+    next_due = now + horizon
+    for sensor in sensors:
+        if sensor.error or sensor.name not in running:
+            continue
+        count += 1
+        if sensor.name in busy:
+            continue
+        last = last_started.get(sensor.name)
+        if last is not None and now - last < sensor.minimum_interval_seconds:
+            next_due = min(next_due, last + sensor.minimum_interval_seconds)
+            continue
+        due.append(sensor.name)
+    return DuePlan(due, count, next_due)
 
 
 def _skipped(name: str, reason: str | None, cursor: str | None, cursor_updated: bool) -> NewTick:

@@ -22,7 +22,7 @@ from dagd.codeserver.registry import PublishedLocation, read_published
 from dagd.errors import DagdError, InvalidArgument, StorageUnavailable
 from dagd.runs.plugins import Submission
 from dagd.runs.requests import build_submission
-from dagd.storage.instigators import TICK_FAILURE, TICK_SUCCESS, Tick, TickEnd
+from dagd.storage.instigators import TICK_FAILURE, TICK_SUCCESS, CursorMove, PlannedRun, Tick, TickEnd
 
 if TYPE_CHECKING:
     from dagd.instance.instance import Instance
@@ -57,15 +57,15 @@ def load_locations(instance: Instance, errors: list[str]) -> list[LoadedLocation
     return out
 
 
-def planned_request(request: RunRequestData, key: str, tags: dict[str, str]) -> dict[str, Any]:
+def planned_request(request: RunRequestData, key: str, tags: dict[str, str]) -> PlannedRun:
     """A run request as saved on a tick before submission."""
-    return {
-        "job_name": request.job_name,
-        "run_key": request.run_key,
-        "idempotency_key": key,
-        "tags": {**tags, **request.tags},
-        "run_config": request.run_config,
-    }
+    return PlannedRun(
+        job_name=request.job_name,
+        idempotency_key=key,
+        run_key=request.run_key,
+        tags={**tags, **request.tags},
+        run_config=request.run_config,
+    )
 
 
 # Beyond the evaluation timeout: the code-server client's own slack per answer (5 s) and some
@@ -147,31 +147,29 @@ def submit_ticks(instance: Instance, work: list[tuple[LoadedLocation | None, Tic
 
 
 def _succeeded(tick: Tick, run_ids: list[str]) -> TickEnd:
-    cursor = (tick.kind, tick.name, tick.new_cursor) if tick.cursor_updated else None
+    cursor = CursorMove(tick.kind, tick.name, tick.new_cursor) if tick.cursor_updated else None
     return TickEnd(tick.id, TICK_SUCCESS, run_ids=run_ids, cursor=cursor)
 
 
-def _submission(location: LoadedLocation | None, item: dict[str, Any]) -> Submission:
+def _submission(location: LoadedLocation | None, item: PlannedRun) -> Submission:
     job_tags: dict[str, str] = {}
     resumable = False
     target_json = None
     if location is not None:
-        job = location.snapshot.job(item["job_name"])
+        job = location.snapshot.job(item.job_name)
         if job is None:
-            raise DagdError(
-                f"job {item['job_name']!r} does not exist in code location {location.snapshot.name}"
-            )
+            raise DagdError(f"job {item.job_name!r} does not exist in code location {location.snapshot.name}")
         job_tags, resumable = dict(job.tags), job.resumable
         target_json = location.published.target.to_json()
     try:
         return build_submission(
-            job_name=item["job_name"],
+            job_name=item.job_name,
             job_tags=job_tags,
-            request_tags=item["tags"],
+            request_tags=item.tags,
             resumable=resumable,
-            run_config=item["run_config"],
+            run_config=item.run_config,
             code_location=target_json,
-            idempotency_key=item["idempotency_key"],
+            idempotency_key=item.idempotency_key,
         )
     except InvalidArgument as exc:
         raise DagdError(str(exc)) from None

@@ -11,8 +11,9 @@ naming the file, the key path and the reason:
 
 ``run_coordinator.config`` and ``run_launcher.config`` stay free-form dicts in
 :class:`InstanceConfig` because a user-supplied class owns its own schema; such a class validates
-its section with :func:`validate_section`. The built-in :class:`QueuedRunCoordinator` section is
-also checked at load, so ``max_concurrent_runs: -5`` fails at start rather than at first dequeue.
+its section with :func:`validate_section`. The sections of the built-in plug-ins
+(:mod:`dagd.instance.builtins`) marked ``checked_on_load`` are also checked at load, so
+``max_concurrent_runs: -5`` fails at start rather than at first dequeue.
 """
 
 from __future__ import annotations
@@ -38,15 +39,17 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from dagd.errors import ConfigError
+from dagd.instance.builtins import CELERY_LAUNCHER, LOCAL_LAUNCHER, QUEUED_COORDINATOR, is_named
+from dagd.instance.builtins import named as named_builtin
 from dagd.masking import is_secret_key, mask_secrets
 from dagd.runs.model import QUEUE_NAME
 
 DAEMON_NAMES: tuple[str, ...] = ("scheduler", "run_queue", "sensor", "run_monitoring")
 
-DEFAULT_COORDINATOR_MODULE = "dagd.run_coordinator"
-DEFAULT_COORDINATOR_CLASS = "QueuedRunCoordinator"
-DEFAULT_LAUNCHER_MODULE = "dagd.run_launcher"
-DEFAULT_LAUNCHER_CLASS = "LocalProcessRunLauncher"
+DEFAULT_COORDINATOR_MODULE = QUEUED_COORDINATOR.module
+DEFAULT_COORDINATOR_CLASS = QUEUED_COORDINATOR.class_name
+DEFAULT_LAUNCHER_MODULE = LOCAL_LAUNCHER.module
+DEFAULT_LAUNCHER_CLASS = LOCAL_LAUNCHER.class_name
 
 # Keys whose values never appear in displays or error messages.
 
@@ -608,19 +611,14 @@ def load_instance_config(
         # `a: &a [*a]` is valid YAML: an alias to its own ancestor makes an endless structure.
         raise ConfigError(f"{file}: nested too deeply (an alias that refers to itself?)") from None
     config = validate_section(InstanceConfig, raw, file=file, prefix="")
-    coordinator = config.run_coordinator
-    builtins: dict[tuple[str, str], type[BaseModel]] = {
-        (DEFAULT_COORDINATOR_MODULE, DEFAULT_COORDINATOR_CLASS): QueuedRunCoordinatorConfig,
-        (DEFAULT_COORDINATOR_MODULE, "DefaultRunCoordinator"): NoConfig,
-    }
-    builtin = builtins.get((coordinator.module, coordinator.class_name))
-    if builtin is not None:
-        validate_section(builtin, coordinator.config, file=file, prefix="run_coordinator.config")
-    launcher = config.run_launcher
-    if (launcher.module, launcher.class_name) == (DEFAULT_LAUNCHER_MODULE, "CeleryRunLauncher"):
-        validate_section(CeleryRunLauncherConfig, launcher.config, file=file, prefix="run_launcher.config")
-        if config.storage.kind == "sqlite":
-            raise ConfigError(f"{file}: run_launcher: {SQLITE_REFUSED}")
+    for key in ("run_coordinator", "run_launcher"):
+        section = getattr(config, key)
+        builtin = named_builtin(key, section.module, section.class_name)
+        if builtin is not None and builtin.checked_on_load:
+            model = globals()[builtin.config_model]  # the models are this module's classes
+            validate_section(model, section.config, file=file, prefix=f"{key}.config")
+    if is_named(CELERY_LAUNCHER, config.run_launcher) and config.storage.kind == "sqlite":
+        raise ConfigError(f"{file}: run_launcher: {SQLITE_REFUSED}")
     return config
 
 

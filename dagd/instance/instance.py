@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 from dagd import home as layout
 from dagd.errors import ConfigError
+from dagd.instance.builtins import BUILTINS
 from dagd.instance.handoff import decode
 
 if TYPE_CHECKING:
     from dagd.instance.config import InstanceConfig
     from dagd.runs.plugins import RunCoordinator, RunLauncher
-    from dagd.storage.sql import Database
+    from dagd.storage.database import Database
 
 DEFAULT_HOME = "~/.dagd"
 # sun_path is 108 bytes including the NUL; stay well below it.
@@ -66,17 +67,34 @@ def has_own_config_model(cls: type) -> bool:
     return isinstance(inspect.getattr_static(cls, "config_model", None), type)
 
 
-class BuiltinConfigModel:
-    """A built-in plug-in's ``config_model``, named by class and imported from
-    :mod:`dagd.instance.config` on first access: the class stays importable without pydantic."""
+def config_model(name: str) -> Any:
+    """The pydantic model class ``name`` of :mod:`dagd.instance.config` (imports pydantic)."""
+    from dagd.instance import config
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    return getattr(config, name)
+
+
+def public_config_model(module: str, name: str) -> Any:
+    """For a public package's ``__getattr__``: the config model ``name`` of one of its built-ins."""
+    for builtin in BUILTINS:
+        if builtin.module == module and builtin.config_model == name:
+            return config_model(name)
+    raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+
+class BuiltinConfigModel:
+    """A built-in plug-in's ``config_model``: the model :data:`dagd.instance.builtins.BUILTINS`
+    gives the class it is set on, imported from :mod:`dagd.instance.config` on first access, so
+    the class stays importable without pydantic. A subclass inherits its built-in parent's model."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        models = {builtin.config_model for builtin in BUILTINS if builtin.class_name == owner.__name__}
+        if len(models) != 1:
+            raise TypeError(f"{owner.__qualname__} is not a built-in plug-in (dagd.instance.builtins)")
+        self.name = models.pop()
 
     def __get__(self, obj: object, owner: type | None = None) -> Any:
-        from dagd.instance import config
-
-        return getattr(config, self.name)
+        return config_model(self.name)
 
 
 class Instance:
@@ -153,7 +171,7 @@ class Instance:
     @cached_property
     def storage(self) -> Database:
         """The instance's storage. A daemon (an instance from the supervisor's handoff) opens
-        driver connections itself, without SQLAlchemy (:class:`dagd.storage.sql.DirectDatabase`);
+        driver connections itself, without SQLAlchemy (:class:`dagd.storage.database.DirectDatabase`);
         the supervisor created or checked the schema before starting it. Everything else gets the
         SQLAlchemy-backed :class:`dagd.storage.store.Storage`, which creates or checks the schema."""
         from dagd.storage.sql import storage_wait_bound
@@ -163,7 +181,7 @@ class Instance:
         # hang and kill it. The supervisor's own PostgreSQL statements have the same bound.
         bound = storage_wait_bound(self.config.daemons.heartbeat_timeout_seconds)
         if self.direct_storage:
-            from dagd.storage.sql import DirectDatabase
+            from dagd.storage.database import DirectDatabase
 
             return DirectDatabase(
                 self.storage_url, sqlite_busy_timeout_seconds=bound, pg_statement_timeout_seconds=bound

@@ -4,28 +4,21 @@ Custom launchers may subclass them from here or from there."""
 
 from typing import Any
 
+from dagd.instance.instance import public_config_model
 from dagd.runs.attempts import WorkerHealth
 from dagd.runs.local.launcher import LocalProcessRunLauncher
 from dagd.runs.plugins import RunLauncher, WorkerHandle
 
 
 def __getattr__(name: str) -> Any:
-    # The launcher's config model lives with the other pydantic models; importing it lazily keeps
-    # this package (which every daemon imports) free of pydantic.
-    if name == "LocalProcessRunLauncherConfig":
-        from dagd.instance.config import LocalProcessRunLauncherConfig
-
-        return LocalProcessRunLauncherConfig
     # Celery is imported only by processes configured with this launcher.
     if name == "CeleryRunLauncher":
         from dagd.runs.celery.launcher import CeleryRunLauncher
 
         return CeleryRunLauncher
-    if name == "CeleryRunLauncherConfig":
-        from dagd.instance.config import CeleryRunLauncherConfig
-
-        return CeleryRunLauncherConfig
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # The launchers' config models live with the other pydantic models; importing them lazily
+    # keeps this package (which every daemon imports) free of pydantic.
+    return public_config_model(__name__, name)
 
 
 __all__ = [

@@ -22,7 +22,7 @@ class DefaultRunCoordinator(RunCoordinator):
     """No limits: the run is launched before the submission returns. Runs never show QUEUED."""
 
     # No settings: `config:` must be empty (a subclass with settings names its own model).
-    config_model = BuiltinConfigModel("NoConfig")
+    config_model = BuiltinConfigModel()
 
     def _store_and_dispatch(self, submission: Submission) -> Run:
         from dagd.runs.launch import launch_stored_run
@@ -53,7 +53,7 @@ class QueuedRunCoordinator(RunCoordinator):
 
     # dagd.instance.config.QueuedRunCoordinatorConfig, imported only when read (daemons get the
     # supervisor's validated copy and never import pydantic).
-    config_model = BuiltinConfigModel("QueuedRunCoordinatorConfig")
+    config_model = BuiltinConfigModel()
 
     def _store_and_dispatch(self, submission: Submission) -> Run:
         return self._store(submission, RunStatus.QUEUED)

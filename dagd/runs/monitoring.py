@@ -52,6 +52,14 @@ class Verdict:
     message: str
 
 
+@dataclass(frozen=True)
+class Loss:
+    """Why a STARTED run's worker is taken for lost, before it is decided to resume or fail."""
+
+    reason: Reason  # WORKER_DIED or WORKER_LOST
+    what: str  # what was seen, for the verdict's message
+
+
 def worker_heartbeat_timeout(config: RunMonitoringConfig) -> float:
     return float(
         getattr(config, "worker_heartbeat_timeout_seconds", None) or DEFAULT_WORKER_HEARTBEAT_TIMEOUT
@@ -132,14 +140,13 @@ def check_run(
         return None
     lost = _lost(run, attempt, now, config, health, judge_silence)
     if lost is not None:
-        reason, what = lost
         if run.tags.get(RESUMABLE_TAG) == "true" and run.resumes < config.max_resume_run_attempts:
             return Verdict(
                 Action.RESUME,
-                reason,
-                f"{what}; resuming as attempt {run.attempt + 1} (resume {run.resumes + 1})",
+                lost.reason,
+                f"{lost.what}; resuming as attempt {run.attempt + 1} (resume {run.resumes + 1})",
             )
-        return Verdict(Action.FAIL, reason, f"{reason.value}: {what}")
+        return Verdict(Action.FAIL, lost.reason, f"{lost.reason.value}: {lost.what}")
     limit, _ = max_runtime(run, config.max_runtime_seconds)
     if limit is not None and run.started_at is not None:
         runtime = (now - run.started_at).total_seconds()
@@ -159,12 +166,12 @@ def _lost(
     config: RunMonitoringConfig,
     health: WorkerHealth,
     judge_silence: bool,
-) -> tuple[Reason, str] | None:
+) -> Loss | None:
     where = f"attempt {run.attempt}" + (
         f" on {attempt.host} (pid {attempt.pid})" if attempt and attempt.host else ""
     )
     if health == WorkerHealth.DEAD:
-        return Reason.WORKER_DIED, f"the run's worker ({where}) is gone"
+        return Loss(Reason.WORKER_DIED, f"the run's worker ({where}) is gone")
     if (
         attempt is None
         or attempt.state != AttemptState.CLAIMED
@@ -175,7 +182,7 @@ def _lost(
     timeout = worker_heartbeat_timeout(config)
     silent = (now - attempt.heartbeat_at).total_seconds()
     if silent > timeout:
-        return (
+        return Loss(
             Reason.WORKER_LOST,
             f"the run's worker ({where}) sent no heartbeat for {silent:.1f}s (timeout {timeout:g}s)",
         )

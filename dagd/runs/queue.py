@@ -20,7 +20,7 @@ from dagd.timefmt import rfc3339
 if TYPE_CHECKING:
     from dagd.instance.config import QueuedRunCoordinatorConfig
     from dagd.instance.instance import Instance
-    from dagd.storage.sql import Database
+    from dagd.storage.database import Database
 
 PAUSED_SETTING = "run_queue.paused"
 

@@ -510,13 +510,17 @@ def ignore_sigpipe() -> None:
 
 
 def execute(home: str, run_id: str, attempt: int, token: str) -> int:
+    """Run one attempt: claim it, load its job, fork it, watch it, write its end status.
+
+    The exit code is 1 only when storage could not be reached to claim the attempt."""
     from dagd.instance.instance import Instance
 
     set_title(run_title(run_id))
     ignore_sigpipe()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     instance = Instance.load(home, create=False)
-    storage = instance.storage
+    # Storage is opened before the SIGTERM handler below is in place: a SIGTERM meanwhile ends the worker.
+    instance.storage  # noqa: B018
     me = worker_identity()
     watch_holder: list[Watch] = []
 
@@ -526,8 +530,34 @@ def execute(home: str, run_id: str, attempt: int, token: str) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     claimed_at = time.monotonic()
+    refused = _claim(instance, run_id, attempt, token, me)
+    if refused is not None:
+        return refused
+    claimed = Claimed.of(instance, run_id, attempt, me, claimed_at)
     try:
-        claim = storage.attempts.claim(run_id, attempt, token, me)
+        fn = _job_function(home, claimed.run, claimed.sink)
+    except BaseException as exc:
+        claimed.sink.add("stderr", "ERROR", traceback.format_exc().rstrip())
+        claimed.sink.close(claimed.outage_deadline())
+        claimed.finish(RunStatus.FAILURE, f"{type(exc).__name__}: {exc}")
+        return 0
+    pid, pipes, pumps = _fork_job(claimed, fn)
+    watch = Watch(instance, claimed.run, attempt, me, pid, pipes.lease[1], claimed_at)
+    watch_holder.append(watch)
+    wait_status = watch.wait(claimed.sink)
+    raw = _collect(pipes, pumps)
+    if watch.fenced.is_set():
+        log.warning("run %s attempt %d: fenced; nothing more is written", run_id, attempt)
+        return 0
+    claimed.sink.close(claimed.outage_deadline())
+    claimed.finish(*_result(raw, wait_status, watch.canceling))
+    return 0
+
+
+def _claim(instance: Instance, run_id: str, attempt: int, token: str, me: WorkerId) -> int | None:
+    """Claim the attempt for this worker: None when claimed, else the worker's exit code."""
+    try:
+        claim = instance.storage.attempts.claim(run_id, attempt, token, me)
     except StorageUnavailable as exc:
         # Nothing was claimed: the attempt stays DISPATCHED, to be dispatched again (its dispatcher
         # died) or failed by the start timeout. A second try would only hold a process longer.
@@ -538,51 +568,70 @@ def execute(home: str, run_id: str, attempt: int, token: str) -> int:
             "run %s attempt %d: not claimed: %s", run_id, attempt, claim.reason or claim.outcome.value
         )
         return 0
-    run = storage.runs.require(run_id)
-    # Not the fork server's command line (#18): the job forked below inherits the title.
-    set_title(run_title(run.run_id, run.job_name))
-    fence = (attempt, me.name)
-    sink = LogSink(lambda lines: storage.runs.append_logs(run_id, lines, attempt=fence))
-    timeout = _heartbeat_timeout(instance)
-    _, kill_after = fence_deadlines(timeout)
-    outage_deadline = lambda: time.monotonic() + max(60.0, 3 * timeout)  # noqa: E731
-    try:
-        fn = _job_function(home, run, sink)
-    except BaseException as exc:
-        sink.add("stderr", "ERROR", traceback.format_exc().rstrip())
-        sink.close(outage_deadline())
-        finish(
-            instance, run, attempt, me, RunStatus.FAILURE, f"{type(exc).__name__}: {exc}", outage_deadline()
-        )
-        return 0
+    return None
+
+
+@dataclass
+class Claimed:
+    """An attempt this worker claimed: its run, its log sink (fenced by the attempt) and the
+    bounds on riding out a storage outage at the end."""
+
+    instance: Instance
+    run: Run
+    attempt: int
+    me: WorkerId
+    sink: LogSink
+    timeout: float  # the worker heartbeat timeout
+    kill_at: float  # monotonic: the job kills itself then unless its lease was renewed
+
+    @classmethod
+    def of(cls, instance: Instance, run_id: str, attempt: int, me: WorkerId, claimed_at: float) -> Claimed:
+        storage = instance.storage
+        run = storage.runs.require(run_id)
+        # Not the fork server's command line (#18): the job forked below inherits the title.
+        set_title(run_title(run.run_id, run.job_name))
+        fence = (attempt, me.name)
+        sink = LogSink(lambda lines: storage.runs.append_logs(run_id, lines, attempt=fence))
+        timeout = _heartbeat_timeout(instance)
+        _, kill_after = fence_deadlines(timeout)
+        return cls(instance, run, attempt, me, sink, timeout, claimed_at + kill_after)
+
+    def outage_deadline(self) -> float:
+        return time.monotonic() + max(60.0, 3 * self.timeout)
+
+    def finish(self, status: RunStatus, error: str | None) -> None:
+        finish(self.instance, self.run, self.attempt, self.me, status, error, self.outage_deadline())
+
+
+def _fork_job(
+    claimed: Claimed, fn: Callable[[RunContext], Any]
+) -> tuple[int, JobPipes, list[threading.Thread]]:
+    """Fork the job process; its output and log records pumped into the sink by threads."""
     pipes = JobPipes.open()
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        _job_main(run, attempt, fn, pipes, claimed_at + kill_after)
+        _job_main(claimed.run, claimed.attempt, fn, pipes, claimed.kill_at)
     for fd in (pipes.stdout[1], pipes.stderr[1], pipes.logs[1], pipes.result[1], pipes.lease[0]):
         os.close(fd)
+    sink = claimed.sink
     pumps = [
         _pump(pipes.stdout[0], lambda line: sink.add("stdout", "INFO", line), "stdout"),
         _pump(pipes.stderr[0], lambda line: sink.add("stderr", "ERROR", line), "stderr"),
         _pump(pipes.logs[0], lambda line: _log_line(sink, line), "logs"),
     ]
-    watch = Watch(instance, run, attempt, me, pid, pipes.lease[1], claimed_at)
-    watch_holder.append(watch)
-    wait_status = watch.wait(sink)
+    return pid, pipes, pumps
+
+
+def _collect(pipes: JobPipes, pumps: list[threading.Thread]) -> bytes:
+    """After the job ended: what it wrote on its result pipe; its lease pipe closed, its output drained."""
     with os.fdopen(pipes.result[0], "rb") as result_pipe:
         raw = result_pipe.read()
     os.close(pipes.lease[1])
     for pump in pumps:
         pump.join(timeout=2)
-    if watch.fenced.is_set():
-        log.warning("run %s attempt %d: fenced; nothing more is written", run_id, attempt)
-        return 0
-    sink.close(outage_deadline())
-    status, error = _result(raw, wait_status, watch.canceling)
-    finish(instance, run, attempt, me, status, error, outage_deadline())
-    return 0
+    return raw
 
 
 def _log_line(sink: LogSink, line: str) -> None:

@@ -18,7 +18,8 @@ from dagd.storage.runs import row_to_run
 from dagd.storage.sql import in_list, pieces, when
 
 if TYPE_CHECKING:
-    from dagd.storage.sql import Database, Sql
+    from dagd.storage.database import Database
+    from dagd.storage.sql import Sql
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from dagd.storage.sql import when
 
 if TYPE_CHECKING:
-    from dagd.storage.sql import Database
+    from dagd.storage.database import Database
 
 MAX_ERRORS = 5
 

@@ -34,9 +34,7 @@ from dagd.storage.sql import (
     pg_connection_usable,
     sqlite_url,
 )
-from dagd.storage.store import Storage
-
-READ_ONLY = "dagd_read_only"
+from dagd.storage.store import READ_ONLY, Storage
 
 __all__ = ["READ_ONLY", "make_engine", "open_storage", "sqlite_url"]
 

@@ -19,7 +19,7 @@ from dagd.storage.sql import ConstraintViolation, Sql, in_list, insert_sql, padd
 from dagd.timefmt import as_utc, utcnow
 
 if TYPE_CHECKING:
-    from dagd.storage.sql import Database
+    from dagd.storage.database import Database
 
 RUNNING, STOPPED = "RUNNING", "STOPPED"
 TICK_STARTED, TICK_SUCCESS, TICK_SKIPPED, TICK_FAILURE = "STARTED", "SUCCESS", "SKIPPED", "FAILURE"
@@ -36,13 +36,49 @@ class InstigatorState:
 
 
 @dataclass(frozen=True)
+class PlannedRun:
+    """A run request saved on a STARTED tick before anything is submitted (the ``planned`` column).
+
+    Its idempotency key makes a resumed tick get the runs it already has."""
+
+    job_name: str
+    idempotency_key: str | None = None
+    run_key: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    run_config: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job_name": self.job_name,
+            "run_key": self.run_key,
+            "idempotency_key": self.idempotency_key,
+            "tags": self.tags,
+            "run_config": self.run_config,
+        }
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> PlannedRun:
+        return cls(
+            job_name=item["job_name"],
+            idempotency_key=item.get("idempotency_key"),
+            run_key=item.get("run_key"),
+            tags=item.get("tags") or {},
+            run_config=item.get("run_config") or {},
+        )
+
+
+def _plan_json(planned: list[PlannedRun]) -> str:
+    return json.dumps([p.to_json() for p in planned])
+
+
+@dataclass(frozen=True)
 class Tick:
     id: int
     kind: str
     name: str
     scheduled_time: datetime | None
     status: str
-    planned: list[dict[str, Any]] | None
+    planned: list[PlannedRun] | None
     new_cursor: str | None
     cursor_updated: bool
     run_ids: list[str] = field(default_factory=list)
@@ -62,10 +98,19 @@ class NewTick:
     status: str = TICK_STARTED
     skip_reason: str | None = None
     error: str | None = None
-    planned: list[dict[str, Any]] | None = None
+    planned: list[PlannedRun] | None = None
     new_cursor: str | None = None
     cursor_updated: bool = False
     move_cursor: bool = False  # a finished tick whose cursor move is stored in the same transaction
+
+
+@dataclass(frozen=True)
+class CursorMove:
+    """An instigator's cursor set to ``value`` in the transaction that ends its tick."""
+
+    kind: str
+    name: str
+    value: str | None
 
 
 @dataclass(frozen=True)
@@ -77,7 +122,7 @@ class TickEnd:
     run_ids: list[str] = field(default_factory=list)
     skip_reason: str | None = None
     error: str | None = None
-    cursor: tuple[str, str, str | None] | None = None  # (kind, name, value): the cursor moves too
+    cursor: CursorMove | None = None  # the cursor moves too
 
 
 def _state(row: Any) -> InstigatorState:
@@ -98,7 +143,7 @@ def _tick(row: Any) -> Tick:
         name=row.name,
         scheduled_time=when(row.scheduled_time),
         status=row.status,
-        planned=json.loads(row.planned) if row.planned else None,
+        planned=[PlannedRun.from_json(item) for item in json.loads(row.planned)] if row.planned else None,
         new_cursor=row.new_cursor,
         cursor_updated=bool(row.cursor_updated),
         run_ids=json.loads(row.run_ids),
@@ -125,7 +170,7 @@ def _tick_row(n: NewTick, epoch: int | None, now: datetime) -> dict[str, Any]:
         "status": n.status,
         "skip_reason": n.skip_reason,
         "error": n.error,
-        "planned": json.dumps(n.planned) if n.planned is not None else None,
+        "planned": _plan_json(n.planned) if n.planned is not None else None,
         "new_cursor": n.new_cursor,
         "cursor_updated": n.cursor_updated,
         "epoch": epoch,
@@ -200,7 +245,7 @@ class InstigatorStore:
         epoch: int | None,
         skip_reason: str | None = None,
         error: str | None = None,
-        planned: list[dict[str, Any]] | None = None,
+        planned: list[PlannedRun] | None = None,
         new_cursor: str | None = None,
         cursor_updated: bool = False,
     ) -> Tick | None:
@@ -247,9 +292,9 @@ class InstigatorStore:
         run_ids: list[str] | None = None,
         skip_reason: str | None = None,
         error: str | None = None,
-        cursor: tuple[str, str, str | None] | None = None,
+        cursor: CursorMove | None = None,
     ) -> None:
-        """End a tick; with ``cursor=(kind, name, value)`` the instigator's cursor moves in the same transaction."""
+        """End a tick; with ``cursor`` the instigator's cursor moves in the same transaction."""
         self.finish_ticks([TickEnd(tick_id, status, run_ids or [], skip_reason, error, cursor)])
 
     # -- ticks in batches (the daemons at scale) -------------------------------------------------
@@ -302,14 +347,14 @@ class InstigatorStore:
             )
         return out
 
-    def plan_ticks(self, plans: list[tuple[int, list[dict[str, Any]]]]) -> None:
+    def plan_ticks(self, plans: list[tuple[int, list[PlannedRun]]]) -> None:
         """Save the run requests of many STARTED ticks (before any of them is submitted)."""
         if not plans:
             return
         with self._storage.sql_write() as sql:
             sql.many(
                 "UPDATE ticks SET planned = :p WHERE id = :tick_id",
-                [{"tick_id": tick_id, "p": json.dumps(planned)} for tick_id, planned in plans],
+                [{"tick_id": tick_id, "p": _plan_json(planned)} for tick_id, planned in plans],
             )
 
     def finish_ticks(self, ends: list[TickEnd]) -> None:
@@ -335,7 +380,11 @@ class InstigatorStore:
             )
             sql.many(
                 _CURSOR_UPDATE,
-                [{"k": e.cursor[0], "n": e.cursor[1], "c": e.cursor[2]} for e in ends if e.cursor],
+                [
+                    {"k": e.cursor.kind, "n": e.cursor.name, "c": e.cursor.value}
+                    for e in ends
+                    if e.cursor is not None
+                ],
             )
 
     def cursors(self, kind: str, names: list[str]) -> dict[str, str | None]:

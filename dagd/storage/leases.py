@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 from dagd.storage.sql import POSTGRES, when
 
 if TYPE_CHECKING:
-    from dagd.storage.sql import Database, Sql
+    from dagd.storage.database import Database
+    from dagd.storage.sql import Sql
 
 SUPERVISOR_LEASE = "supervisor"
 

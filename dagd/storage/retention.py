@@ -23,7 +23,7 @@ from dagd.runs.model import FINISHED_STATUSES, RunStatus
 from dagd.storage.sql import Sql, in_list, padded
 
 if TYPE_CHECKING:
-    from dagd.storage.sql import Database
+    from dagd.storage.database import Database
 
 #: Tables with rows that belong to one run (column ``run_id``), deleted with it in the same
 #: transaction, before the run's own row.

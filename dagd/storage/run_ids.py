@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from dagd.errors import InvalidArgument, NotFound
 
 if TYPE_CHECKING:  # dagctl imports is_full_id from here and nothing of storage
-    from dagd.storage.sql import Database
+    from dagd.storage.database import Database
 
 MIN_PREFIX = 6
 # Shown in an ambiguity error; more than this many candidates are counted, not listed.

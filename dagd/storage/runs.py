@@ -27,6 +27,7 @@ from dagd.runs.model import (
     RunFilter,
     RunStatus,
 )
+from dagd.storage.attempt_rows import new_attempts
 from dagd.storage.leases import EPOCH_OF
 from dagd.storage.sql import (
     SQLITE,
@@ -43,7 +44,8 @@ from dagd.timefmt import utcnow
 
 if TYPE_CHECKING:
     from dagd.runs.attempts import Attempt
-    from dagd.storage.sql import Database, Sql
+    from dagd.storage.database import Database
+    from dagd.storage.sql import Sql
 
 
 NEW_RUN_COLUMNS = (
@@ -552,8 +554,6 @@ class RunStore:
         ``fence=(lease_name, epoch)`` nothing is claimed unless the lease still has that epoch.
         Unknown ids are left out too. The result follows the order of ``run_ids``.
         """
-        from dagd.storage.attempts import new_attempts
-
         to = RunStatus.STARTING
         for source in expected:
             if to not in TRANSITIONS[source]:

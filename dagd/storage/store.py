@@ -1,6 +1,6 @@
 """The supervisor's storage: driver SQL on connections from a SQLAlchemy engine.
 
-:class:`Storage` is a :class:`~dagd.storage.sql.Database` whose connections come from the engine's
+:class:`Storage` is a :class:`~dagd.storage.database.Database` whose connections come from the engine's
 pool (a PostgreSQL connection the server closed is replaced at checkout), so the supervisor, the CLI and the tests run the very store
 code the daemons run (:mod:`dagd.storage.sql`). The engine also serves the migrations and the
 SQLAlchemy-level ``read()``/``write()`` transactions tests use to inspect or corrupt rows.
@@ -15,7 +15,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from dagd.errors import StorageUnavailable
-from dagd.storage.sql import Database, first_line
+from dagd.storage.database import Database
+from dagd.storage.sql import first_line
+
+# An execution option of the storage's read transactions: on SQLite they begin deferred, not
+# IMMEDIATE (engine.py's "begin" listener).
+READ_ONLY = "dagd_read_only"
 
 
 class Storage(Database):
@@ -57,8 +62,6 @@ class Storage(Database):
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sa.Connection]:
-        from dagd.storage.engine import READ_ONLY
-
         try:
             with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
                 with conn.begin():

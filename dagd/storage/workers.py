@@ -25,7 +25,7 @@ from dagd.runs.model import IN_PROGRESS_STATUSES
 from dagd.storage.sql import in_list, when
 
 if TYPE_CHECKING:
-    from dagd.storage.sql import Database
+    from dagd.storage.database import Database
 
 QUEUE_TAG = "dagd/queue"
 # Rows of hosts silent this long are forgotten (a host that died long ago is no longer news).

@@ -35,8 +35,8 @@ import psutil
 
 from dagd.errors import DagdError, StorageUnavailable
 from dagd.processes import process_matches
+from dagd.storage.database import Database
 from dagd.storage.leases import SUPERVISOR_LEASE, Lease
-from dagd.storage.sql import Database
 from dagd.timefmt import rfc3339
 
 log = logging.getLogger("dagd.supervisor")

@@ -32,8 +32,8 @@ from dagd.storage.schema import NOTIFY_CHANNEL
 from dagd.storage.sql import PG_CONNECTION_ARGS
 
 if TYPE_CHECKING:
+    from dagd.storage.database import Database
     from dagd.storage.runs import RunStore
-    from dagd.storage.sql import Database
 
 log = logging.getLogger(__name__)
 

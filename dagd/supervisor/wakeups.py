@@ -19,7 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from dagd.errors import DagdError
-from dagd.storage.sql import PG_CONNECTION_ARGS, POSTGRES, Database
+from dagd.storage.database import Database
+from dagd.storage.sql import PG_CONNECTION_ARGS, POSTGRES
 
 log = logging.getLogger("dagd.supervisor")
 

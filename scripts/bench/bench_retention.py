@@ -50,11 +50,12 @@ from common import address, distribution, postgres_schema, running_supervisor, s
 
 from dagd.client.client import Client  # noqa: E402
 from dagd.runs.model import RunStatus  # noqa: E402
+from dagd.storage.database import DirectDatabase  # noqa: E402
 from dagd.storage.engine import open_storage  # noqa: E402
 from dagd.storage.instigators import TICK_SKIPPED, NewTick, TickEnd  # noqa: E402
 from dagd.storage.retention import purge_runs  # noqa: E402
 from dagd.storage.runs import NewRun  # noqa: E402
-from dagd.storage.sql import DirectDatabase, sqlite_time  # noqa: E402
+from dagd.storage.sql import sqlite_time
 
 UTC = timezone.utc
 JOBS = [f"job_{i}" for i in range(10)]

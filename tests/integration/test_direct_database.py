@@ -20,10 +20,10 @@ from helpers.procs import wait_for
 
 from dagd.errors import StorageUnavailable
 from dagd.runs.model import RunStatus
+from dagd.storage.database import DirectDatabase
 from dagd.storage.instigators import TICK_STARTED
 from dagd.storage.runs import NewRun
 from dagd.storage.schema import runs, ticks
-from dagd.storage.sql import DirectDatabase
 
 # A scheduled time in another zone than UTC, with microseconds, to catch any drift in the format.
 SCHEDULED = datetime(2026, 3, 29, 2, 30, 0, 123456, tzinfo=timezone(timedelta(hours=2)))

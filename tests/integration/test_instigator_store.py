@@ -15,7 +15,9 @@ from dagd.storage.instigators import (
     TICK_SKIPPED,
     TICK_STARTED,
     TICK_SUCCESS,
+    CursorMove,
     NewTick,
+    PlannedRun,
     TickEnd,
 )
 from dagd.storage.leases import SUPERVISOR_LEASE
@@ -83,7 +85,7 @@ def test_create_ticks_in_one_batch_skips_existing_schedule_ticks_and_moves_curso
             cursor_updated=True,
             move_cursor=True,
         ),
-        NewTick("sensor", "s2", planned=[{"job_name": "noop"}], new_cursor="9", cursor_updated=True),
+        NewTick("sensor", "s2", planned=[PlannedRun("noop")], new_cursor="9", cursor_updated=True),
     ]
     created = store.create_ticks(news, epoch=None)
     assert created[0] is None
@@ -91,15 +93,14 @@ def test_create_ticks_in_one_batch_skips_existing_schedule_ticks_and_moves_curso
     assert created[1].scheduled_time == due + timedelta(hours=1) and created[1].status == TICK_STARTED
     stored = {t.id: t for t in store.ticks("sensor", "s2")}
     assert (
-        stored[created[4].id].planned == [{"job_name": "noop"}]
-        and stored[created[4].id].status == TICK_STARTED
+        stored[created[4].id].planned == [PlannedRun("noop")] and stored[created[4].id].status == TICK_STARTED
     )
     # The SKIPPED tick moved its cursor with it; the STARTED one moves it only when it ends.
     assert store.cursors("sensor", ["s1", "s2", "nope"]) == {"s1": "7", "s2": None}
 
     store.finish_ticks(
         [
-            TickEnd(created[4].id, TICK_SUCCESS, run_ids=["r1"], cursor=("sensor", "s2", "9")),
+            TickEnd(created[4].id, TICK_SUCCESS, run_ids=["r1"], cursor=CursorMove("sensor", "s2", "9")),
             TickEnd(created[1].id, TICK_SKIPPED, skip_reason="why"),
         ]
     )
@@ -124,3 +125,27 @@ def test_create_ticks_with_a_stale_epoch_creates_nothing(storage: Any) -> None:
     assert storage.instigators.ticks("sensor", "s1") == []
     assert storage.instigators.cursors("sensor", ["s1"]) == {"s1": None}
     assert [t is not None for t in storage.instigators.create_ticks(news, epoch=lease.epoch)] == [True]
+
+
+@pytest.mark.timeout(60)
+def test_planned_runs_are_stored_in_the_json_shape_earlier_versions_wrote_and_read(storage: Any) -> None:
+    """A tick left STARTED by an older dagd is resumed by a newer one, and the other way round."""
+    store = storage.instigators
+    plan = PlannedRun(
+        "job", idempotency_key="sensor:s:k", run_key="k", tags={"dagd/sensor": "s"}, run_config={"a": [1]}
+    )
+    (tick,) = store.create_ticks([NewTick("sensor", "s", planned=[plan])], epoch=None)
+    assert tick is not None
+    with storage.sql_read() as sql:
+        raw = sql.scalar("SELECT planned FROM ticks WHERE id = :id", {"id": tick.id})
+    assert raw == (
+        '[{"job_name": "job", "run_key": "k", "idempotency_key": "sensor:s:k", '
+        '"tags": {"dagd/sensor": "s"}, "run_config": {"a": [1]}}]'
+    )
+    with storage.sql_write() as sql:  # as an older version wrote it
+        sql.execute(
+            "UPDATE ticks SET planned = :p WHERE id = :id",
+            {"id": tick.id, "p": '[{"job_name": "old", "run_key": null, "idempotency_key": "x", '
+             '"tags": {}, "run_config": {}}]'},
+        )  # fmt: skip
+    assert store.get_tick(tick.id).planned == [PlannedRun("old", idempotency_key="x")]

@@ -57,7 +57,7 @@ if kind == "supervisor":
     from dagd.storage.engine import open_storage
     db = open_storage(url, create=False)
 else:
-    from dagd.storage.sql import DirectDatabase
+    from dagd.storage.database import DirectDatabase
     db = DirectDatabase(url)
 db.leases.get(SUPERVISOR_LEASE)  # a connection established, then kept idle for reuse
 say(ready=True)

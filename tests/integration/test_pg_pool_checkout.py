@@ -94,7 +94,7 @@ def test_checkout_asks_the_server_nothing(pg_storage: Storage, monkeypatch: pyte
 
 @pytest.fixture
 def direct(pg_url: str, pg_storage: Storage) -> Iterator[Any]:
-    from dagd.storage.sql import DirectDatabase
+    from dagd.storage.database import DirectDatabase
 
     db = DirectDatabase(pg_url.replace("postgresql+psycopg://", "postgresql://"))
     yield db

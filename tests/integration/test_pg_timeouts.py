@@ -16,9 +16,9 @@ import yaml
 from dagd.errors import StorageUnavailable
 from dagd.instance.instance import Instance
 from dagd.runs.model import RunStatus
+from dagd.storage.database import Database, DirectDatabase
 from dagd.storage.engine import open_storage
 from dagd.storage.runs import NewRun
-from dagd.storage.sql import Database, DirectDatabase
 
 BOUND = 1.0  # statement_timeout for these tests; lock_timeout is half of it
 SLACK = 3.0  # a loaded 2-core machine; without the timeouts the call waits until the lock goes

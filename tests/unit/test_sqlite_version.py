@@ -9,8 +9,9 @@ import sqlite3
 import pytest
 
 from dagd.errors import ConfigError
+from dagd.storage.database import DirectDatabase
 from dagd.storage.engine import open_storage
-from dagd.storage.sql import DirectDatabase, check_sqlite_version
+from dagd.storage.sql import check_sqlite_version
 
 MESSAGE = (
     "SQLite 3.31.1 is too old: dagd needs SQLite 3.35 or newer (for RETURNING); run dagd on a "

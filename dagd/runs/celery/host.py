@@ -196,16 +196,21 @@ def _wait_for(pid: int) -> None:
 
 def host_config(instance: Instance) -> Any:
     """The instance's Celery launcher config; a one-line error if it uses another launcher."""
-    from dagd.instance.config import DEFAULT_LAUNCHER_MODULE, CeleryRunLauncherConfig, validate_section
+    from dagd.instance.builtins import CELERY_LAUNCHER, is_named
+    from dagd.instance.config import validate_section
+    from dagd.instance.instance import config_model
 
     section = instance.config.run_launcher
-    if (section.module, section.class_name) != (DEFAULT_LAUNCHER_MODULE, "CeleryRunLauncher"):
+    if not is_named(CELERY_LAUNCHER, section):
         raise ConfigError(
-            f"{instance.config_file}: run_launcher: a worker host needs class CeleryRunLauncher"
-            f" (module {DEFAULT_LAUNCHER_MODULE}), got {section.module}.{section.class_name}"
+            f"{instance.config_file}: run_launcher: a worker host needs class {CELERY_LAUNCHER.class_name}"
+            f" (module {CELERY_LAUNCHER.module}), got {section.module}.{section.class_name}"
         )
     return validate_section(
-        CeleryRunLauncherConfig, section.config, file=str(instance.config_file), prefix="run_launcher.config"
+        config_model(CELERY_LAUNCHER.config_model),
+        section.config,
+        file=str(instance.config_file),
+        prefix="run_launcher.config",
     )
 
 

@@ -42,7 +42,7 @@ FAULT_PUBLISH_TWICE = "DAGD_FAULT_PUBLISH_TWICE"
 
 class CeleryRunLauncher(RunLauncher):
     # dagd.instance.config.CeleryRunLauncherConfig, imported only when read.
-    config_model = BuiltinConfigModel("CeleryRunLauncherConfig")
+    config_model = BuiltinConfigModel()
     uses_worker_slots = True
 
     def __init__(self, instance: Instance, config: Any) -> None:

@@ -127,7 +127,7 @@ class ForkServer:
 
 class LocalProcessRunLauncher(RunLauncher):
     # dagd.instance.config.LocalProcessRunLauncherConfig, imported only when read.
-    config_model = BuiltinConfigModel("LocalProcessRunLauncherConfig")
+    config_model = BuiltinConfigModel()
 
     def __init__(self, instance: Instance, config: Any) -> None:
         if config is None:
