@@ -24,7 +24,7 @@ from helpers.chaos.scenario import ChaosSettings, Scenario, chaos_timeout
 from helpers.chaos.two_hosts import run_two_hosts
 from helpers.tcp_proxy import proxy_to
 
-POSTGRES_SECONDS = 120.0
+POSTGRES_SECONDS = 90.0
 SQLITE_SECONDS = 45.0
 TWO_HOSTS_SECONDS = 60.0
 SOAK_SECONDS = 1800.0
