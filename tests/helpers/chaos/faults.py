@@ -161,33 +161,24 @@ class DownWindows:
             ]
 
 
-class FaultInjector(threading.Thread):
-    """Carries out the plan; ``finish()`` ends every fault in progress and brings the supervisor back."""
+class FaultLoop(threading.Thread):
+    """The injectors' common loop: apply each planned fault when its time comes (``_apply``), and
+    run the actions that end faults (``_later``) when theirs does; ``_run_pending(everything=True)``
+    ends them all at once."""
 
-    def __init__(
-        self,
-        deployment: Deployment,
-        plan: list[Fault],
-        seed: int,
-        log: FaultLog,
-        violations: Violations,
-        windows: DownWindows,
-    ) -> None:
+    def __init__(self, plan: list[Fault], seed: int, log: FaultLog, violations: Violations) -> None:
         super().__init__(name="chaos-injector", daemon=True)
-        self.deployment = deployment
         self.plan = plan
         self.rng = random.Random(seed + 1)
         self.log = log
         self.violations = violations
-        self.windows = windows
         self.stopping = threading.Event()
         self._pending: list[tuple[float, str, Callable[[], None]]] = []
         self._lock = threading.Lock()
-        self._restarter: threading.Thread | None = None
-        self._storms: list[threading.Thread] = []
         self.started = 0.0
 
-    # -- the loop --------------------------------------------------------------------------------
+    def _apply(self, fault: Fault) -> None:
+        raise NotImplementedError  # each injector's faults
 
     def run(self) -> None:
         self.started = time.monotonic()
@@ -212,6 +203,25 @@ class FaultInjector(threading.Thread):
     def _later(self, seconds: float, label: str, action: Callable[[], None]) -> None:
         with self._lock:
             self._pending.append((time.monotonic() + seconds, label, action))
+
+
+class FaultInjector(FaultLoop):
+    """Carries out the plan; ``finish()`` ends every fault in progress and brings the supervisor back."""
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        plan: list[Fault],
+        seed: int,
+        log: FaultLog,
+        violations: Violations,
+        windows: DownWindows,
+    ) -> None:
+        super().__init__(plan, seed, log, violations)
+        self.deployment = deployment
+        self.windows = windows
+        self._restarter: threading.Thread | None = None
+        self._storms: list[threading.Thread] = []
 
     def finish(self) -> None:
         """Stop injecting; SIGCONT, reconnect and unlock now; wait until the supervisor answers."""

@@ -51,7 +51,7 @@ from helpers.chaos.deployment import (
     same_process,
     send,
 )
-from helpers.chaos.faults import STORMS, Fault
+from helpers.chaos.faults import STORMS, Fault, FaultLoop
 from helpers.chaos.invariants import launches_after_deposed
 from helpers.chaos.load import ApiClient, Ledger, stop_all
 from helpers.chaos.report import FaultLog, Violations
@@ -230,7 +230,7 @@ class TwoHostSampler(Sampler):
         )
 
 
-class TwoHostInjector(threading.Thread):
+class TwoHostInjector(FaultLoop):
     """Carries out the plan; ``finish()`` heals, thaws and restarts, and waits for one leader."""
 
     def __init__(
@@ -241,46 +241,16 @@ class TwoHostInjector(threading.Thread):
         log: FaultLog,
         violations: Violations,
     ) -> None:
-        super().__init__(name="chaos-injector", daemon=True)
+        super().__init__(plan, seed, log, violations)
         self.deployment = deployment
-        self.plan = plan
-        self.rng = random.Random(seed + 1)
-        self.log = log
-        self.violations = violations
-        self.stopping = threading.Event()
-        self._pending: list[tuple[float, str, Callable[[], None]]] = []
-        self._lock = threading.Lock()
         self._helpers: list[threading.Thread] = []
         self.last_leader = 0
-        self.started = 0.0
 
-    def run(self) -> None:
-        self.started = time.monotonic()
-        todo = list(self.plan)
-        while not self.stopping.is_set():
-            now = time.monotonic()
-            self._run_pending(now)
-            while todo and self.started + todo[0].at <= now:
-                fault = todo.pop(0)
-                try:
-                    getattr(self, f"_{fault.kind}")(fault)
-                except Exception as exc:
-                    self.log.add("error", f"{fault.kind}: {exc!r}")
-            self.stopping.wait(0.05)
-
-    def _run_pending(self, now: float, everything: bool = False) -> None:
-        with self._lock:
-            due = [p for p in self._pending if everything or p[0] <= now]
-            self._pending = [p for p in self._pending if p not in due]
-        for _, label, action in sorted(due, key=lambda p: p[0]):
-            try:
-                action()
-            except Exception as exc:
-                self.log.add("error", f"ending {label}: {exc!r}")
-
-    def _later(self, seconds: float, label: str, action: Callable[[], None]) -> None:
-        with self._lock:
-            self._pending.append((time.monotonic() + seconds, label, action))
+    def _apply(self, fault: Fault) -> None:
+        try:
+            getattr(self, f"_{fault.kind}")(fault)
+        except Exception as exc:
+            self.log.add("error", f"{fault.kind}: {exc!r}")
 
     def _spawn(self, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, daemon=True)
